@@ -1,0 +1,41 @@
+# fndkit: `make demo` sets up and runs the notebook chain; `make test` sets up and runs every test.
+# VENV may point outside the clone (CI keeps one per requirements hash): make test VENV=/path/to/venv
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+REQ_HASH := $(shell sha256sum requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.fndkit-setup-$(REQ_HASH)
+RUN_DIR ?= outputs/demo
+SCALE ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lab browser clean-demo
+
+setup: $(STAMP)
+
+# Reinstalls only when requirements.txt or pyproject.toml change (the stamp carries their hash).
+$(STAMP):
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing pinned requirements into $(VENV) (first time: about 2 minutes)"
+	@$(PY) -m pip install -q -r requirements.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@rm -f $(VENV)/.fndkit-setup-*
+	@touch $@
+
+# Debian's Chromium serves plotly PNG export and the browser test (Playwright's own download fails here).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+demo: setup
+	$(PY) -m fndkit.pipeline --run-dir $(RUN_DIR) --scale $(SCALE)
+
+test: setup browser
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=. notebooks/
+
+clean-demo:
+	rm -rf $(RUN_DIR)

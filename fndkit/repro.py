@@ -1,0 +1,78 @@
+"""Seeds and run metadata: versions, git SHA, device."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> np.random.Generator:
+    """Seed Python, NumPy and torch; return a NumPy Generator for the caller's own draws."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(int(seed))
+    np.random.seed(int(seed) % (2**32))
+    try:
+        import torch
+    except ImportError:  # data-only use without torch
+        pass
+    else:
+        torch.manual_seed(int(seed))
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+    return np.random.default_rng(int(seed))
+
+
+def git_sha() -> str | None:
+    """The SHA of the checkout fndkit is imported from, or None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' picks CUDA when present, else CPU; anything else must be a valid torch device."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asked for CUDA but none is available; use 'cpu' or 'auto'")
+    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise ValueError(f"unknown device {device!r}; choose 'auto', 'cpu' or 'cuda[:N]'")
+    return device
+
+
+def run_metadata(device: str | None = None) -> dict:
+    """Versions, git SHA, host facts: stored beside every artifact."""
+    from . import __version__
+
+    meta = {
+        "fndkit_version": __version__,
+        "git_sha": git_sha(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        import torch
+
+        meta["torch"] = torch.__version__
+        meta["cuda_available"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            meta["cuda_device"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    if device is not None:
+        meta["device"] = device
+    return meta

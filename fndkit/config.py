@@ -64,7 +64,7 @@ class TrainConfig(_Base):
     heads: int = 8
     epochs: int = 12
     batch_size: int = 32
-    lr: float = 0.1            # at batch 32; scaled linearly with batch size (paper §4.8)
+    lr: float = 0.01           # at batch 32, scaled linearly with batch size (paper §4.8)
     momentum: float = 0.9
     weight_decay: float = 1e-6
     loss: str = "npair"

@@ -67,7 +67,7 @@ def run_metadata(device: str | None = None) -> dict:
     try:
         import torch
 
-        meta["torch"] = torch.__version__
+        meta["torch"] = str(torch.__version__)
         meta["cuda_available"] = torch.cuda.is_available()
         if torch.cuda.is_available():
             meta["cuda_device"] = torch.cuda.get_device_name(0)

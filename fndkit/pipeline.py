@@ -1,0 +1,148 @@
+"""Run the notebook chain with papermill into one run folder (what ``make demo`` calls).
+
+    python -m fndkit.pipeline --run-dir outputs/demo --scale demo [--force] [--only 00_data,02_teacher]
+
+Executed copies of the notebooks are saved in ``run_dir/notebooks/``. A failing notebook stops the
+chain with a message naming the notebook and the cell. A finished run folder (``pipeline.json`` with
+status ``finished``) is never overwritten unless ``--force`` is given. At the end the tables of every
+stage's ``metrics.json`` are gathered into ``run_dir/report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .artifacts import read_json, write_json
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One notebook execution: which notebook, a label for its executed copy, its parameters."""
+
+    notebook: str
+    label: str
+    parameters: dict = field(default_factory=dict)
+
+
+def default_chain(scale: str = "demo") -> list[Step]:
+    """The chain ``make demo`` runs; every later issue appends its notebooks here."""
+    # tiny is for tests: fewer autoencoder epochs and cold-start repetitions keep the chain short
+    quick = scale == "tiny"
+    steps = [
+        Step("00_data", "00_data", {"scale": scale}),
+        Step("01_autoencoder", "01_autoencoder", {"epochs": 3} if quick else {}),
+        Step("02_teacher", "02_teacher", {}),
+        Step("03_student", "03_student_fnd", {"loss": "fnd"}),
+        Step("03_student", "03_student_npair", {"loss": "npair"}),
+        Step("04_contrastive", "04_contrastive", {}),
+        Step("05_cold_start", "05_cold_start",
+             {"repetitions": 3, "curve_interactions": [1, 5]} if quick else {}),
+    ]
+    return [s for s in steps if notebook_path(s.notebook).exists()]
+
+
+def notebook_path(name: str) -> Path:
+    """``00_data`` -> notebooks/00_data.ipynb; a path ending in .ipynb is taken as it is."""
+    return Path(name) if name.endswith(".ipynb") else NOTEBOOK_DIR / f"{name}.ipynb"
+
+
+class PipelineError(RuntimeError):
+    """A notebook of the chain failed; the message names it and the cell."""
+
+
+def _describe_failure(exc: Exception, notebook: Path) -> str:
+    cell = getattr(exc, "exec_count", None)
+    ename = getattr(exc, "ename", type(exc).__name__)
+    evalue = getattr(exc, "evalue", str(exc))
+    source = (getattr(exc, "source", "") or "").strip().splitlines()
+    where = f"cell [{cell}]" if cell is not None else "an unknown cell"
+    if source:  # the execution count shifts by papermill's injected cell; the source line does not
+        where += f" (`{source[0][:80]}`)"
+    return f"{notebook.name} failed in {where}: {ename}: {evalue}"
+
+
+def run_chain(run_dir: str | Path, steps: list[Step], force: bool = False,
+              kernel_name: str | None = None, progress: bool = True,
+              log_output: bool = False) -> dict:
+    """Execute ``steps`` in order into ``run_dir``; return the pipeline record."""
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    record_path = run_dir / "pipeline.json"
+    if record_path.exists() and read_json(record_path).get("status") == "finished":
+        if not force:
+            raise PipelineError(
+                f"{run_dir} holds a finished run; choose another --run-dir or pass --force to "
+                f"delete it and run again")
+        shutil.rmtree(run_dir)
+    executed_dir = run_dir / "notebooks"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    record = {"status": "running", "steps": [], "run_dir": str(run_dir)}
+    bar = tqdm(steps, desc="notebook chain", unit="notebook", disable=not progress)
+    for step in bar:
+        bar.set_postfix_str(step.label)
+        source = notebook_path(step.notebook)
+        if not source.exists():
+            raise PipelineError(f"notebook {source} does not exist")
+        target = executed_dir / f"{step.label}.ipynb"
+        params = {"run_dir": str(run_dir.resolve()), **step.parameters}
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(str(source), str(target), parameters=params,
+                                kernel_name=kernel_name, progress_bar=False,
+                                log_output=log_output, cwd=str(NOTEBOOK_DIR))
+        except Exception as exc:  # papermill wraps the kernel's error; name notebook and cell
+            record["status"] = "failed"
+            record["failed"] = {"step": step.label, "message": _describe_failure(exc, source),
+                                "executed_copy": str(target)}
+            write_json(record_path, record)
+            raise PipelineError(
+                f"{_describe_failure(exc, source)}\n  executed copy with the traceback: {target}"
+            ) from None
+        record["steps"].append({"label": step.label, "notebook": step.notebook,
+                                "parameters": params, "seconds": round(time.perf_counter() - start, 1)})
+        write_json(record_path, {**record, "status": "running"})
+    from .report import write_report
+
+    write_report(run_dir)
+    record["status"] = "finished"
+    write_json(record_path, record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", default="outputs/demo")
+    parser.add_argument("--scale", default="demo")
+    parser.add_argument("--force", action="store_true", help="delete a finished run folder first")
+    parser.add_argument("--only", default="", help="comma-separated step labels to run")
+    parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+    args = parser.parse_args(argv)
+    steps = default_chain(args.scale)
+    if args.only:
+        wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+        unknown = sorted(set(wanted) - {s.label for s in steps})
+        if unknown:
+            print(f"unknown step(s) {unknown}; the chain is {[s.label for s in steps]}", file=sys.stderr)
+            return 2
+        steps = [s for s in steps if s.label in wanted]
+    try:
+        record = run_chain(args.run_dir, steps, force=args.force, kernel_name=args.kernel)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    total = sum(s["seconds"] for s in record["steps"])
+    print(f"finished {len(record['steps'])} notebooks in {total:.0f} s; report: {Path(args.run_dir) / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Gather every stage's ``metrics.json`` in a run folder into comparison tables and ``report.md``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .artifacts import atomic_path, read_json
+
+MODEL_ORDER = ("teacher", "student_npair", "student_fnd", "contrastive")
+
+
+def comparison_table(run_dir: str | Path, protocol: str = "random"):
+    """One row per trained model in the run folder: AUC, both NDCGs, parameters, seconds/epoch."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    rows = []
+    for metrics_path in sorted(run_dir.glob("*/metrics.json")):
+        m = read_json(metrics_path)
+        test = m.get("test", {}).get(protocol)
+        if not test:
+            continue
+        rows.append({"model": metrics_path.parent.name, "loss": m.get("loss"), "backbone": m.get("backbone"),
+                     "AUC": test["auc"], "NDCG (lpae)": test["ndcg_lpae"],
+                     "NDCG (standard)": test["ndcg_standard"], "params": m.get("params_inference", m.get("params")),
+                     "s/epoch": m.get("epoch_seconds"), "epochs": m.get("epochs_run")})
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        rank = {name: i for i, name in enumerate(MODEL_ORDER)}
+        df = df.sort_values("model", key=lambda s: s.map(lambda n: rank.get(n, len(rank)))).reset_index(drop=True)
+    return df
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``run_dir/report.md`` from whatever stages have finished."""
+    run_dir = Path(run_dir)
+    lines = [f"# fndkit run report: {run_dir.name}", ""]
+    data_metrics = run_dir / "data" / "metrics.json"
+    if data_metrics.exists():
+        d = read_json(data_metrics)
+        stats = d.get("stats", {})
+        lines += ["## Data", "", "| dataset | users | outfits | items | cold users | cold outfits |",
+                  "|---|---|---|---|---|---|",
+                  f"| {stats.get('dataset')} | {stats.get('users')} | {stats.get('outfits')} | "
+                  f"{stats.get('items')} | {stats.get('cold_users')} | {stats.get('cold_outfits')} |", ""]
+        if "false_negative_fraction_random_mixtures" in d:
+            lines += [f"Ground-truth false negatives among random mixtures: "
+                      f"{d['false_negative_fraction_random_mixtures']:.2%}", ""]
+    for protocol in ("random", "hard"):
+        df = comparison_table(run_dir, protocol)
+        if df.empty:
+            continue
+        lines += [f"## Test ranking ({protocol} negatives)", "", markdown_table(df), ""]
+    for extra in sorted(run_dir.glob("*/report_section.md")):
+        lines += [extra.read_text(), ""]
+    target = run_dir / "report.md"
+    with atomic_path(target) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return target
+
+
+def markdown_table(df) -> str:
+    """A pipe table (floats to 4 places) without pulling in tabulate."""
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return "" if v is None else str(v)
+
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "---|" * len(df.columns)
+    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *body])

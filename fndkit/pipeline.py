@@ -42,6 +42,7 @@ def default_chain(scale: str = "demo") -> list[Step]:
         Step("03_student", "03_student_fnd", {"loss": "fnd"}),
         Step("03_student", "03_student_npair", {"loss": "npair"}),
         Step("04_contrastive", "04_contrastive", {}),
+        Step("06_explorer", "06_explorer", {}),
         Step("05_cold_start", "05_cold_start",
              {"repetitions": 3, "curve_interactions": [1, 5]} if quick else {}),
     ]

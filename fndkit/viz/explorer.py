@@ -51,6 +51,11 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _truthy(v: Any) -> bool:
+    """True for True / np.True_, False for False and for a missing value (pd.NA, None)."""
+    return v is not None and v is not pd.NA and bool(v)
+
+
 def _hover(row: pd.Series) -> str:
     if row["kind"] == "user":
         return f"<b>user {row['user']}</b><br>positive boundary r̂ = {_fmt(row['positive_boundary'])}"
@@ -63,7 +68,7 @@ def _hover(row: pd.Series) -> str:
         lines.append(f"student score {_fmt(row['student_score'])}")
     if not np.isnan(row["true_affinity"]):
         lines.append(f"true affinity {_fmt(row['true_affinity'])}"
-                     + (" (ground truth: would like it)" if row["truth_positive"] is True else ""))
+                     + (" (ground truth: would like it)" if _truthy(row["truth_positive"]) else ""))
     return "<br>".join(lines)
 
 
@@ -134,7 +139,8 @@ def space_figure(frame: pd.DataFrame, title: str | None = None, meta: Any = None
     return fig
 
 
-def export_static(frame: pd.DataFrame, path_stem: str | Path, title: str | None = None) -> list[Path]:
+def export_static(frame: pd.DataFrame, path_stem: str | Path, title: str | None = None,
+                  png: bool = True) -> list[Path]:
     """Write the picture as ``<stem>.html`` (self-contained, hover shows scores, d and true
     affinity), ``<stem>.png`` where Chromium is installed (via :func:`fndkit.stages.save_figure`),
     and the table itself as ``<stem>.csv``. Returns the paths written."""
@@ -143,7 +149,7 @@ def export_static(frame: pd.DataFrame, path_stem: str | Path, title: str | None 
 
     path_stem = Path(path_stem)
     path_stem.parent.mkdir(parents=True, exist_ok=True)
-    written = save_figure(space_figure(frame, title), path_stem)
+    written = save_figure(space_figure(frame, title), path_stem, png=png)
     with atomic_path(path_stem.with_suffix(".csv")) as tmp:
         frame.to_csv(tmp, index=False)
     return [*written, path_stem.with_suffix(".csv")]
@@ -222,6 +228,9 @@ class SpaceExplorer:
         self.dataset = self.models.dataset
         self.n_negatives, self.seed, self.device = n_negatives, seed, device
         self._spaces: dict[tuple, P.SpaceData] = {}
+        if isinstance(users, (str, int)):
+            raise ValueError(f"users={users!r} must be a list of user ids, e.g. [3, 7] (with papermill: "
+                             f"-y 'users: [3, 7]'); [] picks three users as in Fig. 8")
         users = list(users) or P.default_users(self.dataset, self.models.teacher)
         self.space = self._space(users)
         self.frame = P.space_frame(self.space, method, perplexity, n_neighbours, seed)
@@ -268,7 +277,7 @@ class SpaceExplorer:
 
     # ---- computation ---------------------------------------------------------------------
     def _space(self, users: Sequence[int]) -> P.SpaceData:
-        key = tuple(sorted(int(u) for u in users))
+        key = tuple(P.check_users(self.dataset, users))
         if key not in self._spaces:
             self._spaces[key] = P.run_space(self.models, users=list(key), n_negatives=self.n_negatives,
                                             seed=self.seed, device=self.device)
@@ -354,7 +363,7 @@ class SpaceExplorer:
         self.details_image.value = outfit_png(self.dataset, P.parse_items(row["items"]))
         self.details_text.value = _table([
             ("items", row["items"]),
-            ("teacher score r̂_ijk", _fmt(row["teacher_score"])),
+            ("teacher score (eq. 9)", _fmt(row["teacher_score"])),
             ("positive boundary r̂_i", _fmt(row["positive_boundary"])),
             ("d = α(r̂_i − r̂_ijk) (eq. 12)", _fmt(row["d_weight"])),
             ("inside the boundary", _fmt(bool(row["inside_boundary"]))),

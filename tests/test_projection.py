@@ -2,10 +2,8 @@
 
 Flags are checked against closed-form values and against a naive per-outfit teacher loop; PCA
 against numpy's SVD; gathering and t-SNE for determinism; every bad input for its message.
-UMAP (35 s of numba compilation on first use) runs only with FNDKIT_SLOW=1.
+UMAP (35 s of numba compilation on first use) runs only with --runslow.
 """
-
-import os
 
 import numpy as np
 import pandas as pd
@@ -213,9 +211,7 @@ def test_tsne_is_deterministic_by_seed():
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("FNDKIT_SLOW"), reason="UMAP compiles numba for ~35 s on first "
-                    "use; run with FNDKIT_SLOW=1")
+@pytest.mark.slow  # UMAP compiles numba for ~35 s on first use: run with --runslow
 def test_umap_is_deterministic_by_seed():
     x = np.random.default_rng(2).normal(size=(40, 6))
     a = P.project(x, "umap", n_neighbours=8, seed=0)

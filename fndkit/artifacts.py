@@ -38,6 +38,12 @@ def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True)
 
 
+def jsonable(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples become lists, numpy scalars plain numbers), so a
+    config in memory compares equal to the one saved beside a checkpoint."""
+    return json.loads(to_json(obj))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.

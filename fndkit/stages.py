@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import read_json, write_json
+from .artifacts import jsonable, read_json, write_json
 from .config import DataConfig, TrainConfig, train_config
 from .data.schema import DatasetError, OutfitDataset
 
@@ -63,7 +63,7 @@ def prepare_data(run_dir: str | Path, cfg: DataConfig, overwrite: bool = False) 
     target = Path(run_dir) / "data"
     if (target / "dataset.json").exists():
         old = read_json(target / "dataset.json")
-        same = old.get("meta", {}).get("data_config") == _jsonable(cfg.to_dict())
+        same = old.get("meta", {}).get("data_config") == jsonable(cfg.to_dict())
         if same and not overwrite:
             return OutfitDataset.load(target)
         if not overwrite:
@@ -74,14 +74,6 @@ def prepare_data(run_dir: str | Path, cfg: DataConfig, overwrite: bool = False) 
     ds = build_dataset(cfg)
     ds.save(target)
     return OutfitDataset.load(target)
-
-
-def _jsonable(d: dict) -> dict:
-    import json
-
-    from .artifacts import to_json
-
-    return json.loads(to_json(d))
 
 
 def load_run_dataset(run_dir: str | Path) -> OutfitDataset:
@@ -128,7 +120,7 @@ def stage_status(stage_dir: Path, config: dict) -> str:
     """'new', 'finished-same' (reuse), 'finished-other' (refuse), or 'partial' (resume)."""
     if (stage_dir / "metrics.json").exists():
         old = read_json(stage_dir / "config.json") if (stage_dir / "config.json").exists() else None
-        return "finished-same" if old == _jsonable(config) else "finished-other"
+        return "finished-same" if old == jsonable(config) else "finished-other"
     return "partial" if (stage_dir / "last.pt").exists() else "new"
 
 
@@ -221,7 +213,7 @@ def _run_scale(run_dir: str | Path) -> str:
     return meta.get("scale", "demo")
 
 
-def default_student_name(loss: str, alpha: float, lam: float = 0.0, augmentations: str = "") -> str:
+def default_student_name(loss: str, alpha: float) -> str:
     """``student_<loss>`` for the paper's defaults; hyper-parameters appended otherwise."""
     name = f"student_{loss}"
     if loss == "fnd" and alpha != 1.25:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .artifacts import load_checkpoint, save_checkpoint, write_json
+from .artifacts import jsonable, load_checkpoint, save_checkpoint, write_json
 from .config import TrainConfig
 from .data.datasets import make_loader
 from .data.sampling import NegativeSampler
@@ -139,7 +139,7 @@ def fit(model: OutfitRecommender, dataset: OutfitDataset, cfg: TrainConfig, out_
     last_path, best_path = out_dir / "last.pt", out_dir / "checkpoint.pt"
     if resume and last_path.exists():
         state = load_checkpoint(last_path, map_location=device)
-        if state["config"]["train"] != json_roundtrip(cfg.to_dict()):
+        if state["config"]["train"] != jsonable(cfg.to_dict()):
             raise ValueError(f"cannot resume from {last_path}: it was trained with another config; "
                              f"pass resume=False (and a fresh out_dir) to start over")
         model.load_state_dict(state["state_dict"])
@@ -252,14 +252,6 @@ def fit(model: OutfitRecommender, dataset: OutfitDataset, cfg: TrainConfig, out_
     seconds = [h["seconds"] for h in history]
     return {"history": history, "best_epoch": best_epoch, "best_val_auc": float(best_auc),
             "stopped_early": stopped_early, "epoch_seconds": float(np.mean(seconds)) if seconds else None}
-
-
-def json_roundtrip(d: dict) -> dict:
-    import json
-
-    from .artifacts import to_json
-
-    return json.loads(to_json(d))
 
 
 def load_model(checkpoint_path: str | Path, device: str = "cpu") -> tuple[OutfitRecommender, dict]:

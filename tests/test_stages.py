@@ -1,0 +1,84 @@
+"""Stage orchestration: datasets and finished stages are reused with the same config, refused with
+another; the cold-start experiment and the autoencoder stage run on a tiny run folder."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fndkit import stages
+from fndkit.coldstart import run_cold_start, table3
+from fndkit.config import DataConfig
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    stages.prepare_data(run, DataConfig(scale="tiny", seed=0))
+    cfg = stages.teacher_config(run, epochs=1, max_steps_per_epoch=4, dim=16, heads=2, device="cpu")
+    stages.train_stage(run, "teacher", cfg, progress=False)
+    return run
+
+
+def test_prepare_data_reuses_same_and_refuses_other(run_dir):
+    before = (run_dir / "data" / "dataset.json").stat().st_mtime_ns
+    ds = stages.prepare_data(run_dir, DataConfig(scale="tiny", seed=0))
+    assert (run_dir / "data" / "dataset.json").stat().st_mtime_ns == before
+    assert ds.name == "synthetic-tiny"
+    with pytest.raises(stages.StageError, match="already holds dataset 'synthetic-tiny'"):
+        stages.prepare_data(run_dir, DataConfig(scale="tiny", seed=1))
+
+
+def test_finished_stage_reused_with_same_config_refused_with_other(run_dir):
+    cfg = stages.teacher_config(run_dir, epochs=1, max_steps_per_epoch=4, dim=16, heads=2, device="cpu")
+    before = (run_dir / "teacher" / "checkpoint.pt").stat().st_mtime_ns
+    metrics = stages.train_stage(run_dir, "teacher", cfg, progress=False)
+    assert (run_dir / "teacher" / "checkpoint.pt").stat().st_mtime_ns == before
+    assert metrics == json.loads((run_dir / "teacher" / "metrics.json").read_text())
+    with pytest.raises(stages.StageError, match="another config"):
+        stages.train_stage(run_dir, "teacher", cfg.replace(lr=0.02), progress=False)
+
+
+def test_incompatible_teacher_is_named(run_dir):
+    cfg = stages.student_config(run_dir, loss="fnd", epochs=1, max_steps_per_epoch=2, dim=32, heads=2, device="cpu")
+    with pytest.raises(ValueError, match="d=16 but the student has d=32"):
+        stages.train_stage(run_dir, "student_fnd_d32", cfg, progress=False)
+
+
+def test_default_names():
+    assert stages.default_student_name("fnd", 1.25) == "student_fnd"
+    assert stages.default_student_name("fnd", 1.5) == "student_fnd-alpha1.5"
+    assert stages.default_student_name("npair", 1.5) == "student_npair"
+    assert stages.default_contrastive_name(("erase", "replace"), 0.2, 1.25) == "contrastive"
+    assert stages.default_contrastive_name(("erase", "erase"), 0.5, 1.25) == "contrastive-erase-erase-lam0.5"
+
+
+def test_autoencoder_stage_writes_neighbours_in_category(run_dir):
+    metrics = stages.run_autoencoder(run_dir, latent_dim=8, epochs=1, k_neighbours=3, device="cpu", progress=False)
+    ds = stages.load_run_dataset(run_dir)
+    neighbours = np.load(run_dir / "autoencoder" / "neighbours.npy")
+    pool = np.load(run_dir / "autoencoder" / "pool_items.npy")
+    assert neighbours.shape == (ds.n_items, 3)
+    assert (neighbours[np.setdiff1d(np.arange(ds.n_items), pool)] == -1).all()
+    got = neighbours[pool]
+    assert np.isin(got[got >= 0], pool).all()
+    assert (ds.item_category[np.maximum(got, 0)] == ds.item_category[pool][:, None])[got >= 0].all()
+    assert metrics["reconstruction_mse_held_out"] > 0
+    assert set(metrics["attribute_agreement"]["neighbour"]) == {"colour", "pattern", "shape"}
+    with pytest.raises(ValueError, match="k_neighbours=0"):
+        stages.run_autoencoder(run_dir, k_neighbours=0, overwrite=True)
+
+
+def test_cold_start_experiment(run_dir):
+    with pytest.raises(stages.StageError, match=r"\['student_fnd'\] are not trained"):
+        run_cold_start(run_dir, ["teacher", "student_fnd"], progress=False)
+    with pytest.raises(ValueError, match="tau"):
+        run_cold_start(run_dir, ["teacher"], tau=0.0, progress=False)
+    result = run_cold_start(run_dir, ["teacher"], n_interactions=(1,), curve_interactions=(1, 2),
+                            repetitions=2, device="cpu", progress=False)
+    rows = result["rows"]
+    assert {r["strategy"] for r in rows} == {"avg", "w-avg", "population", "nearest"}
+    assert {r["n_interactions"] for r in rows} == {1, 2}
+    assert all(0.0 <= r["auc_mean"] <= 1.0 and r["repetitions"] == 2 for r in rows)
+    table = table3(result, n_interactions=(1,))
+    assert table.shape == (4, 1)

@@ -50,7 +50,15 @@ def build_dataset(cfg: DataConfig) -> OutfitDataset:
     attach_candidates(ds, seed=cfg.seed, ratio=cfg.candidate_ratio)
     ds.meta = {**ds.meta, "data_config": cfg.to_dict()}
     ds.validate()
-    check_split_invariants(ds)
+    try:
+        check_split_invariants(ds)
+    except DatasetError as exc:
+        if cfg.source == "synthetic":  # the generator guarantees it: a break here is a bug
+            raise
+        # a real release is kept as distributed; say so loudly rather than refuse the data
+        import warnings
+
+        warnings.warn(f"the released split breaks an invariant of paper §4.1.1: {exc}", stacklevel=2)
     return ds
 
 

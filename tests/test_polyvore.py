@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import re
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -514,3 +515,24 @@ def test_a_negative_takes_its_positives_user(fixed_release):
     write_csv(sub.paths["tuples_test_nega"], sub.header, rows)
     cand = read_polyvore_u(fixed_release.root, "630", image_size=8).candidate_set("test")
     np.testing.assert_array_equal(cand.user, np.repeat(MAIN_USERS["test"], 4))
+
+
+@pytest.mark.parametrize("which,subset,cold", [("fixed", "630", 2), ("variable", "519", 2)])
+def test_00_data_stage_reads_a_release(which, subset, cold, fixed_release, variable_release, tmp_path):
+    """What `papermill 00_data -p source <root> -p subset 630` does: the same canonical run folder."""
+    from fndkit import stages
+    from fndkit.config import DataConfig
+
+    release = fixed_release if which == "fixed" else variable_release
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the random fixture need not keep test items out of train
+        ds = stages.prepare_data(tmp_path / "run", DataConfig(source=str(release.root), subset=subset,
+                                                              image_size=16))
+    assert ds.meta["source"] == "polyvore-u" and ds.meta["cold_subset"] in ("53", "32")
+    assert len(ds.cold_users) == cold and ds.image_size == 16
+    for key in ("val_teacher/random", "val_student/random", "test/random", "test/hard"):
+        assert key in ds.candidates
+    again = stages.load_run_dataset(tmp_path / "run")
+    assert again.fingerprint() == ds.fingerprint()
+    with pytest.raises(DatasetError, match="neither 'synthetic' nor an existing folder"):
+        stages.build_dataset(DataConfig(source=str(tmp_path / "nowhere")))

@@ -272,8 +272,29 @@ def history_figure(history: list[dict], title: str):
     return fig
 
 
+PNG_TIMEOUT_S = 90
+
+_PNG_EXPORT = """
+import sys
+import plotly.io as pio
+fig = pio.from_json(open(sys.argv[1]).read())
+fig.write_image(sys.argv[2], format="png")
+"""
+
+
 def save_figure(fig, path_stem: str | Path, png: bool = True) -> list[Path]:
-    """Write ``<stem>.html`` (self-contained) and, where Chromium is installed, ``<stem>.png``."""
+    """Write ``<stem>.html`` (self-contained) and, where Chromium is installed, ``<stem>.png``.
+
+    The PNG is rendered by kaleido's headless Chromium in a child process with a time limit
+    (``PNG_TIMEOUT_S``): we saw that browser hang once with two exports running at the same time,
+    and a picture must never stall a training chain. ``FNDKIT_PNG=0`` turns PNG export off.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
     from .artifacts import atomic_path
 
     path_stem = Path(path_stem)
@@ -281,13 +302,28 @@ def save_figure(fig, path_stem: str | Path, png: bool = True) -> list[Path]:
     with atomic_path(path_stem.with_suffix(".html")) as tmp:
         fig.write_html(str(tmp), include_plotlyjs=True)
     written.append(path_stem.with_suffix(".html"))
-    if png and shutil.which("chromium"):
+    if not (png and shutil.which("chromium") and os.environ.get("FNDKIT_PNG", "1") != "0"):
+        return written
+    target = path_stem.with_suffix(".png")
+    with tempfile.TemporaryDirectory() as scratch:
+        spec, rendered = Path(scratch) / "figure.json", Path(scratch) / "figure.png"
+        spec.write_text(fig.to_json())
+        proc = subprocess.Popen([sys.executable, "-c", _PNG_EXPORT, str(spec), str(rendered)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # its own group: Chromium's children die with it
         try:
-            with atomic_path(path_stem.with_suffix(".png")) as tmp:
-                fig.write_image(str(tmp), format="png")
-            written.append(path_stem.with_suffix(".png"))
-        except Exception as exc:  # PNG is a convenience; the HTML is the artifact
-            print(f"PNG export skipped ({type(exc).__name__}: {exc})")
+            _, err = proc.communicate(timeout=PNG_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            err = f"no PNG after {PNG_TIMEOUT_S} s"
+        if proc.returncode == 0 and rendered.exists():
+            with atomic_path(target) as tmp:
+                shutil.copyfile(rendered, tmp)
+            written.append(target)
+        else:  # the HTML is the artifact; the PNG is a convenience
+            last = (err or "").strip().splitlines()[-1:] or ["unknown error"]
+            print(f"PNG export of {path_stem.name} skipped: {last[0]}")
     return written
 
 

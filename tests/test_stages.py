@@ -82,3 +82,23 @@ def test_cold_start_experiment(run_dir):
     assert all(0.0 <= r["auc_mean"] <= 1.0 and r["repetitions"] == 2 for r in rows)
     table = table3(result, n_interactions=(1,))
     assert table.shape == (4, 1)
+
+
+def test_save_figure_png_is_bounded_in_time(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))
+    monkeypatch.setenv("FNDKIT_PNG", "0")
+    assert stages.save_figure(fig, tmp_path / "a") == [tmp_path / "a.html"]
+    monkeypatch.delenv("FNDKIT_PNG")
+    monkeypatch.setattr(stages, "PNG_TIMEOUT_S", 0.05)  # far too short: must give up, not hang
+    assert stages.save_figure(fig, tmp_path / "b") == [tmp_path / "b.html"] or not shutil.which("chromium")
+    assert not (tmp_path / "b.png").exists()
+    if shutil.which("chromium"):
+        assert "skipped" in capsys.readouterr().out
+        monkeypatch.setattr(stages, "PNG_TIMEOUT_S", 120)
+        written = stages.save_figure(fig, tmp_path / "c")
+        assert written == [tmp_path / "c.html", tmp_path / "c.png"]
+        assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,10 +18,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-RUN_SUBDIRS = ("data", "autoencoder", "teacher", "student_fnd", "student_npair", "contrastive",
-               "cold_start", "explorer")
-
-
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)
@@ -117,13 +113,3 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | None = "cpu") -
     if not isinstance(payload, dict) or payload.get("format") != "fndkit-checkpoint-1":
         raise ValueError(f"{path} is not an fndkit checkpoint (missing format tag)")
     return payload
-
-
-def stage_dir(run_dir: str | os.PathLike, stage: str) -> Path:
-    """The folder of one stage inside a run folder (``run_dir/teacher`` etc.)."""
-    return Path(run_dir) / stage
-
-
-def is_finished(stage_path: str | os.PathLike) -> bool:
-    """A stage is finished when its ``metrics.json`` exists (the notebook's last cell writes it)."""
-    return (Path(stage_path) / "metrics.json").exists()

@@ -62,11 +62,3 @@ def evaluate(model: OutfitRecommender, dataset: OutfitDataset, split: str = "tes
         scores = score_rows(model, dataset, cand.user, cand.items, device, cache)
         out[protocol] = ranking_metrics_all(cand.user, scores, cand.label)
     return out
-
-
-def metrics_row(name: str, result: dict, protocol: str = "random") -> dict:
-    """One flat row of a comparison table from :func:`evaluate`'s result."""
-    r = result.get(protocol, {})
-    return {"model": name, "protocol": protocol, "auc": r.get("auc"),
-            "ndcg_lpae": r.get("ndcg_lpae"), "ndcg_standard": r.get("ndcg_standard"),
-            "n_users": r.get("n_users")}

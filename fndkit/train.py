@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -99,8 +99,7 @@ def build_model(cfg: TrainConfig, dataset: OutfitDataset, weights: str | None = 
 
 def fit(model: OutfitRecommender, dataset: OutfitDataset, cfg: TrainConfig, out_dir: str | Path,
         teacher: TeacherSignal | None = None, neighbours: np.ndarray | None = None,
-        callbacks: Iterable[Callback] = (), resume: bool = False, progress: bool = True,
-        checkpoint_extra: dict | None = None) -> dict:
+        callbacks: Iterable[Callback] = (), resume: bool = False, progress: bool = True) -> dict:
     """Train ``model`` on ``cfg.train_split``; keep the best weights by validation AUC.
 
     Writes ``out_dir/last.pt`` every epoch (for ``resume``), ``out_dir/checkpoint.pt`` (best),
@@ -229,7 +228,7 @@ def fit(model: OutfitRecommender, dataset: OutfitDataset, cfg: TrainConfig, out_
             best_auc, best_epoch, bad_epochs = val_auc, epoch + 1, 0
             save_checkpoint(best_path, state_dict=model.state_dict(), config=config_dict,
                             metrics={"val_auc": val_auc, "epoch": epoch + 1},
-                            extra={**(checkpoint_extra or {}), "run": run_metadata(device)})
+                            extra={"run": run_metadata(device)})
         else:
             bad_epochs += 1
         save_checkpoint(last_path, state_dict=model.state_dict(), config=config_dict,
@@ -274,10 +273,3 @@ def check_teacher_compatible(payload: dict, dataset: OutfitDataset, dim: int, pa
     if tdim != dim:
         raise ValueError(f"teacher at {path} has d={tdim} but the student has d={dim}; "
                          f"use dim={tdim} or retrain the teacher")
-
-
-def callback_from(fn: Callable[[dict], None]) -> Callback:
-    """Wrap a plain function as an on_epoch_end callback (handy in notebooks)."""
-    cb = Callback()
-    cb.on_epoch_end = fn  # type: ignore[method-assign]
-    return cb

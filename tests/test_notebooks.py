@@ -6,7 +6,6 @@ One module-scoped run folder is filled by the chain once; the other tests reuse 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import papermill as pm
 import pytest

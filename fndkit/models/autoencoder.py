@@ -115,11 +115,9 @@ def _ids(item_ids: Any, name: str) -> np.ndarray:
 
 def images_to_tensor(batch: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
     """uint8 images [K, H, W, 3] -> float tensor [K, 3, H, W] in [0, 1] on ``device``."""
-    batch = np.asarray(batch)
-    if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images [K, H, W, 3], got {batch.dtype} {batch.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
-    return x.permute(0, 3, 1, 2).float().div_(255.0)
+    from .backbones import images_to_tensor as backbone_input
+
+    return backbone_input(batch, size=None, device=device, normalize=False)
 
 
 def _load(store: Any, ids: np.ndarray, model: ConvAutoencoder, device: Any) -> torch.Tensor:

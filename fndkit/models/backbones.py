@@ -34,14 +34,15 @@ ALEXNET_INPUT_SIZE = 224
 
 
 def images_to_tensor(images: np.ndarray | torch.Tensor, size: int | None = None,
-                     device: str | torch.device | None = None) -> torch.Tensor:
+                     device: str | torch.device | None = None, normalize: bool = True) -> torch.Tensor:
     """Turn uint8 item images into the float input of a backbone.
 
     images: uint8 ``[K, H, W, 3]`` (numpy array or tensor), as ``dataset.images.get(ids)`` returns.
     size: output side length; the images are resized (bilinear, antialiased) only when it differs
         from theirs. ``None`` keeps their size.
-    Returns float32 ``[K, 3, size, size]`` on ``device``: scaled to [0, 1], then normalised with the
-    ImageNet mean and standard deviation (what torchvision's pretrained AlexNet expects).
+    Returns float32 ``[K, 3, size, size]`` on ``device``: scaled to [0, 1], then (``normalize``)
+    normalised with the ImageNet mean and standard deviation (what torchvision's pretrained AlexNet
+    expects). The autoencoder reconstructs pixels, so it takes ``normalize=False``.
     """
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.ascontiguousarray(images))
@@ -57,6 +58,8 @@ def images_to_tensor(images: np.ndarray | torch.Tensor, size: int | None = None,
     if size is not None and (x.shape[-2] != size or x.shape[-1] != size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                           antialias=True)
+    if not normalize:
+        return x
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std

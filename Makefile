@@ -13,14 +13,17 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo test lab browser clean-demo
 
+# The editable install must point at this checkout: a venv kept outside the clone (CI) may have
+# been set up from another clone of the repo, so that is checked on every run (it takes a second).
 setup: $(STAMP)
+	@(cd / && $(abspath $(PY)) -c "import fndkit, sys; sys.exit(fndkit.__file__ != '$(CURDIR)/fndkit/__init__.py')") 2>/dev/null \
+	  || $(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
 # Reinstalls only when requirements.txt or pyproject.toml change (the stamp carries their hash).
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing pinned requirements into $(VENV) (first time: about 2 minutes)"
 	@$(PY) -m pip install -q -r requirements.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
-	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@rm -f $(VENV)/.fndkit-setup-*
 	@touch $@
 

@@ -56,6 +56,24 @@ def npair_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, tau: float = 
     return F.cross_entropy(logits, target)
 
 
+def positive_boundary(teacher_pos_scores, pos_users, n_users: int):
+    """r̂_i, eq. (11): the teacher's mean score over each user's training positives.
+
+    teacher_pos_scores: [P] teacher scores of positive outfits (numpy); pos_users: [P] their users.
+    Returns float64 numpy [n_users] (NaN for a user without positives).
+    """
+    import numpy as np
+
+    scores = np.asarray(teacher_pos_scores, dtype=np.float64)
+    users = np.asarray(pos_users, dtype=np.int64)
+    if scores.shape != users.shape or scores.ndim != 1:
+        raise ValueError(f"teacher_pos_scores [P] and pos_users [P] must agree, got "
+                         f"{scores.shape} and {users.shape}")
+    counts = np.bincount(users, minlength=n_users).astype(np.float64)
+    sums = np.bincount(users, weights=scores, minlength=n_users)
+    return np.divide(sums, counts, out=np.full(n_users, np.nan), where=counts > 0)
+
+
 def false_negative_weights(teacher_neg_scores: torch.Tensor, teacher_user_mean: torch.Tensor,
                            alpha: float) -> torch.Tensor:
     """False-negativeness of each negative, eqs. (11)-(12):

@@ -29,7 +29,8 @@ from .data.datasets import make_loader
 from .data.sampling import NegativeSampler
 from .data.schema import OutfitDataset
 from .evaluate import evaluate, image_fn_for
-from .losses import bpr_loss, false_negative_weights, fnd_loss, npair_loss, nt_xent_loss
+from .losses import (bpr_loss, false_negative_weights, fnd_loss, npair_loss, nt_xent_loss,
+                     positive_boundary)
 from .models.recommender import ItemFeatureCache, OutfitRecommender, outfit_vectors_cached
 from .repro import resolve_device, run_metadata
 
@@ -82,9 +83,7 @@ def prepare_teacher(teacher: OutfitRecommender, dataset: OutfitDataset, split: s
     outfit_vecs = outfit_vectors_cached(teacher, items, cache)
     scores = teacher.score(teacher.user_vectors(torch.as_tensor(users, device=outfit_vecs.device)),
                            outfit_vecs).double().cpu().numpy()
-    counts = np.bincount(users, minlength=dataset.n_users)
-    sums = np.bincount(users, weights=scores, minlength=dataset.n_users)
-    user_mean = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    user_mean = positive_boundary(scores, users, dataset.n_users)
     return TeacherSignal(teacher, cache, torch.as_tensor(user_mean, dtype=torch.float32))
 
 

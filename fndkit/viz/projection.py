@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from ..data.schema import OutfitDataset
+from ..losses import false_negative_weights, positive_boundary
 
 KINDS = ("user", "positive", "negative", "held_out")
 METHODS = ("tsne", "umap", "pca")
@@ -47,23 +48,6 @@ FRAME_COLUMNS = ("point", "kind", "user", "outfit", "items", "x", "y", "teacher_
 # flags (eqs. 11-12) on plain arrays
 
 
-def positive_boundary(teacher_pos_scores: np.ndarray, pos_users: np.ndarray,
-                      n_users: int) -> np.ndarray:
-    """r̂_i, eq. (11): the teacher's mean score over each user's training positives.
-
-    teacher_pos_scores: [P] teacher scores of positive outfits; pos_users: [P] their users.
-    Returns float64 [n_users] (NaN for a user without positives).
-    """
-    scores = np.asarray(teacher_pos_scores, dtype=np.float64)
-    users = np.asarray(pos_users, dtype=np.int64)
-    if scores.shape != users.shape or scores.ndim != 1:
-        raise ValueError(f"teacher_pos_scores [P] and pos_users [P] must agree, got "
-                         f"{scores.shape} and {users.shape}")
-    counts = np.bincount(users, minlength=n_users).astype(np.float64)
-    sums = np.bincount(users, weights=scores, minlength=n_users)
-    return np.divide(sums, counts, out=np.full(n_users, np.nan), where=counts > 0)
-
-
 def false_negative_flags(teacher_scores: np.ndarray, boundary: np.ndarray, alpha: float,
                          is_negative: np.ndarray) -> dict[str, np.ndarray]:
     """Per outfit point: d_weight (eq. 12), inside_boundary, flagged_false_negative.
@@ -74,8 +58,6 @@ def false_negative_flags(teacher_scores: np.ndarray, boundary: np.ndarray, alpha
     ``flagged_false_negative`` = inside and a negative: what FND pulls instead of pushing.
     d comes from :func:`fndkit.losses.false_negative_weights`, the function training uses.
     """
-    from ..losses import false_negative_weights
-
     scores = torch.as_tensor(np.asarray(teacher_scores, dtype=np.float64))
     r_hat = torch.as_tensor(np.asarray(boundary, dtype=np.float64))
     if scores.ndim != 1 or scores.shape != r_hat.shape:

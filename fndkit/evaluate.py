@@ -12,15 +12,16 @@ import torch
 
 from .data.schema import OutfitDataset
 from .metrics import ranking_metrics_all
-from .models.recommender import ItemFeatureCache, OutfitRecommender, make_image_fn, outfit_vectors_cached
+from .models.contract import ItemFeatureCache, OutfitModel, make_image_fn
+from .models.recommender import OutfitRecommender, outfit_vectors_cached
 
 
-def image_fn_for(model: OutfitRecommender, dataset: OutfitDataset, device: str):
+def image_fn_for(model: OutfitModel, dataset: OutfitDataset, device: str):
     """A function item_ids -> normalised float images [K, 3, H, W] on ``device`` for ``model``."""
     return make_image_fn(dataset.images, model.input_size, device)
 
 
-def item_cache(model: OutfitRecommender, dataset: OutfitDataset, outfit_items: np.ndarray,
+def item_cache(model: OutfitModel, dataset: OutfitDataset, outfit_items: np.ndarray,
                device: str = "cpu") -> ItemFeatureCache:
     """Encode every item occurring in ``outfit_items`` once (no grad, eval mode)."""
     return ItemFeatureCache(model, outfit_items, image_fn_for(model, dataset, device))
@@ -36,16 +37,17 @@ def encode_candidates(model: OutfitRecommender, dataset: OutfitDataset, outfit_i
 
 
 @torch.no_grad()
-def score_rows(model: OutfitRecommender, dataset: OutfitDataset, users: np.ndarray,
+def score_rows(model: OutfitModel, dataset: OutfitDataset, users: np.ndarray,
                outfit_items: np.ndarray, device: str = "cpu",
                cache: ItemFeatureCache | None = None) -> np.ndarray:
-    """Cosine score (eq. 9) of ``users[m]`` for outfit ``outfit_items[m]``: float [M]."""
-    outfit_vecs = encode_candidates(model, dataset, outfit_items, device, cache)
-    user_vecs = model.user_vectors(torch.as_tensor(users, dtype=torch.long, device=outfit_vecs.device))
-    return model.score(user_vecs, outfit_vecs).float().cpu().numpy()
+    """Score of ``users[m]`` for outfit ``outfit_items[m]`` (the model contract's
+    ``score_cached``; cosine, eq. 9, for the recommender): float [M]."""
+    if cache is None:
+        cache = item_cache(model, dataset, outfit_items, device)
+    return model.score_cached(users, outfit_items, cache).float().cpu().numpy()
 
 
-def evaluate(model: OutfitRecommender, dataset: OutfitDataset, split: str = "test",
+def evaluate(model: OutfitModel, dataset: OutfitDataset, split: str = "test",
              protocols: tuple[str, ...] = ("random", "hard"), device: str = "cpu") -> dict:
     """Ranking metrics per protocol: {protocol: {auc, ndcg_lpae, ndcg_standard, n_users, n_skipped}}.
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .artifacts import read_json, write_json
+from .report import write_report
+from .rundir import RunFolder
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -76,15 +78,15 @@ def run_chain(run_dir: str | Path, steps: list[Step], force: bool = False,
     import papermill as pm
     from tqdm.auto import tqdm
 
-    run_dir = Path(run_dir)
-    record_path = run_dir / "pipeline.json"
+    run = RunFolder(run_dir)
+    run_dir, record_path = run.root, run.pipeline_record
     if record_path.exists() and read_json(record_path).get("status") == "finished":
         if not force:
             raise PipelineError(
                 f"{run_dir} holds a finished run; choose another --run-dir or pass --force to "
                 f"delete it and run again")
         shutil.rmtree(run_dir)
-    executed_dir = run_dir / "notebooks"
+    executed_dir = run.notebooks_dir
     executed_dir.mkdir(parents=True, exist_ok=True)
     record = {"status": "running", "steps": [], "run_dir": str(run_dir)}
     bar = tqdm(steps, desc="notebook chain", unit="notebook", disable=not progress)
@@ -94,7 +96,7 @@ def run_chain(run_dir: str | Path, steps: list[Step], force: bool = False,
         if not source.exists():
             raise PipelineError(f"notebook {source} does not exist")
         target = executed_dir / f"{step.label}.ipynb"
-        params = {"run_dir": str(run_dir.resolve()), **step.parameters}
+        params = {"run_dir": str(run_dir), **step.parameters}
         start = time.perf_counter()
         try:
             pm.execute_notebook(str(source), str(target), parameters=params,
@@ -111,8 +113,6 @@ def run_chain(run_dir: str | Path, steps: list[Step], force: bool = False,
         record["steps"].append({"label": step.label, "notebook": step.notebook,
                                 "parameters": params, "seconds": round(time.perf_counter() - start, 1)})
         write_json(record_path, {**record, "status": "running"})
-    from .report import write_report
-
     write_report(run_dir)
     record["status"] = "finished"
     write_json(record_path, record)

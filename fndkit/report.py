@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .artifacts import atomic_path, read_json
+from .artifacts import atomic_path
+from .rundir import COLD_START, DATA, RunFolder
+from .stages.cold_start import table3
 
 MODEL_ORDER = ("teacher", "student_npair", "student_fnd", "contrastive")
 
@@ -13,14 +15,14 @@ def comparison_table(run_dir: str | Path, protocol: str = "random"):
     """One row per trained model in the run folder: AUC, both NDCGs, parameters, seconds/epoch."""
     import pandas as pd
 
-    run_dir = Path(run_dir)
+    run = RunFolder(run_dir)
     rows = []
-    for metrics_path in sorted(run_dir.glob("*/metrics.json")):
-        m = read_json(metrics_path)
+    for stage in run.finished_stages():
+        m = run.read_metrics(stage)
         test = m.get("test", {}).get(protocol)
         if not test:
             continue
-        rows.append({"model": metrics_path.parent.name, "loss": m.get("loss"), "backbone": m.get("backbone"),
+        rows.append({"model": stage, "loss": m.get("loss"), "backbone": m.get("backbone"),
                      "AUC": test["auc"], "NDCG (lpae)": test["ndcg_lpae"],
                      "NDCG (standard)": test["ndcg_standard"], "params": m.get("params_inference", m.get("params")),
                      "s/epoch": m.get("epoch_seconds"), "epochs": m.get("epochs_run")})
@@ -33,11 +35,10 @@ def comparison_table(run_dir: str | Path, protocol: str = "random"):
 
 def write_report(run_dir: str | Path) -> Path:
     """Write ``run_dir/report.md`` from whatever stages have finished."""
-    run_dir = Path(run_dir)
-    lines = [f"# fndkit run report: {run_dir.name}", ""]
-    data_metrics = run_dir / "data" / "metrics.json"
-    if data_metrics.exists():
-        d = read_json(data_metrics)
+    run = RunFolder(run_dir)
+    lines = [f"# fndkit run report: {run.root.name}", ""]
+    if run.metrics_path(DATA).exists():
+        d = run.read_metrics(DATA)
         stats = d.get("stats", {})
         lines += ["## Data", "", "| dataset | users | outfits | items | cold users | cold outfits |",
                   "|---|---|---|---|---|---|",
@@ -51,9 +52,9 @@ def write_report(run_dir: str | Path) -> Path:
         if df.empty:
             continue
         lines += [f"## Test ranking ({protocol} negatives)", "", markdown_table(df), ""]
-    for extra in sorted(run_dir.glob("*/report_section.md")):
-        lines += [extra.read_text(), ""]
-    target = run_dir / "report.md"
+    if run.metrics_path(COLD_START).exists():
+        lines += [cold_start_markdown(run.read_metrics(COLD_START)), ""]
+    target = run.report_path
     with atomic_path(target) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return target
@@ -70,3 +71,11 @@ def markdown_table(df) -> str:
     rule = "|" + "---|" * len(df.columns)
     body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([head, rule, *body])
+
+
+def cold_start_markdown(result: dict, n_interactions=(1, 5)) -> str:
+    """The Table-3 section of report.md."""
+    table = table3(result, n_interactions).reset_index()
+    table.columns = [str(c) if not isinstance(c, (int, float)) else f"{c} outfit(s)" for c in table.columns]
+    return (f"## Cold start (AUC ×100, mean ± std over {result['repetitions']} repetitions, "
+            f"{result['cold_users']} cold users)\n\n" + markdown_table(table))

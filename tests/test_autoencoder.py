@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fndkit.data.schema import ArrayImages
-from fndkit.models.autoencoder import (ConvAutoencoder, attribute_agreement, encode_items,
-                                       images_to_tensor, neighbour_table, reconstruction_error,
-                                       train_autoencoder)
+from fndkit.models.autoencoder import (ConvAutoencoder, attribute_agreement,
+                                       default_working_size, encode_items, images_to_tensor,
+                                       neighbour_table, reconstruction_error, train_autoencoder)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -45,23 +45,77 @@ def test_forward_shapes(size, latent_dim):
     assert float(recon.min()) > 0 and float(recon.max()) < 1  # sigmoid output
 
 
-@pytest.mark.parametrize("size", [8, 48, 100, 0])
+@pytest.mark.parametrize("size, working", [(16, 16), (17, 16), (32, 32), (48, 32), (63, 32),
+                                           (64, 64), (100, 64), (224, 128), (291, 256)])
+def test_any_size_from_16_works_at_a_power_of_two(size, working):
+    model = ConvAutoencoder(size, 5)
+    assert default_working_size(size) == working and model.working_size == working
+    x = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        z, recon = model.encode(x), model(x)
+        recon_w, target_w = model.reconstruct(x)
+    assert z.shape == (2, 5)
+    assert recon.shape == x.shape   # shown beside the input, so at the input's size
+    assert recon_w.shape == target_w.shape == (2, 3, working, working)
+    assert float(recon.min()) > 0 and float(recon.max()) < 1
+    if working == size:  # nothing resized: the target is the input itself
+        assert target_w is x
+
+
+def test_working_size_shrinks_the_input_like_the_backbones_do():
+    images = _structured_images(3, 48)
+    model = ConvAutoencoder(48, 4)
+    expected = images_to_tensor(images)  # float [3, 3, 48, 48]
+    from fndkit.models.backbones import images_to_tensor as backbone_input
+
+    resized = backbone_input(images, size=32, normalize=False)
+    torch.testing.assert_close(model.to_working_size(expected), resized)
+    with pytest.raises(ValueError, match=r"expected images \[K, 3, 48, 48\], got \(3, 3, 32, 32\)"):
+        model.encode(resized)
+
+
+@pytest.mark.parametrize("size", [8, 15, 0, -32, 32.0, 224.5, "32", True, None])
 def test_bad_image_sizes_are_rejected(size):
-    with pytest.raises(ValueError, match="power of two"):
+    with pytest.raises(ValueError, match=r"image_size must be an integer >= 16 .*got " + repr(size)
+                       .replace("(", r"\(").replace(".", r"\.")):
         ConvAutoencoder(size)
+
+
+@pytest.mark.parametrize("working", [8, 48, 256, 32.0])
+def test_bad_working_sizes_are_rejected(working):
+    with pytest.raises(ValueError, match=r"working_size must be a power of two between 16 and "
+                                         r"image_size \(224\), or None for 128"):
+        ConvAutoencoder(224, working_size=working)
 
 
 def test_config_round_trip_rebuilds_the_same_model():
     torch.manual_seed(0)
     model = ConvAutoencoder(32, 12)
     config = model.config()
-    assert config == {"image_size": 32, "latent_dim": 12}
+    assert config == {"image_size": 32, "latent_dim": 12, "working_size": 32}
     clone = ConvAutoencoder.from_config(dict(config))
     clone.load_state_dict(model.state_dict())
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(clone(x), model(x))
     with pytest.raises(ValueError, match="unknown ConvAutoencoder config keys"):
         ConvAutoencoder.from_config({**config, "depth": 3})
+
+
+def test_config_round_trip_at_224_with_a_chosen_working_size():
+    torch.manual_seed(0)
+    model = ConvAutoencoder(224, 6, working_size=32)
+    clone = ConvAutoencoder.from_config(model.config())
+    assert clone.config() == {"image_size": 224, "latent_dim": 6, "working_size": 32}
+    clone.load_state_dict(model.state_dict())
+    x = torch.rand(2, 3, 224, 224)
+    torch.testing.assert_close(clone(x), model(x))
+
+
+def test_checkpoint_configs_from_before_working_sizes_still_load():
+    """Old checkpoints hold {"image_size", "latent_dim"} only: same architecture, same weights."""
+    old = ConvAutoencoder.from_config({"image_size": 64, "latent_dim": 8})
+    assert old.working_size == 64
+    ConvAutoencoder(64, 8).load_state_dict(old.state_dict())  # identical parameter names / shapes
 
 
 def test_images_to_tensor_layout_and_scale():
@@ -109,6 +163,67 @@ def test_training_checks_its_inputs():
         train_autoencoder(ConvAutoencoder(16), images, [0, 1], [], epochs=1, progress=False)
     with pytest.raises(ValueError, match="train_ids is empty"):
         train_autoencoder(ConvAutoencoder(32), images, [], [2], epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("size", [224, 48])
+def test_training_a_few_steps_at_sizes_that_are_not_powers_of_two(size):
+    images = _structured_images(24, size)
+    torch.manual_seed(0)
+    model = ConvAutoencoder(size, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    error_before = reconstruction_error(model, images, np.arange(16))
+    history = train_autoencoder(model, ArrayImages(images), np.arange(16), np.arange(16, 24),
+                                epochs=3, batch_size=8, lr=5e-3, progress=False)
+    assert len(history) == 3
+    assert all(np.isfinite([r["train_mse"], r["val_mse"]]).all() for r in history)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert reconstruction_error(model, images, np.arange(16)) < error_before
+    with torch.no_grad():  # the figure's view: input-sized reconstructions
+        assert model.eval()(images_to_tensor(images[:2])).shape == (2, 3, size, size)
+
+
+def test_reconstruction_error_is_measured_at_the_working_size():
+    images = _structured_images(4, 48)
+    torch.manual_seed(0)
+    model = ConvAutoencoder(48, 4)
+    with torch.no_grad():
+        recon, target = model.reconstruct(images_to_tensor(images))
+        assert recon.shape == (4, 3, 32, 32)
+        expected = float(((recon.double() - target.double()) ** 2).mean())
+    assert reconstruction_error(model, images, np.arange(4)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_latents_and_neighbour_table_have_the_same_shape_at_32_and_224():
+    category = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    small, large = _structured_images(10, 32), _structured_images(10, 224)
+    tables = {}
+    for size, images in ((32, small), (224, large)):
+        torch.manual_seed(0)
+        codes = encode_items(ConvAutoencoder(size, 16), images, np.arange(10))
+        assert codes.shape == (10, 16) and codes.dtype == np.float32
+        tables[size] = neighbour_table(codes, category, k=2)
+    assert tables[32].shape == tables[224].shape == (10, 2)
+    for table in tables.values():   # same meaning: nearest others of the item's own category
+        assert (category[table] == category[:, None]).all()
+        assert not (table == np.arange(10)[:, None]).any()
+
+
+def test_a_224_px_model_sees_what_the_32_px_model_sees():
+    """Same weights, working size 32: a 224 px copy of a 32 px image gets (nearly) its latent code,
+    so the neighbour table built at 224 px means what the one built at 32 px means."""
+    small = _structured_images(12, 32, seed=3)
+    large = np.repeat(np.repeat(small, 7, axis=1), 7, axis=2)   # 224 px, nearest-neighbour upscale
+    torch.manual_seed(0)
+    model_32 = ConvAutoencoder(32, 8)
+    model_224 = ConvAutoencoder(224, 8, working_size=32)
+    model_224.load_state_dict(model_32.state_dict())
+    codes_32 = encode_items(model_32, small, np.arange(12))
+    codes_224 = encode_items(model_224, large, np.arange(12))
+    spread = np.abs(codes_32 - codes_32.mean(0)).mean()
+    assert np.abs(codes_224 - codes_32).mean() < 0.1 * spread
+    category = np.zeros(12, dtype=int)
+    np.testing.assert_array_equal(neighbour_table(codes_224, category, k=1),
+                                  neighbour_table(codes_32, category, k=1))
 
 
 def test_encode_items_matches_the_encoder_and_is_batch_invariant():

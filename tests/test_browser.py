@@ -1,4 +1,5 @@
-"""06_explorer in a real browser: JupyterLab in headless Chromium runs the notebook, the widgets
+"""06_explorer in a real browser: JupyterLab (serving notebooks/, as `make lab` does) in headless
+Chromium runs the committed notebook with its default relative run_dir, the widgets
 render, choosing another user redraws the user-outfit space, and clicking a point fills the
 details panel.
 
@@ -10,6 +11,7 @@ process id. Every wait is bounded.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,24 +43,21 @@ def lab_root(tmp_path_factory):
             pytest.fail(message)
         pytest.skip(message)
     pytest.importorskip("playwright.sync_api", reason="Playwright's Python package is not installed")
-    import nbformat
-
     from fndkit.pipeline import NOTEBOOK_DIR, default_chain, run_chain
 
+    # A project as a clone lays it out: notebooks/ (served by JupyterLab, the kernel's working
+    # directory) beside outputs/demo. The notebook is the committed one, unchanged: its default
+    # run_dir "outputs/demo" must find the run folder without an injected absolute path.
     root = tmp_path_factory.mktemp("lab")
+    (root / "notebooks").mkdir()
+    shutil.copy(NOTEBOOK_DIR / "06_explorer.ipynb", root / "notebooks" / "06_explorer.ipynb")
+    run_dir = root / "outputs" / "demo"
     reuse = os.environ.get("FNDKIT_TEST_RUN_DIR")
     if reuse:
-        run_dir = Path(reuse).resolve()
+        shutil.copytree(Path(reuse).resolve(), run_dir)
     else:
-        run_dir = root / "run"
         wanted = ("00_data", "02_teacher", "03_student_fnd")
         run_chain(run_dir, [s for s in default_chain("tiny") if s.label in wanted], progress=False)
-    nb = nbformat.read(NOTEBOOK_DIR / "06_explorer.ipynb", as_version=4)
-    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    injected = nbformat.v4.new_code_cell(f"run_dir = {str(run_dir)!r}")
-    injected.metadata["tags"] = ["injected-parameters"]  # as papermill would
-    nb.cells.insert(at + 1, injected)
-    nbformat.write(nb, root / "06_explorer.ipynb")
     return root
 
 
@@ -76,12 +75,13 @@ def lab_server(lab_root, tmp_path_factory):
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(state / "config"),
            "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
            "JUPYTERLAB_SETTINGS_DIR": str(state / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces")}
+           "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
+           "FNDKIT_PROJECT_ROOT": str(lab_root)}  # the kernel's project: lab_root, not this checkout
     log = open(state / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={lab_root}", "--LabApp.expose_app_in_browser=True",
+         f"--ServerApp.root_dir={lab_root / 'notebooks'}", "--LabApp.expose_app_in_browser=True",
          "--ServerApp.open_browser=False"],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -188,3 +188,5 @@ def test_explorer_redraws_in_jupyterlab(lab_server, lab_root, tmp_path):
             browser.close()
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
+    # the notebook wrote into the project's outputs/demo, found from notebooks/ by its relative default
+    assert (lab_root / "outputs" / "demo" / "explorer" / "metrics.json").exists()

@@ -7,11 +7,28 @@ from fndkit.config import ConfigError, DataConfig, TrainConfig, train_config
 
 @pytest.mark.parametrize("field,value,needle", [
     ("alpha", 0.0, "alpha=0.0"), ("alpha", -1.0, "alpha=-1.0"), ("tau", 0.0, "tau=0.0"),
-    ("loss", "hinge", "loss='hinge'"), ("backbone", "resnet9000", "backbone='resnet9000'"),
     ("hard_fraction", 1.5, "hard_fraction=1.5"), ("lam", -0.1, "lam=-0.1"), ("tau_cl", 0.0, "tau_cl=0.0"),
     ("dim", 100, "dim=100"),
 ])
 def test_train_config_rejects(field, value, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field,value", [("loss", "hinge"), ("backbone", "resnet9000"), ("model", "svm")])
+def test_unregistered_names_are_refused(field, value):
+    """Names are checked against the registries (models, backbones, objectives) where they are built."""
+    from fndkit.stages.training import check_names
+
+    with pytest.raises(ConfigError, match=f"{field}={value!r} is unknown; choose one of"):
+        check_names(TrainConfig(**{field: value}))
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("epochs", 2.5, "epochs=2.5 must be an integer"), ("alpha", "abc", "alpha='abc' must be a number"),
+    ("loss", "", "loss='' must be a non-empty string"), ("batch_size", True, "batch_size=True must be an integer"),
+])
+def test_train_config_rejects_wrong_types(field, value, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(".", r"\.")):
         TrainConfig(**{field: value})
 

@@ -118,7 +118,7 @@ def test_config_round_trip_reproduces_outputs(model, images):
     image_fn = make_image_fn(images)
     users, items = torch.from_numpy(USERS), torch.from_numpy(ITEMS)
     cfg = model.config()
-    assert cfg == {"backbone": "cnn-small", "n_users": N_USERS, "dim": DIM, "heads": HEADS}
+    assert cfg == {"kind": "recommender", "backbone": "cnn-small", "n_users": N_USERS, "dim": DIM, "heads": HEADS}
     torch.manual_seed(99)
     rebuilt = OutfitRecommender.from_config(dict(cfg)).eval()
     with torch.no_grad():

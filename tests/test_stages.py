@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fndkit import stages
-from fndkit.coldstart import run_cold_start, table3
+from fndkit.stages.cold_start import run as run_cold_start, table3
+from fndkit.viz import figures
 from fndkit.config import DataConfig
 
 
@@ -91,14 +92,14 @@ def test_save_figure_png_is_bounded_in_time(tmp_path, monkeypatch, capsys):
 
     fig = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))
     monkeypatch.setenv("FNDKIT_PNG", "0")
-    assert stages.save_figure(fig, tmp_path / "a") == [tmp_path / "a.html"]
+    assert figures.save_figure(fig, tmp_path / "a") == [tmp_path / "a.html"]
     monkeypatch.delenv("FNDKIT_PNG")
-    monkeypatch.setattr(stages, "PNG_TIMEOUT_S", 0.05)  # far too short: must give up, not hang
-    assert stages.save_figure(fig, tmp_path / "b") == [tmp_path / "b.html"] or not shutil.which("chromium")
+    monkeypatch.setattr(figures, "PNG_TIMEOUT_S", 0.05)  # far too short: must give up, not hang
+    assert figures.save_figure(fig, tmp_path / "b") == [tmp_path / "b.html"] or not shutil.which("chromium")
     assert not (tmp_path / "b.png").exists()
     if shutil.which("chromium"):
         assert "skipped" in capsys.readouterr().out
-        monkeypatch.setattr(stages, "PNG_TIMEOUT_S", 120)
-        written = stages.save_figure(fig, tmp_path / "c")
+        monkeypatch.setattr(figures, "PNG_TIMEOUT_S", 120)
+        written = figures.save_figure(fig, tmp_path / "c")
         assert written == [tmp_path / "c.html", tmp_path / "c.png"]
         assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

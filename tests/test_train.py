@@ -11,7 +11,8 @@ from fndkit.config import TrainConfig
 from fndkit.data.sampling import attach_candidates
 from fndkit.data.synthetic import make_dataset
 from fndkit.evaluate import evaluate, score_rows
-from fndkit.train import Callback, build_model, fit, load_model, prepare_teacher
+from fndkit.objectives import make_objective, prepare_teacher
+from fndkit.train import Callback, build_model, fit, load_model
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def teacher(tiny, tmp_path_factory):
     cfg = small_cfg(backbone="cnn-large")
     torch.manual_seed(0)
     model = build_model(cfg, tiny)
-    fit(model, tiny, cfg, tmp_path_factory.mktemp("teacher"), progress=False)
+    fit(model, tiny, cfg, tmp_path_factory.mktemp("teacher"), make_objective(cfg), progress=False)
     return model
 
 
@@ -43,7 +44,7 @@ def test_every_loss_trains_one_epoch(tiny, teacher, tmp_path, loss):
     model = build_model(cfg, tiny)
     signal = prepare_teacher(teacher, tiny) if loss == "fnd" else None
     before = [p.detach().clone() for p in model.parameters()]
-    result = fit(model, tiny, cfg, tmp_path, teacher=signal, progress=False)
+    result = fit(model, tiny, cfg, tmp_path, make_objective(cfg, teacher=signal, truth=tiny.truth), progress=False)
     assert len(result["history"]) == 1 and np.isfinite(result["history"][0]["loss"])
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "last.pt").exists()
@@ -57,19 +58,19 @@ def test_contrastive_needs_and_uses_projection(tiny, teacher, tmp_path):
     cfg = small_cfg(loss="fnd", lam=0.2, augmentations="erase,erase")
     model = build_model(cfg, tiny)
     assert model.projection is not None
-    result = fit(model, tiny, cfg, tmp_path, teacher=prepare_teacher(teacher, tiny), progress=False)
+    objective = make_objective(cfg, teacher=prepare_teacher(teacher, tiny))
+    result = fit(model, tiny, cfg, tmp_path, objective, progress=False)
     assert result["history"][0]["loss_cl"] > 0
     bare = build_model(small_cfg(), tiny)
     with pytest.raises(ValueError, match="projection head"):
-        fit(bare, tiny, cfg, tmp_path / "b", teacher=prepare_teacher(teacher, tiny), progress=False)
+        fit(bare, tiny, cfg, tmp_path / "b", objective, progress=False)
     with pytest.raises(ValueError, match="01_autoencoder"):
-        fit(model, tiny, small_cfg(loss="npair", lam=0.2, augmentations="erase,replace"), tmp_path / "c",
-            progress=False)
+        make_objective(small_cfg(loss="npair", lam=0.2, augmentations="erase,replace"))
 
 
 def test_fnd_needs_teacher(tiny, tmp_path):
     with pytest.raises(ValueError, match="needs a trained teacher"):
-        fit(build_model(small_cfg(loss="fnd"), tiny), tiny, small_cfg(loss="fnd"), tmp_path, progress=False)
+        make_objective(small_cfg(loss="fnd"))
 
 
 def test_teacher_signal_matches_direct_scoring(tiny, teacher):
@@ -91,14 +92,16 @@ def test_resume_continues_from_last_epoch(tiny, tmp_path):
     cfg1 = small_cfg(epochs=1)
     torch.manual_seed(0)
     model = build_model(cfg1, tiny)
-    fit(model, tiny, cfg1, tmp_path, progress=False)
+    fit(model, tiny, cfg1, tmp_path, make_objective(cfg1), progress=False)
     # same config except more epochs is another config: resume must refuse it
     with pytest.raises(ValueError, match="another config"):
-        fit(build_model(cfg1, tiny), tiny, small_cfg(epochs=2), tmp_path, resume=True, progress=False)
+        fit(build_model(cfg1, tiny), tiny, small_cfg(epochs=2), tmp_path, make_objective(cfg1), resume=True,
+            progress=False)
     seen = []
     cb = Callback()
-    cb.on_epoch_end = lambda state: seen.append(state["epoch"])
-    result = fit(build_model(cfg1, tiny), tiny, cfg1, tmp_path, resume=True, progress=False, callbacks=[cb])
+    cb.on_epoch_end = lambda trainer: seen.append(trainer.record["epoch"])
+    result = fit(build_model(cfg1, tiny), tiny, cfg1, tmp_path, make_objective(cfg1), resume=True,
+                 progress=False, callbacks=[cb])
     assert seen == [] and len(result["history"]) == 1  # nothing left to do: epoch 1 of 1 is done
 
 
@@ -108,13 +111,13 @@ def test_nan_loss_names_the_step(tiny, tmp_path):
     with torch.no_grad():
         model.user_embedding.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match=r"epoch 1, step 1"):
-        fit(model, tiny, cfg, tmp_path, progress=False)
+        fit(model, tiny, cfg, tmp_path, make_objective(cfg), progress=False)
 
 
 def test_checkpoint_rebuilds_model_alone(tiny, tmp_path):
     cfg = small_cfg()
     model = build_model(cfg, tiny)
-    fit(model, tiny, cfg, tmp_path, progress=False)
+    fit(model, tiny, cfg, tmp_path, make_objective(cfg), progress=False)
     rebuilt, payload = load_model(tmp_path / "checkpoint.pt")
     assert payload["config"]["train"]["backbone"] == "cnn-small"
     a = evaluate(model.eval(), tiny, protocols=("random",))["random"]["auc"]

@@ -31,6 +31,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..artifacts import atomic_path, to_json
+from .errors import DatasetError
+from .images import FileImages
+from .truth import SyntheticTruth
 
 CATEGORIES = ("top", "bottom", "shoe")
 SPLITS = ("train", "val_teacher", "val_student", "test", "cold")
@@ -38,10 +41,6 @@ PROTOCOLS = ("random", "hard")
 FIXED_LAYOUT = (0, 1, 2)
 VARIABLE_LAYOUT = (0, 0, 1, 2)
 FORMAT_VERSION = 1
-
-
-class DatasetError(ValueError):
-    """A dataset table or file breaks the canonical schema; the message names what and where."""
 
 
 def split_index(name: str) -> int:
@@ -304,8 +303,6 @@ class OutfitDataset:
                                                c[f"{safe}__label"])
         truth = None
         if desc.get("has_truth"):
-            from .synthetic import SyntheticTruth
-
             truth = SyntheticTruth.load(path / "truth.npz")
         ds = cls(
             name=desc["name"],
@@ -342,8 +339,6 @@ def _load_images(desc: dict, folder: Path, mmap: bool) -> Any:
     if desc["kind"] == "array":
         return ArrayImages(np.load(folder / desc["file"], mmap_mode="r" if mmap else None))
     if desc["kind"] == "files":
-        from .polyvore import FileImages
-
         return FileImages.from_description(json.loads((folder / desc["file"]).read_text()))
     raise DatasetError(f"unknown image store kind {desc['kind']!r} in {folder / 'dataset.json'}")
 

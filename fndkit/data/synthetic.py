@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 
 from ..artifacts import to_json
+from .sampling import random_mixtures
+from .truth import SyntheticTruth  # noqa: F401 (re-exported)
 from .schema import (CATEGORIES, FIXED_LAYOUT, SPLITS, VARIABLE_LAYOUT, ArrayImages, DatasetError,
                      OutfitDataset, outfit_hashes, split_index, split_sizes)
 
@@ -100,92 +102,6 @@ _RENDER_CHUNK = 4096    # items rendered per vectorised step (fixed: image bytes
 
 # --------------------------------------------------------------------------------------------
 # Ground truth
-
-
-@dataclass
-class SyntheticTruth:
-    """What the generator knows: item styles, user taste anchors and the false-negative threshold.
-
-    ``item_style``: float32 [I, k] (unit rows); ``user_anchors``: float32 [U, A, k];
-    ``anchor_mask``: bool [U, A] (True = a real anchor). See the module docstring for the affinity.
-    ``false_negative_threshold`` is the ``false_negative_quantile`` (0.1) quantile of the true
-    affinities of the trained users' own positive outfits: a mixture the user would like at least
-    as much as 90% of what they actually posted counts as a false negative.
-    """
-
-    item_style: np.ndarray
-    user_anchors: np.ndarray
-    anchor_mask: np.ndarray
-    compat_weight: float = 0.5
-    taste_weight: float = 0.5
-    false_negative_threshold: float = float("nan")
-    false_negative_quantile: float = 0.1
-
-    def true_affinity(self, user_ids: np.ndarray, outfit_items: np.ndarray,
-                      chunk: int = 65536) -> np.ndarray:
-        """True affinity of each outfit for its user.
-
-        user_ids: [M]; outfit_items: [M, S] item ids, -1 = absent slot (ignored). Returns float64
-        [M]: ``compat_weight * mean pairwise cos + taste_weight * max_anchor cos(anchor, mean
-        style)``; an outfit with a single item has compat 0.
-        """
-        user_ids = np.asarray(user_ids, dtype=np.int64)
-        outfit_items = np.asarray(outfit_items, dtype=np.int64)
-        if outfit_items.ndim != 2 or user_ids.shape != outfit_items.shape[:1]:
-            raise ValueError(f"need user_ids [M] and outfit_items [M, S], got {user_ids.shape} "
-                             f"and {outfit_items.shape}")
-        n_items, n_users = self.item_style.shape[0], self.user_anchors.shape[0]
-        if user_ids.size and (user_ids.min() < 0 or user_ids.max() >= n_users):
-            raise ValueError(f"user ids must lie in 0..{n_users - 1}, got "
-                             f"{user_ids.min()}..{user_ids.max()}")
-        if outfit_items.size and (outfit_items.min() < -1 or outfit_items.max() >= n_items):
-            raise ValueError(f"item ids must lie in 0..{n_items - 1} or be -1 (absent), got "
-                             f"{outfit_items.min()}..{outfit_items.max()}")
-        present = outfit_items >= 0
-        if (present.sum(1) == 0).any():
-            raise ValueError(f"outfit row {int(np.flatnonzero(present.sum(1) == 0)[0])} has no items")
-        out = np.empty(user_ids.shape[0], dtype=np.float64)
-        for lo in range(0, user_ids.shape[0], chunk):
-            hi = lo + chunk
-            out[lo:hi] = self._affinity_chunk(user_ids[lo:hi], outfit_items[lo:hi], present[lo:hi])
-        return out
-
-    def _affinity_chunk(self, users, items, present) -> np.ndarray:
-        styles = self.item_style[np.where(present, items, 0)].astype(np.float64)
-        styles *= present[..., None]
-        n = present.sum(1).astype(np.float64)
-        total = styles.sum(1)                                   # [M, k]
-        sq = (total ** 2).sum(1)
-        # Unit styles: the sum over ordered pairs i != j of s_i·s_j is |Σ s|² - n.
-        pairs = n * (n - 1)
-        compat = np.where(pairs > 0, (sq - n) / np.maximum(pairs, 1), 0.0)
-        mean_dir = total / np.maximum(np.sqrt(sq), 1e-12)[:, None]
-        anchor_cos = np.einsum("mak,mk->ma", self.user_anchors[users].astype(np.float64), mean_dir)
-        taste = np.where(self.anchor_mask[users], anchor_cos, -np.inf).max(1)
-        return self.compat_weight * compat + self.taste_weight * taste
-
-    def is_false_negative(self, user_ids: np.ndarray, outfit_items: np.ndarray) -> np.ndarray:
-        """bool [M]: the user would like the outfit at least as much as the threshold says."""
-        return self.true_affinity(user_ids, outfit_items) >= self.false_negative_threshold
-
-    def save(self, path) -> Path:
-        path = Path(path)
-        with open(path, "wb") as fh:  # a file handle keeps np.savez from appending ".npz"
-            np.savez(fh, item_style=self.item_style, user_anchors=self.user_anchors,
-                     anchor_mask=self.anchor_mask,
-                     weights=np.array([self.compat_weight, self.taste_weight]),
-                     false_negative_threshold=np.float64(self.false_negative_threshold),
-                     false_negative_quantile=np.float64(self.false_negative_quantile))
-        return path
-
-    @classmethod
-    def load(cls, path) -> "SyntheticTruth":
-        with np.load(path) as z:
-            return cls(item_style=z["item_style"], user_anchors=z["user_anchors"],
-                       anchor_mask=z["anchor_mask"].astype(bool),
-                       compat_weight=float(z["weights"][0]), taste_weight=float(z["weights"][1]),
-                       false_negative_threshold=float(z["false_negative_threshold"]),
-                       false_negative_quantile=float(z["false_negative_quantile"]))
 
 
 def true_affinity(dataset: OutfitDataset, user_ids: np.ndarray, outfit_items: np.ndarray) -> np.ndarray:
@@ -565,9 +481,9 @@ def _shares(n: int, share) -> np.ndarray:
 def false_negative_fraction(dataset: OutfitDataset, n_per_user: int = 200, seed: int = 0) -> float:
     """Share of random mixtures that are true false negatives (affinity >= threshold).
 
-    For every trained user draw ``n_per_user`` category-wise random mixtures: the layout of a
-    random train positive of that user, each present slot uniformly from the items of the slot's
-    category that occur in train-split outfits; mixtures equal to one of the user's positives are
+    For every trained user draw ``n_per_user`` category-wise random mixtures
+    (:func:`fndkit.data.sampling.random_mixtures`, the training sampler's draw) in the layout of a
+    random train positive of that user; mixtures equal to one of the user's positives are
     dropped. Returns the fraction over the rest judged false negatives by ``dataset.truth``.
     """
     if dataset.truth is None:
@@ -576,37 +492,19 @@ def false_negative_fraction(dataset: OutfitDataset, n_per_user: int = 200, seed:
         raise ValueError(f"n_per_user must be >= 1, got {n_per_user}")
     rng = np.random.default_rng(seed)
     train = dataset.outfits_of("train")
-    train_items = dataset.outfit_items[train]
-    slot_cat = dataset.slot_categories
-    cat_items = [np.unique(train_items[:, slot_cat == c][train_items[:, slot_cat == c] >= 0])
-                 for c in range(len(CATEGORIES))]
-    users = dataset.trained_users
     order = np.argsort(dataset.outfit_user[train], kind="stable")
     train_sorted = train[order]
     per_user = np.bincount(dataset.outfit_user[train], minlength=dataset.n_users)
     start = np.concatenate([[0], np.cumsum(per_user)[:-1]])
+    users = dataset.trained_users
     users = users[per_user[users] > 0]
     mix_user = np.repeat(users, n_per_user)
     pick = start[mix_user] + (rng.random(mix_user.size) * per_user[mix_user]).astype(np.int64)
-    layout = dataset.outfit_items[train_sorted[pick]] >= 0
-    mix = np.full(layout.shape, -1, dtype=np.int64)
-    redo = np.arange(mix.shape[0])
-    for _ in range(100):
-        for s, c in enumerate(slot_cat):
-            rows = redo[layout[redo, s]]
-            mix[rows, s] = cat_items[c][rng.integers(0, cat_items[c].size, rows.size)]
-        clash = np.zeros(mix.shape[0], dtype=bool)
-        for s in range(mix.shape[1]):
-            for t in range(s + 1, mix.shape[1]):
-                clash |= (mix[:, s] >= 0) & (mix[:, s] == mix[:, t])
-        redo = np.flatnonzero(clash)
-        if redo.size == 0:
-            break
-    keep = np.ones(mix.shape[0], dtype=bool)
-    keep[redo] = False
+    # the training sampler's own mixtures; only the user's own positives are rejected below
+    mix = random_mixtures(dataset, dataset.outfit_items[train_sorted[pick]], "train", rng, reject=())
     # (user, outfit) keys: a mixture equal to one of the user's own positives is not a negative.
     pos_keys = _user_outfit_keys(dataset.outfit_user, dataset.outfit_items)
-    keep &= ~np.isin(_user_outfit_keys(mix_user, mix), pos_keys)
+    keep = ~np.isin(_user_outfit_keys(mix_user, mix), pos_keys)
     return float(dataset.truth.is_false_negative(mix_user[keep], mix[keep]).mean())
 
 

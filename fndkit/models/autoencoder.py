@@ -6,6 +6,17 @@ architecture; this one halves the resolution with stride-2 convolutions down to 
 ``latent_dim`` code with one linear layer, and mirrors it back with transposed convolutions and a
 sigmoid (pixels in [0, 1], trained with mean squared error).
 
+Any image size >= 16 works. Stride-2 stages need a power-of-two side, so the model works at an
+internal ``working_size`` (by default the largest power of two <= ``image_size``: 32 -> 32,
+48 -> 32, 224 -> 128): :meth:`ConvAutoencoder.encode` first resizes its input to the working size
+(bilinear, antialiased, as :func:`fndkit.models.backbones.images_to_tensor` resizes), the decoder
+reconstructs at the working size, and the training loss compares that reconstruction with the
+resized input (detail finer than the working size cannot be reconstructed, so it is not asked
+for). Whatever the image size, the latent codes are ``[K, latent_dim]`` and the neighbour table is
+``[I, k]``: the *replace* table means the same thing at 32 and at 224 px. For a power-of-two image
+size the working size is the image size itself, so nothing is resized and the architecture (and
+every checkpoint written before working sizes existed) is unchanged.
+
 Pipeline (notebooks/01_autoencoder.ipynb): :func:`train_autoencoder` -> :func:`encode_items` ->
 :func:`neighbour_table` (what ``fndkit.augment.replace`` draws from) -> :func:`attribute_agreement`
 (evidence that neighbours share colour / pattern / shape, i.e. that replace keeps semantics).
@@ -22,30 +33,54 @@ import torch.nn.functional as F
 from torch import nn
 
 _MAX_CHANNELS = 128
+# The smallest side: two stride-2 stages (16 -> 8 -> 4); DataConfig asks for >= 16 px as well.
+_MIN_SIZE = 16
 
 
-def _check_image_size(image_size: int) -> int:
-    if (not isinstance(image_size, (int, np.integer)) or image_size < 16
-            or image_size & (image_size - 1)):
-        raise ValueError(f"image_size must be a power of two >= 16 (e.g. 32 or 64), got "
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_image_size(image_size: Any) -> int:
+    if not _is_int(image_size) or image_size < _MIN_SIZE:
+        raise ValueError(f"image_size must be an integer >= {_MIN_SIZE} (e.g. 32, 48 or 224), got "
                          f"{image_size!r}; resize the images in 00_data")
     return int(image_size)
 
 
-class ConvAutoencoder(nn.Module):
-    """Convolutional autoencoder: images [K, 3, H, W] in [0, 1] -> latent [K, latent_dim] -> [K, 3, H, W].
+def default_working_size(image_size: int) -> int:
+    """The largest power of two <= ``image_size`` (>= 16): 16 -> 16, 48 -> 32, 224 -> 128."""
+    return 1 << (_check_image_size(image_size).bit_length() - 1)
 
-    ``image_size`` (H = W) must be a power of two >= 16; there are log2(H / 4) stride-2 stages with
-    32, 64, 128, 128, ... channels.
+
+def _check_working_size(working_size: Any, image_size: int) -> int:
+    if working_size is None:
+        return default_working_size(image_size)
+    if (not _is_int(working_size) or working_size < _MIN_SIZE
+            or working_size & (working_size - 1) or working_size > image_size):
+        raise ValueError(f"working_size must be a power of two between {_MIN_SIZE} and image_size "
+                         f"({image_size}), or None for {default_working_size(image_size)}; got "
+                         f"{working_size!r}")
+    return int(working_size)
+
+
+class ConvAutoencoder(nn.Module):
+    """Convolutional autoencoder: images [K, 3, H, W] in [0, 1] -> latent [K, latent_dim].
+
+    ``image_size`` (H = W) is any integer >= 16: the input side the model accepts.
+    ``working_size`` (a power of two, 16 <= working_size <= image_size; ``None`` = the largest
+    such) is the side W' it works at: inputs are resized to W' before encoding and the decoder
+    reconstructs at W'. There are log2(W' / 4) stride-2 stages with 32, 64, 128, 128, ... channels.
     """
 
-    def __init__(self, image_size: int = 32, latent_dim: int = 64):
+    def __init__(self, image_size: int = 32, latent_dim: int = 64, working_size: int | None = None):
         super().__init__()
         self.image_size = _check_image_size(image_size)
-        if not isinstance(latent_dim, (int, np.integer)) or latent_dim < 1:
+        self.working_size = _check_working_size(working_size, self.image_size)
+        if not _is_int(latent_dim) or latent_dim < 1:
             raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
         self.latent_dim = int(latent_dim)
-        n_stages = int(math.log2(self.image_size // 4))
+        n_stages = int(math.log2(self.working_size // 4))
         widths = [min(32 * 2**i, _MAX_CHANNELS) for i in range(n_stages)]
 
         down, c_in = [], 3
@@ -62,31 +97,65 @@ class ConvAutoencoder(nn.Module):
         up += [nn.ConvTranspose2d(c_in, 3, 4, stride=2, padding=1), nn.Sigmoid()]
         self.decoder = nn.Sequential(*up)
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """images: [K, 3, H, W] in [0, 1] -> latent codes [K, latent_dim]."""
+    def to_working_size(self, images: torch.Tensor) -> torch.Tensor:
+        """images [K, 3, H, W] in [0, 1], H = W = image_size -> [K, 3, W', W'], W' = working_size.
+
+        The same resize as :func:`fndkit.models.backbones.images_to_tensor` (bilinear,
+        antialiased, so that shrinking 224 -> 128 px averages pixels instead of skipping them);
+        the identity when the two sizes agree.
+        """
         if images.ndim != 4 or images.shape[1:] != (3, self.image_size, self.image_size):
             raise ValueError(f"expected images [K, 3, {self.image_size}, {self.image_size}], got "
                              f"{tuple(images.shape)}")
-        return self.encoder(images)
+        if self.working_size == self.image_size:
+            return images
+        return F.interpolate(images, size=(self.working_size, self.working_size), mode="bilinear",
+                             align_corners=False, antialias=True)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images: [K, 3, H, W] in [0, 1] (H = W = image_size) -> latent codes [K, latent_dim]."""
+        return self.encoder(self.to_working_size(images))
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """latent: [K, latent_dim] -> reconstructions [K, 3, H, W] in (0, 1)."""
+        """latent [K, latent_dim] -> reconstructions [K, 3, W', W'] in (0, 1), W' = working_size."""
         return self.decoder(latent)
 
+    def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images: [K, 3, H, W] -> (reconstruction, target), both [K, 3, W', W'].
+
+        The pair the training loss compares: the decoder's output and the input resized to the
+        working size (the most the model can be asked to reproduce).
+        """
+        target = self.to_working_size(images)
+        return self.decoder(self.encoder(target)), target
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images: [K, 3, H, W] in [0, 1] -> reconstructions [K, 3, H, W]."""
-        return self.decode(self.encode(images))
+        """images: [K, 3, H, W] in [0, 1] -> reconstructions [K, 3, H, W] in (0, 1).
+
+        Reconstructed at the working size and scaled back up to the input size (bilinear), so
+        the output can be shown beside the input (the 01_autoencoder reconstruction figure);
+        training uses :meth:`reconstruct`, which stays at the working size.
+        """
+        recon = self.decode(self.encode(images))
+        if self.working_size == self.image_size:
+            return recon
+        return F.interpolate(recon, size=(self.image_size, self.image_size), mode="bilinear",
+                             align_corners=False)
 
     def config(self) -> dict:
         """The constructor arguments as a plain dict (stored in checkpoints)."""
-        return {"image_size": self.image_size, "latent_dim": self.latent_dim}
+        return {"image_size": self.image_size, "latent_dim": self.latent_dim,
+                "working_size": self.working_size}
 
     @classmethod
     def from_config(cls, config: dict) -> "ConvAutoencoder":
-        unknown = set(config) - {"image_size", "latent_dim"}
+        """Rebuild from :meth:`config`. A config without ``working_size`` (checkpoints written
+        before it existed, power-of-two sizes only) gets the default, which was then the only
+        choice: the image size itself."""
+        unknown = set(config) - {"image_size", "latent_dim", "working_size"}
         if unknown:
             raise ValueError(f"unknown ConvAutoencoder config keys {sorted(unknown)}; "
-                             f"expected image_size, latent_dim")
+                             f"expected image_size, latent_dim, working_size")
         return cls(**config)
 
 
@@ -121,6 +190,7 @@ def images_to_tensor(batch: np.ndarray, device: str | torch.device = "cpu") -> t
 
 
 def _load(store: Any, ids: np.ndarray, model: ConvAutoencoder, device: Any) -> torch.Tensor:
+    """The images of ``ids``: float [k, 3, H, W] in [0, 1] at the store's (= the model's) size."""
     x = images_to_tensor(store.get(ids), device)
     if x.shape[-1] != model.image_size:
         raise ValueError(f"images are {x.shape[-1]} px but the autoencoder expects "
@@ -145,7 +215,8 @@ def train_autoencoder(model: ConvAutoencoder, images: Any, train_ids: Any, val_i
 
     Returns one record per epoch: ``{"epoch" (1-based), "train_mse", "val_mse"}``; ``train_mse``
     is the mean over the epoch's batches while training, ``val_mse`` the held-out error after it
-    (NaN when ``val_ids`` is empty).
+    (NaN when ``val_ids`` is empty). Both are measured at the model's working size
+    (:meth:`ConvAutoencoder.reconstruct`).
     """
     from tqdm.auto import tqdm
 
@@ -168,7 +239,7 @@ def train_autoencoder(model: ConvAutoencoder, images: Any, train_ids: Any, val_i
             total = 0.0
             for start in range(0, order.size, batch_size):
                 x = _load(store, order[start:start + batch_size], model, device)
-                loss = F.mse_loss(model(x), x)
+                loss = F.mse_loss(*model.reconstruct(x))
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -207,7 +278,8 @@ def encode_items(model: ConvAutoencoder, images: Any, item_ids: Any, batch_size:
 @torch.no_grad()
 def reconstruction_error(model: ConvAutoencoder, images: Any, item_ids: Any,
                          device: str = "cpu", batch_size: int = 512) -> float:
-    """Mean squared error per pixel value over ``item_ids`` (eval mode, no gradients)."""
+    """Mean squared error per pixel value over ``item_ids`` (eval mode, no gradients), at the
+    model's working size (:meth:`ConvAutoencoder.reconstruct`: the loss training minimises)."""
     store, ids = _image_store(images), _ids(item_ids, "item_ids")
     if ids.size == 0:
         raise ValueError("item_ids is empty; no reconstruction error to measure")
@@ -216,9 +288,9 @@ def reconstruction_error(model: ConvAutoencoder, images: Any, item_ids: Any,
     total, count = 0.0, 0
     try:
         for s in range(0, ids.size, batch_size):
-            x = _load(store, ids[s:s + batch_size], model, device)
-            total += float(F.mse_loss(model(x), x, reduction="sum"))
-            count += x.numel()
+            recon, target = model.reconstruct(_load(store, ids[s:s + batch_size], model, device))
+            total += float(F.mse_loss(recon, target, reduction="sum"))
+            count += target.numel()
     finally:
         model.train(was_training)
     return total / count

@@ -14,17 +14,16 @@ For evaluation, :class:`ItemFeatureCache` encodes every needed item once and
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import build_backbone, count_parameters, images_to_tensor
+from .backbones import build_backbone, count_parameters
+from .contract import Features, ImageFn, ItemFeatureCache, OutfitModel, make_image_fn  # noqa: F401 (re-exported)
+from .registry import register_model
 from .set_transformer import SetTransformer
-
-ImageFn = Callable[[np.ndarray], torch.Tensor]
 
 # Paper Table 5 "# Params" (d = 128, set transformer and user table included), keyed by the
 # number of users (Polyvore-630 and Polyvore-519).
@@ -38,18 +37,8 @@ PAPER_MODEL_NAMES = {"alexnet-large": "Teacher", "alexnet-xs": "XS", "alexnet-s"
                      "alexnet-m": "M"}
 
 
-def make_image_fn(images, size: int | None = None,
-                  device: str | torch.device = "cpu") -> ImageFn:
-    """An ``image_fn`` over an image store (anything with ``get(ids) -> uint8 [K, H, W, 3]``,
-    e.g. ``dataset.images``): ids [K] int64 -> float ``[K, 3, size, size]`` on ``device``."""
-
-    def image_fn(item_ids: np.ndarray) -> torch.Tensor:
-        return images_to_tensor(images.get(np.asarray(item_ids, dtype=np.int64)), size, device)
-
-    return image_fn
-
-
-class OutfitRecommender(nn.Module):
+@register_model("recommender")
+class OutfitRecommender(OutfitModel):
     """Backbone + Set Transformer + user table, scored by cosine similarity (eq. 9).
 
     backbone: a name from ``fndkit.models.backbones.BACKBONES`` or a ready ``nn.Module`` mapping
@@ -96,10 +85,6 @@ class OutfitRecommender(nn.Module):
         """Image side length the backbone expects (None = any)."""
         return getattr(self.backbone, "input_size", None)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     def encode_items(self, images: torch.Tensor) -> torch.Tensor:
         """Item features x = f(image): images [K, 3, H, W] -> [K, d]."""
         features = self.backbone(images)
@@ -118,14 +103,40 @@ class OutfitRecommender(nn.Module):
 
         Each unique item in the batch is encoded once (one backbone call) and gathered into place.
         """
-        if items.ndim != 2:
-            raise ValueError(f"items must be [B, S] item ids, got shape {tuple(items.shape)}")
-        mask = items >= 0
-        unique_ids, inverse = torch.unique(items[mask], return_inverse=True)
-        features = self.encode_items(image_fn(unique_ids.cpu().numpy()))
-        item_features = features.new_zeros(*items.shape, self.dim)
-        item_features[mask.to(features.device)] = features[inverse.to(features.device)]
-        return self.encode_outfits(item_features, mask.to(features.device))
+        return self.encode_outfits(*self.item_features(items, image_fn))
+
+    # -- the model contract (fndkit.models.contract) -------------------------------------
+    def score_items(self, users: torch.Tensor, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """r_ij = cos(u_i, T(X_j)) row by row: [B], [B, S, d], [B, S] -> [B]."""
+        return self.score(self.user_vectors(users), self.encode_outfits(features, mask))
+
+    def pair_scores(self, users: torch.Tensor, positives: Features,
+                    negatives: Features) -> tuple[torch.Tensor, torch.Tensor]:
+        """One set-transformer pass per outfit; every user against every negative by one product."""
+        # one set-transformer call over both blocks (row results do not depend on the batch, but
+        # the floating-point rounding of batched products does: one call keeps runs comparable)
+        b = positives[0].shape[0]
+        vecs = self.encode_outfits(torch.cat([positives[0], negatives[0]]), torch.cat([positives[1], negatives[1]]))
+        user_vecs = self.user_vectors(users)
+        return self.score(user_vecs, vecs[:b]), self.score_matrix(user_vecs, vecs[b:])
+
+    @torch.no_grad()
+    def score_cached(self, users: np.ndarray, items: np.ndarray, cache: "ItemFeatureCache",
+                     batch_size: int = 4096) -> torch.Tensor:
+        """Each unique outfit through the set transformer once, then gathered cosines: [M]."""
+        outfit_vecs = outfit_vectors_cached(self, items, cache, batch_size=batch_size)
+        user_vecs = self.user_vectors(torch.as_tensor(np.asarray(users), dtype=torch.long,
+                                                      device=outfit_vecs.device))
+        return self.score(user_vecs, outfit_vecs)
+
+    @torch.no_grad()
+    def score_matrix_cached(self, users: np.ndarray, items: np.ndarray,
+                            cache: "ItemFeatureCache") -> torch.Tensor:
+        """Every user [B] against every outfit [N, S] by one product: [B, N]."""
+        outfit_vecs = outfit_vectors_cached(self, items, cache)
+        user_vecs = self.user_vectors(torch.as_tensor(np.asarray(users), dtype=torch.long,
+                                                      device=outfit_vecs.device))
+        return self.score_matrix(user_vecs, outfit_vecs)
 
     def user_vectors(self, user_ids: torch.Tensor) -> torch.Tensor:
         """user_ids [B] int64 -> user embeddings u [B, d]."""
@@ -144,17 +155,13 @@ class OutfitRecommender(nn.Module):
         """Eq. (9) for every pair: user_vecs [B, d], outfit_vecs [N, d] -> [B, N] cosines."""
         return F.normalize(user_vecs, dim=-1) @ F.normalize(outfit_vecs, dim=-1).T
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor, image_fn: ImageFn) -> torch.Tensor:
-        """Preference scores r_ij: users [B], items [B, S] (-1 = padding) -> [B]."""
-        return self.score(self.user_vectors(users), self.outfit_vectors(items, image_fn))
-
     def config(self) -> dict:
         """Plain dict that :meth:`from_config` rebuilds the (untrained) model from."""
         if self.backbone_name is None:
             raise ValueError("this model was built from a custom backbone module, which a config "
                              "cannot rebuild; pass a registered backbone name instead")
-        cfg = {"backbone": self.backbone_name, "n_users": self.n_users, "dim": self.dim,
-               "heads": self.heads}
+        cfg = {"kind": self.kind, "backbone": self.backbone_name, "n_users": self.n_users,
+               "dim": self.dim, "heads": self.heads}
         if self.projection_dim is not None:
             cfg["projection_dim"] = self.projection_dim
         return cfg
@@ -170,66 +177,6 @@ class OutfitRecommender(nn.Module):
         if cfg.get("projection_dim"):
             model.add_projection_head(int(cfg["projection_dim"]))
         return model
-
-
-class ItemFeatureCache:
-    """Item features of a fixed set of items, each encoded once (no grad, eval mode).
-
-    model: an :class:`OutfitRecommender`; item_ids: any int array of item ids (-1 and repeats are
-    ignored); image_fn: see :func:`make_image_fn`. ``features`` is ``[K, d]`` on the model's device,
-    row k for ``item_ids[k]`` (sorted unique ids). ``lookup`` gathers them for padded outfits.
-    """
-
-    def __init__(self, model: OutfitRecommender, item_ids: np.ndarray | Iterable[int],
-                 image_fn: ImageFn, batch_size: int = 256, progress: bool = False):
-        ids = np.asarray(item_ids, dtype=np.int64).ravel()
-        self.item_ids = np.unique(ids[ids >= 0])
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        starts = range(0, len(self.item_ids), batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="encoding items", unit="batch")
-        chunks = []
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for start in starts:
-                    chunk = self.item_ids[start:start + batch_size]
-                    chunks.append(model.encode_items(image_fn(chunk)))
-        finally:
-            model.train(was_training)
-        self.features = (torch.cat(chunks) if chunks
-                         else torch.zeros(0, model.dim, device=model.device))
-
-    def __len__(self) -> int:
-        return len(self.item_ids)
-
-    def rows(self, item_ids: np.ndarray) -> np.ndarray:
-        """Row of each id in ``features`` (same shape); KeyError naming ids not in the cache."""
-        item_ids = np.asarray(item_ids, dtype=np.int64)
-        rows = np.searchsorted(self.item_ids, item_ids)
-        rows = np.minimum(rows, max(len(self.item_ids) - 1, 0))
-        found = self.item_ids[rows] == item_ids if len(self.item_ids) else np.zeros_like(item_ids, bool)
-        if not found.all():
-            missing = np.unique(item_ids[~found])
-            raise KeyError(f"{len(missing)} item ids are not in the cache, e.g. "
-                           f"{missing[:10].tolist()}; build the cache over every item you score")
-        return rows
-
-    def lookup(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """items [M, S] int64 (-1 = padding) -> (item_features [M, S, d], mask [M, S] bool), on the
-        cache's device; padded slots hold zeros."""
-        items = np.asarray(items, dtype=np.int64)
-        mask = items >= 0
-        rows = np.zeros(items.shape, dtype=np.int64)
-        rows[mask] = self.rows(items[mask])
-        device = self.features.device
-        mask_t = torch.from_numpy(mask).to(device)
-        gathered = self.features[torch.from_numpy(rows).to(device)]
-        return gathered * mask_t[..., None].to(gathered.dtype), mask_t
 
 
 def outfit_vectors_cached(model: OutfitRecommender, items: np.ndarray, cache: ItemFeatureCache,

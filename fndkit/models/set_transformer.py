@@ -88,38 +88,50 @@ def _row_feed_forward(dim: int) -> nn.Module:
     return nn.Sequential(nn.Linear(dim, dim), nn.ReLU())
 
 
-class SAB(nn.Module):
-    """Set Attention Block, eqs. (4)-(5): x [B, n, d], mask [B, n] -> [B, n, d]."""
+class MAB(nn.Module):
+    """Multihead attention block shared by eqs. (4)-(5) and (7)-(8):
+
+        H = LayerNorm(Q + MultiHead(Q, K, K)),   out = LayerNorm(H + sigma(H))
+
+    q [B, n_q, d], k [B, n_k, d], key_mask [B, n_k] -> [B, n_q, d].
+    """
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
+        self._build_block(dim, heads)
+
+    def _build_block(self, dim: int, heads: int) -> None:
         self.attention = MultiHeadAttention(dim, heads)
         self.norm_attention = nn.LayerNorm(dim)
         self.feed_forward = _row_feed_forward(dim)
         self.norm_feed_forward = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.norm_attention(x + self.attention(x, x, x, key_mask=mask))
+    def attend(self, q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm_attention(q + self.attention(q, k, k, key_mask=key_mask))
         return self.norm_feed_forward(h + self.feed_forward(h))
 
 
-class PMA(nn.Module):
+class SAB(MAB):
+    """Set Attention Block, eqs. (4)-(5): x [B, n, d], mask [B, n] -> [B, n, d]."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.attend(x, x, mask)
+
+
+class PMA(MAB):
     """Pooling by multi-head attention with one learnable seed s, eqs. (7)-(8):
     f [B, n, d], mask [B, n] -> [B, d]."""
 
     def __init__(self, dim: int, heads: int):
-        super().__init__()
+        nn.Module.__init__(self)
+        # the seed is drawn before the block's weights, so a given torch seed initialises every
+        # parameter exactly as it always has (pinned metrics depend on it)
         self.seed = nn.Parameter(torch.empty(1, 1, dim))
         nn.init.xavier_uniform_(self.seed)
-        self.attention = MultiHeadAttention(dim, heads)
-        self.norm_attention = nn.LayerNorm(dim)
-        self.feed_forward = _row_feed_forward(dim)
-        self.norm_feed_forward = nn.LayerNorm(dim)
+        self._build_block(dim, heads)
 
     def forward(self, f: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        s = self.seed.expand(f.shape[0], -1, -1)
-        z = self.norm_attention(s + self.attention(s, f, f, key_mask=mask))
-        return self.norm_feed_forward(z + self.feed_forward(z)).squeeze(1)
+        return self.attend(self.seed.expand(f.shape[0], -1, -1), f, mask).squeeze(1)
 
 
 class SetTransformer(nn.Module):

@@ -142,10 +142,10 @@ def space_figure(frame: pd.DataFrame, title: str | None = None, meta: Any = None
 def export_static(frame: pd.DataFrame, path_stem: str | Path, title: str | None = None,
                   png: bool = True) -> list[Path]:
     """Write the picture as ``<stem>.html`` (self-contained, hover shows scores, d and true
-    affinity), ``<stem>.png`` where Chromium is installed (via :func:`fndkit.stages.save_figure`),
+    affinity), ``<stem>.png`` where Chromium is installed (via :func:`fndkit.viz.figures.save_figure`),
     and the table itself as ``<stem>.csv``. Returns the paths written."""
     from ..artifacts import atomic_path
-    from ..stages import save_figure
+    from .figures import save_figure  # figures imports plotly's kaleido machinery; only export needs it
 
     path_stem = Path(path_stem)
     path_stem.parent.mkdir(parents=True, exist_ok=True)

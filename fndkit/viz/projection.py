@@ -33,12 +33,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..artifacts import read_json
+from ..config import DEFAULT_ALPHA
 from ..data.schema import OutfitDataset
+from ..evaluate import score_rows
 from ..losses import false_negative_weights, positive_boundary
+from ..rundir import TEACHER, RunFolder, StageError
 
 KINDS = ("user", "positive", "negative", "held_out")
 METHODS = ("tsne", "umap", "pca")
-DEFAULT_ALPHA = 1.25  # the paper's α for Polyvore-630; only the magnitude of d depends on it
 FRAME_COLUMNS = ("point", "kind", "user", "outfit", "items", "x", "y", "teacher_score",
                  "student_score", "model_score", "positive_boundary", "d_weight", "inside_boundary",
                  "flagged_false_negative", "is_held_out_positive", "truth_positive", "true_affinity")
@@ -455,51 +458,24 @@ class RunModels:
     keys: dict
 
 
-def _stage_checkpoint(run_dir: Path, name: str) -> Path:
-    """``run_dir/<name>/checkpoint.pt`` (or ``name`` itself when it is a folder or .pt path)."""
-    from ..stages import StageError
-
-    path = Path(name)
-    if not path.is_absolute():
-        path = run_dir / name
-    ckpt = path if path.suffix == ".pt" else path / "checkpoint.pt"
-    if not ckpt.exists():
-        have = sorted(p.parent.name for p in run_dir.glob("*/checkpoint.pt"))
-        todo = ("notebooks/02_teacher.ipynb" if name == "teacher"
-                else "notebooks/02_teacher.ipynb or 03_student.ipynb")
-        raise StageError(f"{run_dir} has no trained model {name!r} ({ckpt} is missing); run {todo} "
-                         f"with run_dir={str(run_dir)!r} first, or pick one of the models trained "
-                         f"there: {', '.join(have) or 'none'}")
-    return ckpt
-
-
 def load_run_models(run_dir: str | Path, model: str = "teacher", student: str | None = "student_fnd",
                     device: str = "cpu") -> RunModels:
     """Load the dataset, the model to show, the teacher (always ``run_dir/teacher``, which flags)
     and, when its folder exists, the student. A missing student only leaves its scores empty;
-    a missing data folder, teacher or model raises :class:`~fndkit.stages.StageError` saying which
+    a missing data folder, teacher or model raises :class:`~fndkit.rundir.StageError` saying which
     notebook to run. α comes from the student's config when it has one (else 1.25)."""
-    from ..artifacts import read_json
-    from ..stages import StageError, load_run_dataset
-    from ..train import load_model
-
-    run_dir = Path(run_dir)
-    dataset = load_run_dataset(run_dir)
+    run = RunFolder(run_dir)
+    dataset = run.dataset()
     loaded, keys = {}, {}
 
     def load(name: str):
         if name not in loaded:
-            ckpt = _stage_checkpoint(run_dir, name)
-            m, payload = load_model(ckpt, device=device)
-            fp = payload["config"].get("dataset", {}).get("fingerprint")
-            if fp is not None and fp != dataset.fingerprint():
-                raise StageError(f"{ckpt} was trained on another dataset (fingerprint {fp}, this "
-                                 f"run folder's is {dataset.fingerprint()}); retrain it on this run_dir")
-            loaded[name] = m
+            ckpt = run.checkpoint(name)
+            loaded[name], _ = run.load_model(name, device=device)
             keys[name] = (str(ckpt.resolve()), ckpt.stat().st_mtime_ns)
         return loaded[name]
 
-    teacher = load("teacher")
+    teacher = load(TEACHER)
     shown = load(model)
     student_model, alpha = None, DEFAULT_ALPHA
     if student:
@@ -509,7 +485,7 @@ def load_run_models(run_dir: str | Path, model: str = "teacher", student: str | 
             print(f"no student scores: {exc}")
             student = None
         else:
-            cfg_path = _stage_checkpoint(run_dir, student).parent / "config.json"
+            cfg_path = run.checkpoint(student).parent / "config.json"
             if cfg_path.exists():
                 train_cfg = read_json(cfg_path).get("train", {})
                 if train_cfg.get("loss") == "fnd":
@@ -537,8 +513,6 @@ def top_k_outfits(dataset: OutfitDataset, model, user: int, k: int = 10, split: 
     Returns columns rank (1 = best), items, score (``model``, eq. 9), student_score, label
     (1 = a held-out positive), true_affinity (NaN without ground truth); sorted by score.
     """
-    from ..evaluate import score_rows
-
     cand = dataset.candidate_set(split, protocol)
     rows = np.flatnonzero(cand.user == int(user))
     if rows.size == 0:

@@ -1,0 +1,125 @@
+"""Figures the notebooks show and save: training curves, autoencoder pictures, and ``save_figure``
+(self-contained HTML, plus PNG where Chromium is installed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import plotly.express as px
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from ..artifacts import atomic_path, load_checkpoint, read_json
+from ..models import autoencoder as ae
+from ..rundir import AUTOENCODER, RunFolder
+from .pictures import outfit_strip
+
+
+def history_figure(history: list[dict], title: str):
+    """Training curve: loss and validation AUC per epoch (plotly)."""
+    epochs = [h["epoch"] for h in history]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=epochs, y=[h["loss"] for h in history], name="train loss"))
+    fig.add_trace(go.Scatter(x=epochs, y=[h["val_auc"] for h in history], name="val AUC"), secondary_y=True)
+    if "flagged_fraction" in history[0]:
+        fig.add_trace(go.Scatter(x=epochs, y=[h["flagged_fraction"] for h in history],
+                                 name="flagged false negatives", line={"dash": "dot"}), secondary_y=True)
+    fig.update_layout(title=title, xaxis_title="epoch", height=380)
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_yaxes(title_text="AUC / fraction", secondary_y=True)
+    return fig
+
+
+def training_figure(run_dir, stage: str, title: str | None = None, save: bool = True):
+    """The training curve of a stage folder (its history.json), saved as ``training_curve``."""
+    run = RunFolder(run_dir)
+    fig = history_figure(read_json(run.path(stage, "history.json")), title or f"{stage} training")
+    if save:
+        save_figure(fig, run.path(stage, "training_curve"))
+    return fig
+
+
+PNG_TIMEOUT_S = 90
+
+_PNG_EXPORT = """
+import sys
+import plotly.io as pio
+fig = pio.from_json(open(sys.argv[1]).read())
+fig.write_image(sys.argv[2], format="png")
+"""
+
+
+def save_figure(fig, path_stem: str | Path, png: bool = True) -> list[Path]:
+    """Write ``<stem>.html`` (self-contained) and, where Chromium is installed, ``<stem>.png``.
+
+    The PNG is rendered by kaleido's headless Chromium in a child process with a time limit
+    (``PNG_TIMEOUT_S``): we saw that browser hang once with two exports running at the same time,
+    and a picture must never stall a training chain. ``FNDKIT_PNG=0`` turns PNG export off.
+    """
+    path_stem = Path(path_stem)
+    written = []
+    with atomic_path(path_stem.with_suffix(".html")) as tmp:
+        fig.write_html(str(tmp), include_plotlyjs=True)
+    written.append(path_stem.with_suffix(".html"))
+    if not (png and shutil.which("chromium") and os.environ.get("FNDKIT_PNG", "1") != "0"):
+        return written
+    target = path_stem.with_suffix(".png")
+    with tempfile.TemporaryDirectory() as scratch:
+        spec, rendered = Path(scratch) / "figure.json", Path(scratch) / "figure.png"
+        spec.write_text(fig.to_json())
+        proc = subprocess.Popen([sys.executable, "-c", _PNG_EXPORT, str(spec), str(rendered)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # its own group: Chromium's children die with it
+        try:
+            _, err = proc.communicate(timeout=PNG_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            err = f"no PNG after {PNG_TIMEOUT_S} s"
+        if proc.returncode == 0 and rendered.exists():
+            with atomic_path(target) as tmp:
+                shutil.copyfile(rendered, tmp)
+            written.append(target)
+        else:  # the HTML is the artifact; the PNG is a convenience
+            last = (err or "").strip().splitlines()[-1:] or ["unknown error"]
+            print(f"PNG export of {path_stem.name} skipped: {last[0]}")
+    return written
+
+
+def reconstruction_figure(run_dir: str | Path, n: int = 8, seed: int = 0):
+    """Originals (top row) against reconstructions (bottom row) for held-out-like random items."""
+    run = RunFolder(run_dir)
+    ds = run.dataset()
+    payload = load_checkpoint(run.path(AUTOENCODER, "checkpoint.pt"))
+    model = ae.ConvAutoencoder.from_config(payload["config"]["model"])
+    model.load_state_dict(payload["state_dict"])
+    pool = np.load(run.path(AUTOENCODER, "pool_items.npy"))
+    ids = np.random.default_rng(seed).choice(pool, size=min(n, pool.size), replace=False)
+    with torch.no_grad():
+        recon = model.eval()(ae.images_to_tensor(ds.images.get(ids)))
+    recon = (recon.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    grid = np.concatenate([np.concatenate(list(ds.images.get(ids)), axis=1), np.concatenate(list(recon), axis=1)], axis=0)
+    fig = px.imshow(grid, title="Items (top) and their reconstructions (bottom)")
+    fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False)
+    return fig
+
+
+def neighbours_figure(run_dir: str | Path, n_queries: int = 5, seed: int = 0):
+    """For a few items (left column), their k latent neighbours of the same category."""
+    run = RunFolder(run_dir)
+    ds = run.dataset()
+    neighbours = run.neighbours()
+    pool = np.load(run.path(AUTOENCODER, "pool_items.npy"))
+    queries = np.random.default_rng(seed).choice(pool, size=min(n_queries, pool.size), replace=False)
+    rows = np.concatenate([queries[:, None], neighbours[queries]], axis=1)
+    fig = px.imshow(outfit_strip(ds, rows), title="Query item (left) and its latent neighbours")
+    fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False)
+    return fig

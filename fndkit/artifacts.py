@@ -18,6 +18,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from . import __version__
+from .repro import git_sha
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)
@@ -81,10 +85,7 @@ def read_json(path: str | os.PathLike) -> Any:
 def save_checkpoint(path: str | os.PathLike, *, state_dict: dict, config: dict,
                     metrics: dict | None = None, extra: dict | None = None) -> Path:
     """Save a self-describing checkpoint (config as a plain dict, never a pickled object)."""
-    import torch
-
-    from . import __version__
-    from .repro import git_sha
+    import torch  # heavy: plain JSON users of this module never pay for it
 
     payload = {
         "format": "fndkit-checkpoint-1",

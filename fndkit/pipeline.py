@@ -17,6 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import papermill as pm
+from tqdm.auto import tqdm
+
 from .artifacts import read_json, write_json
 from .report import write_report
 from .rundir import RunFolder
@@ -75,9 +78,6 @@ def run_chain(run_dir: str | Path, steps: list[Step], force: bool = False,
               kernel_name: str | None = None, progress: bool = True,
               log_output: bool = False) -> dict:
     """Execute ``steps`` in order into ``run_dir``; return the pipeline record."""
-    import papermill as pm
-    from tqdm.auto import tqdm
-
     run = RunFolder(run_dir)
     run_dir, record_path = run.root, run.pipeline_record
     if record_path.exists() and read_json(record_path).get("status") == "finished":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from .artifacts import atomic_path
 from .rundir import COLD_START, DATA, RunFolder
 from .stages.cold_start import table3
@@ -13,8 +15,6 @@ MODEL_ORDER = ("teacher", "student_npair", "student_fnd", "contrastive")
 
 def comparison_table(run_dir: str | Path, protocol: str = "random"):
     """One row per trained model in the run folder: AUC, both NDCGs, parameters, seconds/epoch."""
-    import pandas as pd
-
     run = RunFolder(run_dir)
     rows = []
     for stage in run.finished_stages():

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
+
 
 def seed_everything(seed: int, deterministic: bool = False) -> np.random.Generator:
     """Seed Python, NumPy and torch; return a NumPy Generator for the caller's own draws."""
@@ -58,8 +60,6 @@ def resolve_device(device: str = "auto") -> str:
 
 def run_metadata(device: str | None = None) -> dict:
     """Versions, git SHA, host facts: stored beside every artifact."""
-    from . import __version__
-
     meta = {
         "fndkit_version": __version__,
         "git_sha": git_sha(),

@@ -31,6 +31,7 @@ import numpy as np
 
 from .artifacts import jsonable, load_checkpoint, read_json, write_json
 from .data.schema import DatasetError, OutfitDataset
+from .models.registry import load_model
 
 DATA = "data"
 AUTOENCODER = "autoencoder"
@@ -261,8 +262,6 @@ class RunFolder:
     def load_model(self, stage: str, device: str = "cpu"):
         """Rebuild the model of ``stage`` from its checkpoint; refuses one trained on another
         dataset. Returns ``(model, checkpoint payload)``."""
-        from .models.registry import load_model
-
         ckpt = self.checkpoint(stage)
         model, payload = load_model(ckpt, device=device)
         check_same_dataset(payload, self.dataset(), ckpt)

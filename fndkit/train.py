@@ -36,6 +36,7 @@ from .data.schema import OutfitDataset
 from .evaluate import evaluate
 from .models.contract import OutfitModel, make_image_fn
 from .models.registry import build_model as _build_registered
+from .models.registry import load_model  # noqa: F401 (re-exported: checkpoints of any model)
 from .objectives import Objective, TrainBatch
 from .repro import resolve_device, run_metadata
 
@@ -258,9 +259,3 @@ def _resume_state(last_path: Path, cfg: TrainConfig, model: OutfitModel, device:
     model.load_state_dict(payload["state_dict"])
     return TrainState.from_dict(payload["extra"]["train_state"])
 
-
-def load_model(checkpoint_path: str | Path, device: str = "cpu"):
-    """Rebuild a model from a checkpoint alone; returns (model, checkpoint payload)."""
-    from .models.registry import load_model as _load
-
-    return _load(checkpoint_path, device=device)

@@ -90,8 +90,8 @@ from .images import FileImages, _check_image_size
 # The Polyvore-U reader's rules for the validation halves and for block candidate lists, shared so
 # that both real-data sources lay their data out alike.
 from .polyvore import _candidates, _val_teacher_mask
-from .schema import (CATEGORIES, FIXED_LAYOUT, PROTOCOLS, SPLITS, VARIABLE_LAYOUT, ArrayImages,
-                     CandidateSet, DatasetError, OutfitDataset, split_index)
+from .schema import (CATEGORIES, FIXED_LAYOUT, PROTOCOLS, SPLITS, VARIABLE_LAYOUT, ArrayImages, CandidateSet,
+                     DatasetError, OutfitDataset, split_index)
 
 ITEMS_FILE, OUTFITS_FILE, NEGATIVES_FILE = "items.csv", "outfits.csv", "negatives.csv"
 ITEMS_COLUMNS = ("item_id", "category", "image")

@@ -30,7 +30,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.neighbors import NearestNeighbors
 from torch import nn
+from tqdm.auto import tqdm
+
+from ..data.schema import ArrayImages
+from .backbones import images_to_tensor as backbone_input
 
 _MAX_CHANNELS = 128
 # The smallest side: two stride-2 stages (16 -> 8 -> 4); DataConfig asks for >= 16 px as well.
@@ -168,8 +173,6 @@ def _image_store(images: Any) -> Any:
     if hasattr(images, "get") and not isinstance(images, dict):
         return images
     if isinstance(images, np.ndarray):
-        from ..data.schema import ArrayImages
-
         return ArrayImages(images)
     raise ValueError(f"images must be an image store with .get(ids) or a uint8 array "
                      f"[n_items, H, W, 3], got {type(images).__name__}")
@@ -184,8 +187,6 @@ def _ids(item_ids: Any, name: str) -> np.ndarray:
 
 def images_to_tensor(batch: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
     """uint8 images [K, H, W, 3] -> float tensor [K, 3, H, W] in [0, 1] on ``device``."""
-    from .backbones import images_to_tensor as backbone_input
-
     return backbone_input(batch, size=None, device=device, normalize=False)
 
 
@@ -218,8 +219,6 @@ def train_autoencoder(model: ConvAutoencoder, images: Any, train_ids: Any, val_i
     (NaN when ``val_ids`` is empty). Both are measured at the model's working size
     (:meth:`ConvAutoencoder.reconstruct`).
     """
-    from tqdm.auto import tqdm
-
     store = _image_store(images)
     train_ids, val_ids = _ids(train_ids, "train_ids"), _ids(val_ids, "val_ids")
     if train_ids.size == 0:
@@ -307,8 +306,6 @@ def neighbour_table(latents: np.ndarray, item_category: np.ndarray, k: int = 5) 
     itself; this is the table ``fndkit.augment.replace`` draws from (paper §3.3.2). A category
     with ``n <= k`` items has only ``n - 1`` neighbours per item: the rest of the row is -1.
     """
-    from sklearn.neighbors import NearestNeighbors
-
     latents = np.asarray(latents)
     item_category = np.asarray(item_category).reshape(-1)
     if latents.ndim != 2 or latents.shape[0] != item_category.shape[0]:

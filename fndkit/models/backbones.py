@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import AlexNet_Weights, alexnet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -112,8 +113,6 @@ class AlexNetBackbone(nn.Module):
 
     def __init__(self, dim: int, fc_width: int | None):
         super().__init__()
-        from torchvision.models import alexnet
-
         net = alexnet(weights=None)
         self.features = net.features
         if fc_width is None:
@@ -160,8 +159,6 @@ WEIGHT_CHOICES = (None, "imagenet")
 
 def alexnet_weights_path() -> Path:
     """Where torchvision's ImageNet AlexNet weights must lie: the local torch hub cache."""
-    from torchvision.models import AlexNet_Weights
-
     file_name = AlexNet_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
     return Path(torch.hub.get_dir()) / "checkpoints" / file_name
 

@@ -30,6 +30,7 @@ from typing import Callable, ClassVar, Iterable
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .backbones import images_to_tensor
 
@@ -154,8 +155,6 @@ class ItemFeatureCache:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         starts = range(0, len(self.item_ids), batch_size)
         if progress:
-            from tqdm.auto import tqdm
-
             starts = tqdm(starts, desc="encoding items", unit="batch")
         chunks = []
         was_training = model.training

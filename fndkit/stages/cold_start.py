@@ -4,6 +4,7 @@ model and no training (paper §3.5, §4.3), using the neighbourhood maths of :mo
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -15,8 +16,6 @@ from ..metrics import ranking_metrics_all
 from ..models.recommender import outfit_vectors_cached
 from ..repro import resolve_device
 from ..rundir import RunFolder, StageError
-
-
 
 
 def run(run_dir, models=("teacher", "student_npair", "student_fnd", "contrastive"),
@@ -96,8 +95,6 @@ def run(run_dir, models=("teacher", "student_npair", "student_fnd", "contrastive
 
 def table3(result: dict, n_interactions=(1, 5)):
     """The paper's Table-3 layout: one row per model and strategy, AUC mean ± std per # outfits."""
-    import pandas as pd
-
     df = pd.DataFrame(result["rows"])
     df = df[df["n_interactions"].isin(list(n_interactions))]
     df["AUC"] = [f"{m * 100:.2f} ± {s * 100:.2f}" for m, s in zip(df["auc_mean"], df["auc_std"])]

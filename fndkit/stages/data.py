@@ -6,9 +6,11 @@ import os
 import warnings
 
 import numpy as np
+import pandas as pd
 
 from ..artifacts import jsonable
 from ..config import DataConfig
+from ..data.polyvore import read_polyvore_u
 from ..data.sampling import attach_candidates, check_split_invariants
 from ..data.schema import DatasetError, OutfitDataset
 from ..data.synthetic import false_negative_fraction, make_dataset
@@ -21,8 +23,6 @@ def build_dataset(cfg: DataConfig) -> OutfitDataset:
         ds = make_dataset(scale=cfg.scale, seed=cfg.seed, variable_size=cfg.variable_size,
                           image_size=cfg.image_size)
     else:
-        from ..data.polyvore import read_polyvore_u
-
         root = resolve_path(cfg.source)
         if not root.is_dir():
             raise DatasetError(f"source={cfg.source!r} is neither 'synthetic' nor an existing folder "
@@ -84,8 +84,6 @@ def summary(ds: OutfitDataset, seed: int = 0) -> dict:
 
 def affinity_table(ds: OutfitDataset, split: str = "test", protocol: str = "random"):
     """True affinity of each candidate for its user (synthetic only) as a DataFrame."""
-    import pandas as pd
-
     cand = ds.candidate_set(split, protocol)
     aff = ds.truth.true_affinity(cand.user, cand.items)
     kind = np.where(cand.label == 1, "positive", "random-mixture negative")

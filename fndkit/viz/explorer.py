@@ -20,17 +20,24 @@ whose value change reaches Python like any widget edit.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
+import ipywidgets as w
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+from PIL import Image
 
+from ..artifacts import atomic_path
 from ..data.schema import OutfitDataset
 from . import projection as P
+from .figures import save_figure
+from .pictures import outfit_strip
 
 USER_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#e377c2",
                 "#8c564b", "#bcbd22", "#7f7f7f")
@@ -98,8 +105,6 @@ def space_figure(frame: pd.DataFrame, title: str | None = None, meta: Any = None
     and a gold ring marks every negative the ground truth calls positive. Each point's
     ``customdata`` is its ``point`` row.
     """
-    import plotly.graph_objects as go
-
     users = list(frame.loc[frame["kind"] == "user", "user"])
     colour = {u: USER_COLOURS[i % len(USER_COLOURS)] for i, u in enumerate(users)}
     fig = go.Figure()
@@ -144,8 +149,6 @@ def export_static(frame: pd.DataFrame, path_stem: str | Path, title: str | None 
     """Write the picture as ``<stem>.html`` (self-contained, hover shows scores, d and true
     affinity), ``<stem>.png`` where Chromium is installed (via :func:`fndkit.viz.figures.save_figure`),
     and the table itself as ``<stem>.csv``. Returns the paths written."""
-    from ..artifacts import atomic_path
-    from .figures import save_figure  # figures imports plotly's kaleido machinery; only export needs it
 
     path_stem = Path(path_stem)
     path_stem.parent.mkdir(parents=True, exist_ok=True)
@@ -157,9 +160,6 @@ def export_static(frame: pd.DataFrame, path_stem: str | Path, title: str | None 
 
 def outfit_png(dataset: OutfitDataset, items: np.ndarray, scale: int = 3) -> bytes:
     """PNG bytes of one or more outfits (rows of item ids) side by side, enlarged ``scale``×."""
-    from PIL import Image
-
-    from .pictures import outfit_strip
 
     strip = outfit_strip(dataset, np.atleast_2d(items))
     img = Image.fromarray(strip)
@@ -219,8 +219,6 @@ class SpaceExplorer:
                  users: Sequence[int] = (), method: str = "tsne", perplexity: int = 15,
                  n_neighbours: int = 15, n_negatives: int = 40, seed: int = 0,
                  device: str = "cpu"):
-        import ipywidgets as w
-
         if method not in P.METHODS:
             raise ValueError(f"method={method!r} is unknown; choose one of {', '.join(P.METHODS)}")
         self.models = (source if isinstance(source, P.RunModels)
@@ -377,8 +375,6 @@ class SpaceExplorer:
 
 
 def _escape(text: str) -> str:
-    import html
-
     return html.escape(text)
 
 
@@ -403,8 +399,6 @@ class OutfitGallery:
 
     def __init__(self, models: P.RunModels, user: int, k: int = 10, split: str = "test",
                  protocol: str = "random", device: str = "cpu"):
-        import ipywidgets as w
-
         self.models, self.split, self.protocol, self.device = models, split, protocol, device
         cand_users = np.unique(models.dataset.candidate_set(split, protocol).user)
         self.user_select = w.Dropdown(options=[(f"user {u}", int(u)) for u in cand_users],
@@ -423,8 +417,6 @@ class OutfitGallery:
         self.table = self._render(self.user_select.value, self.k_slider.value)
 
     def _render(self, user: int, k: int) -> pd.DataFrame:
-        import ipywidgets as w
-
         m = self.models
         table = P.top_k_outfits(m.dataset, m.model, user, k, self.split, self.protocol,
                                 student=m.student, device=self.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import plotly.express as px
 
 from ..data.schema import OutfitDataset
 
@@ -47,8 +48,6 @@ def sample_outfits(dataset: OutfitDataset, users: list[int] | None = None, per_u
 def outfits_figure(dataset: OutfitDataset, users: list[int] | None = None, per_user: int = 4,
                    seed: int = 0, title: str = "Sample positive outfits (one row each)"):
     """A plotly image of sample outfits, labelled by user."""
-    import plotly.express as px
-
     items, owners = sample_outfits(dataset, users, per_user, seed=seed)
     canvas = outfit_strip(dataset, items)
     fig = px.imshow(canvas, title=title)

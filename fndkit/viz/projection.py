@@ -35,9 +35,11 @@ import torch
 
 from ..artifacts import read_json
 from ..config import DEFAULT_ALPHA
+from ..data.sampling import category_pools, positive_hashes, random_mixtures
 from ..data.schema import OutfitDataset
-from ..evaluate import score_rows
+from ..evaluate import encode_candidates, score_rows
 from ..losses import false_negative_weights, positive_boundary
+from ..models.recommender import OutfitRecommender
 from ..rundir import TEACHER, RunFolder, StageError
 
 KINDS = ("user", "positive", "negative", "held_out")
@@ -170,8 +172,6 @@ def parse_items(text: str) -> np.ndarray:
 def _model_vectors(model, dataset: OutfitDataset, users: np.ndarray, items: np.ndarray,
                    device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """User vectors [U, d] and outfit vectors [M, d] of ``model`` (items encoded once)."""
-    from ..evaluate import encode_candidates
-
     model.eval()
     outfit_vecs = encode_candidates(model, dataset, items, device=device).float().cpu()
     user_vecs = model.user_vectors(torch.as_tensor(users, device=model.device)).float().cpu()
@@ -180,8 +180,6 @@ def _model_vectors(model, dataset: OutfitDataset, users: np.ndarray, items: np.n
 
 def _own_scores(user_vecs: torch.Tensor, user_rows: np.ndarray, outfit_vecs: torch.Tensor) -> np.ndarray:
     """Cosine (eq. 9) of each outfit with its own user: [M]."""
-    from ..models.recommender import OutfitRecommender
-
     return OutfitRecommender.score(user_vecs[torch.as_tensor(user_rows)], outfit_vecs).double().numpy()
 
 
@@ -201,8 +199,6 @@ def gather_space(dataset: OutfitDataset, model, users: Sequence[int], teacher=No
     left empty (NA / NaN) otherwise. model_key: hashable identity of the models for caching
     (default: their ``id``).
     """
-    from ..data.sampling import category_pools, positive_hashes, random_mixtures
-
     users = check_users(dataset, users)
     for name, value, low in (("n_negatives", n_negatives, 0), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:

@@ -11,7 +11,7 @@ RUN_DIR ?= outputs/demo
 SCALE ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lab browser clean-demo
+.PHONY: setup demo test lab browser clean-demo paper bench
 
 # The editable install must point at this checkout: a venv kept outside the clone (CI) may have
 # been set up from another clone of the repo, so that is checked on every run (it takes a second).
@@ -34,8 +34,19 @@ browser:
 demo: setup
 	$(PY) -m fndkit.pipeline --run-dir $(RUN_DIR) --scale $(SCALE)
 
+# The paper's Tables 2-5 and Figures 4-7 over 3 seeds (resumable: rerun to continue); SEEDS=0 for one pass.
+SEEDS ?= 0 1 2
+paper: setup
+	$(PY) -m fndkit.experiments all --seeds $(SEEDS) --root outputs/paper
+
 test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Scoring (cached vs per-outfit), one training step part by part, peak memory: JSON in outputs/bench/.
+BENCH_SCALE ?= polyvore630
+BENCH_DEVICE ?= auto
+bench: setup
+	$(PY) -m fndkit.bench --scale $(BENCH_SCALE) --device $(BENCH_DEVICE)
 
 lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )

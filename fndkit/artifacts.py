@@ -9,6 +9,7 @@ needs nothing else (loaded with ``weights_only=True``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -44,19 +45,60 @@ def jsonable(obj: Any) -> Any:
     return json.loads(to_json(obj))
 
 
+# A write that fails for want of room or rights: what happened and what to do about it.
+_NO_ROOM = "free space there (df -h {where}) and rerun the same command: finished stages are reused and training resumes from its last.pt"
+_NO_RIGHTS = "make {where} writable, or pass another run_dir"
+WRITE_ERRORS = {errno.ENOSPC: ("the disk is full", _NO_ROOM), errno.EDQUOT: ("the disk quota is used up", _NO_ROOM),
+                errno.EROFS: ("the file system is read-only", _NO_RIGHTS),
+                errno.EACCES: ("permission denied", _NO_RIGHTS), errno.EPERM: ("permission denied", _NO_RIGHTS)}
+TMP_MARK = ".tmp-"  # in the name of atomic_path's temporaries: `.<name>.tmp-XXXX`
+
+
+def explain_write_error(exc: OSError, path: Path) -> OSError:
+    """``exc`` (raised writing ``path``) as the same kind of error whose message names the file,
+    the cause and the fix; ``exc`` itself when it is not about room or rights."""
+    if exc.errno not in WRITE_ERRORS or getattr(exc, "fndkit_explained", False):
+        return exc
+    why, fix = WRITE_ERRORS[exc.errno]
+    where = next((p for p in Path(path).parents if p.exists()), Path(path).parent)
+    explained = type(exc)(exc.errno, f"cannot write {path}: {why} ({exc.strerror}); "
+                                     f"{fix.format(where=where)}. {Path(path).name} is left as it was")
+    explained.fndkit_explained = True
+    return explained
+
+
+def _fsync_tree(target: Path) -> None:
+    """Flush ``target`` (a file, or every file of a folder) to disk before it is renamed into
+    place, so that not even a power cut leaves a renamed but empty file."""
+    files = [target] if target.is_file() else [p for p in target.rglob("*") if p.is_file()]
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     Works for files and folders. On an exception the temporary is removed and ``path`` is left
-    exactly as it was.
+    exactly as it was; a full disk or a read-only folder is reported naming ``path`` and the fix
+    (:func:`explain_write_error`). A process killed mid-write leaves only a ``.<name>.tmp-*``
+    sibling, which nothing reads (a stage removes it when it starts again).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent))
+    except OSError as exc:
+        raise explain_write_error(exc, path) from exc
     target = tmp / path.name
     try:
         yield target
+        if target.exists():
+            _fsync_tree(target)
         if path.is_dir() and not path.is_symlink():
             backup = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, backup)
@@ -64,6 +106,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(backup, ignore_errors=True)
         else:
             os.replace(target, path)
+    except OSError as exc:
+        explained = explain_write_error(exc, path)
+        if explained is exc:
+            raise
+        raise explained from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -96,9 +143,26 @@ def save_checkpoint(path: str | os.PathLike, *, state_dict: dict, config: dict,
         "extra": extra or {},
         "state_dict": state_dict,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        try:
+            torch.save(payload, f)  # through a Python file, so that a failed write is an OSError
+        except RuntimeError as exc:  # ... which torch's zip writer hides behind "enforce fail at ..."
+            failed_write = _os_error_in(exc)
+            if failed_write is None:
+                raise
+            raise failed_write from None
     return Path(path)
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError among ``exc``'s causes and contexts, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | None = "cpu") -> dict:
@@ -110,7 +174,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | None = "cpu") -
         raise FileNotFoundError(
             f"no checkpoint at {path}; run the notebook that trains it first "
             f"(e.g. notebooks/02_teacher.ipynb for run_dir/teacher)")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, corrupt or a foreign pickle: torch says it obscurely
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"cannot read checkpoint {path}: it is truncated, corrupt or not an fndkit "
+                         f"checkpoint ({type(exc).__name__}: {reason}); delete it and rerun the stage "
+                         f"that writes it (overwrite=True)") from None
     if not isinstance(payload, dict) or payload.get("format") != "fndkit-checkpoint-1":
-        raise ValueError(f"{path} is not an fndkit checkpoint (missing format tag)")
+        raise ValueError(f"{path} is not an fndkit checkpoint (missing format tag); delete it and rerun "
+                         f"the stage that writes it (overwrite=True)")
     return payload

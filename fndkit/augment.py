@@ -189,8 +189,8 @@ def parse_pair(pair: str | Sequence[str]) -> tuple[str, str]:
                          f"e.g. 'erase,replace'")
     for name in names:
         if name not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {name!r} in {pair!r}; valid ones: "
-                             f"{', '.join(AUGMENTATIONS)}")
+            raise ValueError(f"augmentations={pair!r}: unknown augmentation {name!r}; valid ones: "
+                             f"{', '.join(AUGMENTATIONS)} (a pair such as 'erase,replace')")
     if names == ["identity", "identity"]:
         raise ValueError("the pair (identity, identity) gives two identical views, and contrastive "
                          "learning needs them to differ (paper §4.6); use erase or replace for at "

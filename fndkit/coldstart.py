@@ -22,7 +22,10 @@ any array argument was a torch tensor (on that tensor's device), otherwise a num
 dtypes are kept (promoted to a common one); integer input becomes torch's default float dtype.
 
 :func:`cold_start_protocol` draws the evaluation episodes of §4.3 / Table 3: per repetition and cold
-starter, ``n`` interacted outfits (1 or 5 in the paper) and the rest as held-out test positives.
+starter, ``n`` interacted outfits (1 or 5 in the paper) and the rest as held-out test positives
+(a pool without a released split, e.g. the synthetic benchmark's). :func:`released_split_protocol`
+follows a released split instead (Polyvore-53 / -32): ``n`` of the user's training outfits are
+revealed and the user's test outfits are held out.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .config import check_int
 
 STRATEGIES = ("avg", "w-avg", "population", "nearest")
 """Aggregation strategies: the paper's two (eqs. 22, 23–24) and two zero-cost references."""
@@ -307,10 +312,8 @@ def cold_start_protocol(
     they are skipped in every repetition, listed in ``skipped_users`` and reported with a warning.
     Returns ``ColdStartEpisodes(samples, skipped_users)``, samples ordered by (repetition, user).
     """
-    if isinstance(n_interactions, bool) or not isinstance(n_interactions, (int, np.integer)) or n_interactions < 1:
-        raise ValueError(f"n_interactions must be an integer >= 1 (paper: 1 or 5); got {n_interactions!r}")
-    if isinstance(repetitions, bool) or not isinstance(repetitions, (int, np.integer)) or repetitions < 1:
-        raise ValueError(f"repetitions must be an integer >= 1 (paper: 10); got {repetitions!r}")
+    check_int("n_interactions", n_interactions, 1, " (paper: 1 or 5)", error=ValueError)
+    check_int("repetitions", repetitions, 1, " (paper: 10)", error=ValueError)
     users = list(cold_users)
     if len(set(users)) != len(users):
         raise ValueError("cold_users contains duplicates; list each cold starter once")
@@ -349,4 +352,66 @@ def cold_start_protocol(
                     held_out_ids=ids[np.sort(order[n_interactions:])],
                 )
             )
+    return ColdStartEpisodes(samples=samples, skipped_users=skipped)
+
+
+def released_split_protocol(
+    cold_users: Iterable[Hashable],
+    revealable_by_user: Mapping[Hashable, Any],
+    held_out_by_user: Mapping[Hashable, Any],
+    n_interactions: int,
+    repetitions: int = 10,
+    seed: int = 0,
+) -> ColdStartEpisodes:
+    """Cold-start episodes on a released split (Polyvore-53 / -32, LPAE's protocol): ``n`` known
+    outfits drawn from the user's released *training* outfits, evaluated on the released *test*.
+
+    cold_users: the cold starters, in the order the draws are made in.
+    revealable_by_user: user -> 1-D array of distinct ids of the outfits that may be revealed (the
+        user's released training outfits).
+    held_out_by_user: user -> 1-D array of ids of the user's released test positives (ids in
+        their own space, e.g. candidate blocks); the same every repetition.
+    n_interactions, repetitions, seed: as :func:`cold_start_protocol`.
+
+    Per repetition, then per user in order, a uniformly random ``n_interactions`` of the user's
+    revealable outfits become ``interacted_ids`` (sorted in the order given) and
+    ``held_out_ids`` is the user's test list. Users with fewer than ``n_interactions`` revealable
+    outfits, or with no test positive, are skipped in every repetition (listed in
+    ``skipped_users``, reported with a warning).
+    """
+    if isinstance(n_interactions, bool) or not isinstance(n_interactions, (int, np.integer)) or n_interactions < 1:
+        raise ValueError(f"n_interactions must be an integer >= 1 (paper: 1 or 5); got {n_interactions!r}")
+    if isinstance(repetitions, bool) or not isinstance(repetitions, (int, np.integer)) or repetitions < 1:
+        raise ValueError(f"repetitions must be an integer >= 1 (paper: 10); got {repetitions!r}")
+    users = list(cold_users)
+    if len(set(users)) != len(users):
+        raise ValueError("cold_users contains duplicates; list each cold starter once")
+    revealable, held_out = {}, {}
+    for u in users:
+        if u not in revealable_by_user or u not in held_out_by_user:
+            raise ValueError(f"cold user {u!r} has no entry in revealable_by_user / held_out_by_user")
+        ids = np.asarray(revealable_by_user[u])
+        test = np.asarray(held_out_by_user[u])
+        if ids.ndim != 1 or test.ndim != 1:
+            raise ValueError(f"outfit ids of user {u!r} must be 1-D; got shapes {ids.shape} and {test.shape}")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError(f"user {u!r} lists a revealable outfit id twice")
+        revealable[u], held_out[u] = ids, test
+    skipped = tuple(u for u in users if len(revealable[u]) < n_interactions or len(held_out[u]) == 0)
+    eligible = [u for u in users if u not in skipped]
+    if skipped:
+        warnings.warn(
+            f"cold-start protocol (released split): skipped {len(skipped)} of {len(users)} cold users "
+            f"with fewer than {n_interactions} released training outfits (n_interactions) or no test "
+            f"outfit",
+            stacklevel=2,
+        )
+    rng = np.random.default_rng(seed)
+    samples = []
+    for repetition in range(repetitions):
+        for u in eligible:
+            ids = revealable[u]
+            chosen = np.sort(rng.permutation(len(ids))[:n_interactions])
+            samples.append(ColdStartSample(repetition=repetition, user=u, interacted_ids=ids[chosen],
+                                           held_out_ids=held_out[u]))
     return ColdStartEpisodes(samples=samples, skipped_users=skipped)

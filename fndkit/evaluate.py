@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import distributed
 from .data.schema import OutfitDataset
-from .metrics import ranking_metrics_all
+from .metrics import per_user_auc, ranking_metrics_all
 from .models.contract import ItemFeatureCache, OutfitModel, make_image_fn
 from .models.recommender import OutfitRecommender, outfit_vectors_cached
 
@@ -47,20 +48,60 @@ def score_rows(model: OutfitModel, dataset: OutfitDataset, users: np.ndarray,
     return model.score_cached(users, outfit_items, cache).float().cpu().numpy()
 
 
+def shared_item_cache(model: OutfitModel, dataset: OutfitDataset, outfit_items: np.ndarray,
+                      device: str = "cpu") -> ItemFeatureCache:
+    """:func:`item_cache`, split over the processes under torchrun: each encodes its share of the
+    unique items (a block of the sorted ids) and the features are gathered, so every process holds
+    the whole cache. Collective: every process calls it. One process: :func:`item_cache`."""
+    if not distributed.is_active():
+        return item_cache(model, dataset, outfit_items, device)
+    ids = np.asarray(outfit_items, dtype=np.int64).ravel()
+    ids = np.unique(ids[ids >= 0])
+    mine = np.array_split(ids, distributed.world_size())[distributed.rank()]
+    part = item_cache(model, dataset, mine, device)
+    return ItemFeatureCache.from_features(ids, distributed.all_gather_rows(part.features))
+
+
+def score_rows_by_user(model: OutfitModel, dataset: OutfitDataset, users: np.ndarray, outfit_items: np.ndarray,
+                       device: str = "cpu", cache: ItemFeatureCache | None = None) -> np.ndarray:
+    """:func:`score_rows`, split by user under torchrun: process r scores the rows of the users
+    with id mod W = r, and every process gets every score. Collective. One process: :func:`score_rows`."""
+    if not distributed.is_active():
+        return score_rows(model, dataset, users, outfit_items, device, cache)
+    if cache is None:
+        cache = shared_item_cache(model, dataset, outfit_items, device)
+    users, outfit_items = np.asarray(users, dtype=np.int64), np.asarray(outfit_items, dtype=np.int64)
+    owner, world = users % distributed.world_size(), distributed.world_size()
+    mine = np.flatnonzero(owner == distributed.rank())
+    part = model.score_cached(users[mine], outfit_items[mine], cache).float()
+    scores = np.empty(len(users), dtype=np.float32)
+    scores[np.concatenate([np.flatnonzero(owner == r) for r in range(world)])] = \
+        distributed.all_gather_rows(part).cpu().numpy()
+    return scores
+
+
 def evaluate(model: OutfitModel, dataset: OutfitDataset, split: str = "test",
-             protocols: tuple[str, ...] = ("random", "hard"), device: str = "cpu") -> dict:
+             protocols: tuple[str, ...] = ("random", "hard"), device: str = "cpu",
+             per_user: bool = False) -> dict:
     """Ranking metrics per protocol: {protocol: {auc, ndcg_lpae, ndcg_standard, n_users, n_skipped}}.
 
-    One item-feature cache serves every protocol of the split.
+    One item-feature cache serves every protocol of the split. ``per_user``: each protocol also
+    holds ``per_user_auc`` {user id: AUC} (what paired tests between models compare).
+
+    Under torchrun every process must call it: the work is split (:func:`shared_item_cache`,
+    :func:`score_rows_by_user`) and every process returns the same metrics.
     """
     keys = [f"{split}/{p}" for p in protocols if f"{split}/{p}" in dataset.candidates]
     if not keys:
         return {}
-    cache = item_cache(model, dataset, np.concatenate([dataset.candidates[k].items for k in keys]), device)
+    cache = shared_item_cache(model, dataset, np.concatenate([dataset.candidates[k].items for k in keys]), device)
     out = {}
     for key in keys:
         protocol = key.split("/")[1]
         cand = dataset.candidates[key]
-        scores = score_rows(model, dataset, cand.user, cand.items, device, cache)
+        scores = score_rows_by_user(model, dataset, cand.user, cand.items, device, cache)
         out[protocol] = ranking_metrics_all(cand.user, scores, cand.label)
+        if per_user:
+            users, aucs = per_user_auc(cand.user, scores, cand.label)
+            out[protocol]["per_user_auc"] = {int(u): float(a) for u, a in zip(users, aucs)}
     return out

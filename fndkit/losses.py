@@ -1,7 +1,8 @@
 """Training objectives of the paper, one function each, averaged over the batch.
 
 - :func:`bpr_loss`: Bayesian personalised ranking (the baselines' loss, with temperature).
-- :func:`npair_loss`: N-pair loss of the teacher, eq. (10).
+- :func:`npair_loss`: N-pair loss of the teacher, eq. (10); :func:`npair_loss_excluding` leaves
+  chosen negatives out of its denominator (the false-negative lab's drop oracle).
 - :func:`false_negative_weights`: false-negativeness d_ijk from the frozen teacher, eqs. (11)-(12).
 - :func:`fnd_loss`: False Negative Distillation loss of the student, eqs. (13)-(14).
 - :func:`nt_xent_loss`: SimCLR's contrastive loss over augmented outfit views, eqs. (17)-(18).
@@ -52,6 +53,25 @@ def npair_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, tau: float = 
     _check_tau(tau)
     _check_scores(pos_scores, neg_scores)
     logits = torch.cat([pos_scores[:, None], neg_scores], dim=1) / tau
+    target = torch.zeros(len(pos_scores), dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, target)
+
+
+def npair_loss_excluding(pos_scores: torch.Tensor, neg_scores: torch.Tensor, exclude: torch.Tensor,
+                         tau: float = 0.1) -> torch.Tensor:
+    """Eq. (10) with some negatives left out of the denominator:
+
+        L = -1/B sum_i log [ exp(r_i/tau) / (exp(r_i/tau) + sum_{k not excluded} exp(r_ik/tau)) ]
+
+    exclude: bool [B, N] (True = not a negative of that row, e.g. a known false negative). An
+    excluded negative gets no gradient at all. With nothing excluded this is :func:`npair_loss`.
+    """
+    _check_tau(tau)
+    _check_scores(pos_scores, neg_scores)
+    if exclude.shape != neg_scores.shape or exclude.dtype != torch.bool:
+        raise ValueError(f"exclude must be a bool tensor shaped like neg_scores {tuple(neg_scores.shape)}, "
+                         f"got {exclude.dtype} {tuple(exclude.shape)}")
+    logits = torch.cat([pos_scores[:, None], neg_scores.masked_fill(exclude, float("-inf"))], dim=1) / tau
     target = torch.zeros(len(pos_scores), dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, target)
 

@@ -2,9 +2,10 @@
 
     loss, stats = objective(model, batch)
 
-``batch`` is a :class:`TrainBatch` (users, positive outfits, shared negatives); ``model`` any
-:class:`~fndkit.models.contract.OutfitModel`. ``stats`` is a dict of numbers that ``fit()`` sums
-over an epoch and hands back to ``objective.summarize(sums, n_steps)`` for the history record.
+``batch`` is a :class:`TrainBatch` (users, positive outfits, negatives shared by the batch or
+each pair's own); ``model`` any :class:`~fndkit.models.contract.OutfitModel`. ``stats`` is a dict
+of numbers that ``fit()`` sums over an epoch and hands back to ``objective.summarize(sums,
+n_steps)`` for the history record.
 
 - :class:`NPair` — the teacher's loss, eq. (10).
 - :class:`BPR` — pairwise ranking with temperature (the baselines' loss, paper §4.1.3).
@@ -12,6 +13,14 @@ over an epoch and hands back to ``objective.summarize(sums, n_steps)`` for the h
   (:class:`TeacherSignal`); on the built-in benchmark it scores its flags against ground truth.
 - :class:`WithContrastive` — adds λ·NT-Xent over two augmented views of each positive (eq. 19) to
   any objective.
+
+The false-negative lab's variants (the built-in benchmark's ground truth; see
+:mod:`fndkit.stages.false_negatives`): :class:`OracleDrop` (``oracle-drop``: the true false
+negatives leave the denominator), :class:`OraclePull` (``oracle-pull``: FND with d = −1 for a true
+false negative, +1 otherwise — a perfect flagger), :class:`FNDSign` (``fnd-sign``: the teacher's
+flags at unit strength, d = ±1) and :class:`FNDMagnitude` (``fnd-magnitude``: the teacher's |d|,
+never pulling). (a)/(b) bound what false-negative-aware training can gain; (c)/(d) separate
+FND's flags from its rescaling of every negative's logit.
 
 :func:`make_objective` builds the one a :class:`~fndkit.config.TrainConfig` describes; models
 with their own loss register one with :func:`register_objective`.
@@ -28,17 +37,21 @@ import torch
 from .augment import make_views, parse_pair
 from .config import TrainConfig
 from .data.schema import OutfitDataset
-from .losses import bpr_loss, false_negative_weights, fnd_loss, npair_loss, nt_xent_loss, positive_boundary
+from .distributed import BatchShard, gather_with_grad
+from .losses import (bpr_loss, false_negative_weights, fnd_loss, npair_loss, npair_loss_excluding, nt_xent_loss,
+                     positive_boundary)
 from .models.contract import Features, ImageFn, ItemFeatureCache, OutfitModel, make_image_fn
 
 
 @dataclass
 class TrainBatch:
-    """One training step's data: B positive (user, outfit) pairs and N negatives shared by them.
+    """One training step's data: B positive (user, outfit) pairs and their N negatives each.
 
     users: [B] int64 tensor on the model's device; positives: [B, S] item ids; negatives: [N, S]
-    item ids (-1 = padding); views: extra outfit blocks (e.g. augmented views) that objectives add
-    before encoding, so that every unique item of the step passes the item CNN once.
+    item ids shared by every pair, or [B, N, S] each pair's own (eq. 10; -1 = padding); views:
+    extra outfit blocks (e.g. augmented views) that objectives add before encoding, so that every
+    unique item of the step passes the item CNN once (and, per pair, every unique negative outfit
+    the set transformer once).
     """
 
     users: torch.Tensor
@@ -48,29 +61,59 @@ class TrainBatch:
     epoch: int = 0
     step: int = 0
     views: list[np.ndarray] = field(default_factory=list)
+    shard: BatchShard | None = None  # under torchrun: the global batch and this process's rows of it
     _encoded: dict | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
         return int(self.positives.shape[0])
 
+    @property
+    def per_pair(self) -> bool:
+        """True when each pair has its own negatives ([B, N, S])."""
+        return self.negatives.ndim == 3
+
+    @property
+    def n_negatives(self) -> int:
+        return int(self.negatives.shape[1] if self.per_pair else self.negatives.shape[0])
+
+    def negative_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (user, negative) pair of the step as rows, in [B, N] order: users [B·N] and
+        items [B·N, S] (what ground truth and a teacher score)."""
+        users = self.users.cpu().numpy()
+        b, n = self.size, self.n_negatives
+        items = self.negatives.reshape(b * n, -1) if self.per_pair else np.tile(self.negatives, (b, 1))
+        return np.repeat(users, n), items
+
     def features(self, model: OutfitModel) -> dict[str, Any]:
         """Item features of every block, from one ``encode_items`` call over the unique items:
-        ``{"positives": (f, m), "negatives": (f, m), "views": [(f, m), ...]}``. Computed once."""
+        ``{"positives": (f, m), "negatives": (f, m), "views": [(f, m), ...]}``, plus
+        ``"negative_index"`` [B, N] into the unique negative outfits when negatives are per pair
+        (None when shared). Computed once."""
         if self._encoded is None or self._encoded["model"] is not model:
-            blocks = [self.positives, self.negatives, *self.views]
+            index = None
+            negatives = self.negatives
+            if self.per_pair:
+                negatives, inverse = np.unique(self.negatives.reshape(-1, self.negatives.shape[-1]),
+                                               axis=0, return_inverse=True)
+                index = torch.as_tensor(inverse.reshape(self.size, self.n_negatives), device=model.device)
+            blocks = [self.positives, negatives, *self.views]
             sizes = [len(b) for b in blocks]
             items = torch.as_tensor(np.concatenate(blocks), device=model.device)
             feats, mask = model.item_features(items, self.image_fn)
             parts = list(zip(torch.split(feats, sizes), torch.split(mask, sizes)))
             self._encoded = {"model": model, "positives": parts[0], "negatives": parts[1],
-                             "views": parts[2:]}
+                             "views": parts[2:], "negative_index": index}
         return self._encoded
 
     def pair_scores(self, model: OutfitModel) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model scores of the positives [B] and of every user for every negative [B, N]."""
+        """Model scores of the positives [B] and of each pair's negatives [B, N] (shared: every
+        user against every negative)."""
         enc = self.features(model)
-        return model.pair_scores(self.users, enc["positives"], enc["negatives"])
+        if enc["negative_index"] is None:
+            return model.pair_scores(self.users, enc["positives"], enc["negatives"])
+        return model.pair_scores(self.users, enc["positives"], enc["negatives"],
+                                 negative_index=enc["negative_index"])
 
 
 class Objective:
@@ -139,8 +182,15 @@ class TeacherSignal:
 
     @torch.no_grad()
     def negative_scores(self, users: torch.Tensor, negative_items: np.ndarray) -> torch.Tensor:
-        """Teacher scores r̂_ijk of every batch user for every sampled negative: [B, N]."""
-        return self.model.score_matrix_cached(users.cpu().numpy(), negative_items, self.cache)
+        """Teacher scores r̂_ijk [B, N] of each batch user for the sampled negatives: shared
+        ``negative_items`` [N, S] (every user against every one) or per pair [B, N, S]."""
+        users = users.cpu().numpy() if isinstance(users, torch.Tensor) else np.asarray(users)
+        negative_items = np.asarray(negative_items)
+        if negative_items.ndim == 3:
+            b, n, s = negative_items.shape
+            return self.model.score_cached(np.repeat(users, n), negative_items.reshape(b * n, s),
+                                           self.cache).reshape(b, n)
+        return self.model.score_matrix_cached(users, negative_items, self.cache)
 
 
 @torch.no_grad()
@@ -167,7 +217,9 @@ class FND(Objective):
     teacher's d_ijk = α(r̂_i − r̂_ijk); d < 0 flags a likely false negative, which is pulled.
 
     With ``truth`` (the built-in benchmark's generator) the flags are scored against the ground
-    truth: ``flag_precision``, ``flag_recall``, ``true_fn_fraction`` per epoch.
+    truth: ``flag_precision``, ``flag_recall``, ``true_fn_fraction`` per epoch. The flag
+    statistics always describe the teacher's d (eq. 12), also in the variants below that use
+    another weight.
     """
 
     name = "fnd"
@@ -180,16 +232,19 @@ class FND(Objective):
         teacher_neg = self.teacher.negative_scores(batch.users, batch.negatives).to(device)
         return false_negative_weights(teacher_neg, self.teacher.user_mean.to(device)[batch.users], self.alpha)
 
+    def loss_weights(self, d: torch.Tensor) -> torch.Tensor:
+        """The weights the loss uses, from the teacher's d: d itself (FND)."""
+        return d
+
     def __call__(self, model, batch):
         pos, neg = batch.pair_scores(model)
-        weights = self.weights(batch, neg.device)
-        loss = fnd_loss(pos, neg, weights, tau=self.tau)
-        flagged = (weights < 0).cpu().numpy()
+        d = self.weights(batch, neg.device)
+        loss = fnd_loss(pos, neg, self.loss_weights(d), tau=self.tau)
+        flagged = (d < 0).cpu().numpy()
         b, n = flagged.shape
         stats = {"loss": loss.item(), "flagged": int(flagged.sum()), "pairs": b * n}
         if self.truth is not None:
-            users = batch.users.cpu().numpy()
-            is_fn = self.truth.is_false_negative(np.repeat(users, n), np.tile(batch.negatives, (b, 1))).reshape(b, n)
+            is_fn = batch_false_negatives(self.truth, batch)
             stats["true_fn"] = int(is_fn.sum())
             stats["flagged_true"] = int((is_fn & flagged).sum())
         return loss, stats
@@ -202,6 +257,78 @@ class FND(Objective):
             out["flag_recall"] = sums["flagged_true"] / sums["true_fn"] if sums["true_fn"] else float("nan")
             out["true_fn_fraction"] = sums["true_fn"] / max(sums["pairs"], 1)
         return out
+
+
+class FNDSign(FND):
+    """FND with the teacher's flags at unit strength: d = −1 where the teacher's d < 0, else +1.
+
+    Against :class:`FND` it removes the rescaling (every pushed negative at N-pair's strength);
+    against :class:`OraclePull` it swaps perfect flags for the teacher's.
+    """
+
+    name = "fnd-sign"
+
+    def loss_weights(self, d):
+        return torch.where(d < 0, -torch.ones_like(d), torch.ones_like(d))
+
+
+class FNDMagnitude(FND):
+    """FND with the teacher's rescaling but no pull: weights |d|. Against :class:`FND` it removes
+    the flags; against N-pair it keeps only the rescaling of every negative's logit."""
+
+    name = "fnd-magnitude"
+
+    def loss_weights(self, d):
+        return d.abs()
+
+
+def batch_false_negatives(truth, batch: TrainBatch) -> np.ndarray:
+    """bool [B, N]: which of the step's negatives are true false negatives for their pair's user
+    (the generator's ground truth, :class:`~fndkit.data.truth.SyntheticTruth`)."""
+    users, items = batch.negative_rows()
+    return truth.is_false_negative(users, items).reshape(batch.size, batch.n_negatives)
+
+
+class _Oracle(Objective):
+    """Base of the ground-truth objectives: they need the generator's truth."""
+
+    def __init__(self, truth, tau: float = 0.1):
+        if truth is None:
+            raise ValueError(f"loss={self.name!r} needs the generator's ground truth, which only the "
+                             f"built-in synthetic benchmark has (dataset.truth is None here); use "
+                             f"loss='fnd' with a teacher on this dataset")
+        self.truth, self.tau = truth, tau
+
+    def summarize(self, sums, n_steps):
+        return {"loss": sums["loss"] / max(n_steps, 1),
+                "true_fn_fraction": sums["true_fn"] / max(sums["pairs"], 1)}
+
+
+class OracleDrop(_Oracle):
+    """N-pair (eq. 10) without the true false negatives: they leave the denominator, so they are
+    neither pushed nor pulled. Bounds what discarding false negatives can gain."""
+
+    name = "oracle-drop"
+
+    def __call__(self, model, batch):
+        pos, neg = batch.pair_scores(model)
+        is_fn = batch_false_negatives(self.truth, batch)
+        loss = npair_loss_excluding(pos, neg, torch.as_tensor(is_fn, device=neg.device), tau=self.tau)
+        return loss, {"loss": loss.item(), "true_fn": int(is_fn.sum()), "pairs": int(is_fn.size)}
+
+
+class OraclePull(_Oracle):
+    """FND (eq. 13) with d from the ground truth: −1 for a true false negative (pulled), +1
+    otherwise (pushed as in N-pair) — a perfect flagger at unit strength."""
+
+    name = "oracle-pull"
+
+    def __call__(self, model, batch):
+        pos, neg = batch.pair_scores(model)
+        is_fn = torch.as_tensor(batch_false_negatives(self.truth, batch), device=neg.device)
+        weights = torch.where(is_fn, -torch.ones_like(neg), torch.ones_like(neg))
+        loss = fnd_loss(pos, neg, weights, tau=self.tau)
+        return loss, {"loss": loss.item(), "true_fn": int(is_fn.sum()), "pairs": int(is_fn.numel())}
 
 
 class WithContrastive(Objective):
@@ -227,14 +354,17 @@ class WithContrastive(Objective):
                              "fndkit.train.build_model(cfg, dataset)")
 
     def __call__(self, model, batch):
-        view1, view2, _ = make_views(torch.as_tensor(batch.positives), self.pair, self.rng,
+        shard = batch.shard  # under torchrun: the global batch's views (one process's draw), our rows
+        view1, view2, _ = make_views(torch.as_tensor(batch.positives if shard is None else shard.positives),
+                                     self.pair, self.rng,
                                      neighbours=self.neighbours)
-        batch.views = [np.asarray(view1), np.asarray(view2)]
+        batch.views = [np.asarray(v) if shard is None else np.asarray(v)[shard.rows] for v in (view1, view2)]
         loss, stats = self.base(model, batch)
         (f1, m1), (f2, m2) = batch.features(model)["views"]
         b = batch.size
         z = model.projection(model.encode_outfits(torch.cat([f1, f2]), torch.cat([m1, m2])))
-        loss_cl = nt_xent_loss(z[:b], z[b:], tau=self.tau_cl)
+        # over the global batch under torchrun (every process's projections, gradient kept)
+        loss_cl = nt_xent_loss(gather_with_grad(z[:b]), gather_with_grad(z[b:]), tau=self.tau_cl)
         return loss + self.lam * loss_cl, {**stats, "loss": stats["loss"] + self.lam * loss_cl.item(),
                                            "loss_cl": loss_cl.item()}
 
@@ -280,12 +410,28 @@ def _bpr(cfg: TrainConfig, **_) -> Objective:
     return BPR(cfg.tau)
 
 
-@register_objective("fnd", needs_teacher=True)
-def _fnd(cfg: TrainConfig, teacher: TeacherSignal | None = None, truth=None, **_) -> Objective:
-    if teacher is None:
-        raise ValueError("loss='fnd' needs a trained teacher: pass teacher=prepare_teacher(...) "
-                         "(notebook 02_teacher trains one)")
-    return FND(teacher, alpha=cfg.alpha, tau=cfg.tau, truth=truth)
+def _teacher_objective(cls: type[FND]):
+    def factory(cfg: TrainConfig, teacher: TeacherSignal | None = None, truth=None, **_) -> Objective:
+        if teacher is None:
+            raise ValueError(f"loss={cls.name!r} needs a trained teacher: pass teacher=prepare_teacher(...) "
+                             f"(notebook 02_teacher trains one)")
+        return cls(teacher, alpha=cfg.alpha, tau=cfg.tau, truth=truth)
+
+    return factory
+
+
+for _cls in (FND, FNDSign, FNDMagnitude):
+    register_objective(_cls.name, needs_teacher=True)(_teacher_objective(_cls))
+
+
+@register_objective("oracle-drop")
+def _oracle_drop(cfg: TrainConfig, truth=None, **_) -> Objective:
+    return OracleDrop(truth, tau=cfg.tau)
+
+
+@register_objective("oracle-pull")
+def _oracle_pull(cfg: TrainConfig, truth=None, **_) -> Objective:
+    return OraclePull(truth, tau=cfg.tau)
 
 
 def make_objective(cfg: TrainConfig, teacher: TeacherSignal | None = None,

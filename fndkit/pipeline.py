@@ -1,11 +1,13 @@
 """Run the notebook chain with papermill into one run folder (what ``make demo`` calls).
 
-    python -m fndkit.pipeline --run-dir outputs/demo --scale demo [--force] [--only 00_data,02_teacher]
+    python -m fndkit.pipeline --run-dir outputs/demo --scale demo [--force] [--only 00_data,02_teacher] [--seed 0]
 
 Executed copies of the notebooks are saved in ``run_dir/notebooks/``. A failing notebook stops the
 chain with a message naming the notebook and the cell. A finished run folder (``pipeline.json`` with
-status ``finished``) is never overwritten unless ``--force`` is given. At the end the tables of every
-stage's ``metrics.json`` are gathered into ``run_dir/report.md``.
+status ``finished``) is never overwritten unless ``--force`` is given. Ctrl-C stops the chain
+cleanly (status ``interrupted``, exit code 130); the same command then continues it: finished
+stages are reused and an unfinished training stage resumes from its ``last.pt``. At the end the
+tables of every stage's ``metrics.json`` are gathered into ``run_dir/report.md``.
 """
 
 from __future__ import annotations
@@ -13,18 +15,20 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import papermill as pm
-from tqdm.auto import tqdm
 
 from .artifacts import read_json, write_json
+from .progress import ChainProgress, summary_table
 from .report import write_report
 from .rundir import RunFolder
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+# The kernel logs "Kernel is running over TCP without encryption" (and a KeyboardInterrupt line at
+# shutdown) on the console for every notebook; its own errors still reach the notebook's cells.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,9 @@ class Step:
     parameters: dict = field(default_factory=dict)
 
 
-def default_chain(scale: str = "demo") -> list[Step]:
-    """The chain ``make demo`` runs; every later issue appends its notebooks here."""
+def default_chain(scale: str = "demo", seed: int = 0) -> list[Step]:
+    """The chain ``make demo`` runs; every later issue appends its notebooks here. A ``seed``
+    other than 0 is passed to every notebook (each has a ``seed`` parameter)."""
     # tiny is for tests: fewer autoencoder epochs and cold-start repetitions keep the chain short
     quick = scale == "tiny"
     steps = [
@@ -48,9 +53,12 @@ def default_chain(scale: str = "demo") -> list[Step]:
         Step("03_student", "03_student_npair", {"loss": "npair"}),
         Step("04_contrastive", "04_contrastive", {}),
         Step("06_explorer", "06_explorer", {}),
+        Step("08_false_negatives", "08_false_negatives", {}),  # seconds: teacher scores, no training
         Step("05_cold_start", "05_cold_start",
              {"repetitions": 3, "curve_interactions": [1, 5]} if quick else {}),
     ]
+    if seed:
+        steps = [Step(s.notebook, s.label, {**s.parameters, "seed": seed}) for s in steps]
     return [s for s in steps if notebook_path(s.notebook).exists()]
 
 
@@ -61,6 +69,21 @@ def notebook_path(name: str) -> Path:
 
 class PipelineError(RuntimeError):
     """A notebook of the chain failed; the message names it and the cell."""
+
+
+class PipelineInterrupted(PipelineError):
+    """Ctrl-C stopped the chain; the record says where, and the same command continues it."""
+
+
+def _chain_scale(run: RunFolder, steps: list[Step]) -> str | None:
+    """The synthetic scale a chain runs at (its 00_data parameter, else the run folder's data)."""
+    for step in steps:
+        if "scale" in step.parameters:
+            return str(step.parameters["scale"])
+    try:
+        return run.preset_name() if run.has_data() else None
+    except Exception:  # an unreadable dataset description: no estimate, the chain still runs
+        return None
 
 
 def _describe_failure(exc: Exception, notebook: Path) -> str:
@@ -86,23 +109,41 @@ def run_chain(run_dir: str | Path, steps: list[Step], force: bool = False,
                 f"{run_dir} holds a finished run; choose another --run-dir or pass --force to "
                 f"delete it and run again")
         shutil.rmtree(run_dir)
+    elif record_path.exists():
+        before = read_json(record_path)
+        stopped = (before.get(before.get("status", "")) or {}).get("step", "?")
+        print(f"continuing the run in {run_dir} ({before.get('status')} during {stopped}): finished "
+              f"stages are reused, an unfinished training stage resumes from its last.pt")
     executed_dir = run.notebooks_dir
     executed_dir.mkdir(parents=True, exist_ok=True)
     record = {"status": "running", "steps": [], "run_dir": str(run_dir)}
-    bar = tqdm(steps, desc="notebook chain", unit="notebook", disable=not progress)
-    for step in bar:
-        bar.set_postfix_str(step.label)
+
+    def interrupted(label: str, target: Path | None) -> PipelineInterrupted:
+        record["status"] = "interrupted"
+        record["interrupted"] = {"step": label, "executed_copy": str(target) if target else None}
+        write_json(record_path, record)
+        return PipelineInterrupted(
+            f"interrupted (Ctrl-C) during {label}; {run_dir} keeps everything finished so far: rerun "
+            f"the same command to continue (finished stages are reused, an unfinished training stage "
+            f"resumes from its last.pt)")
+    display = ChainProgress(run, [s.label for s in steps], scale=_chain_scale(run, steps), enabled=progress)
+    for step in steps:
         source = notebook_path(step.notebook)
         if not source.exists():
             raise PipelineError(f"notebook {source} does not exist")
         target = executed_dir / f"{step.label}.ipynb"
         params = {"run_dir": str(run_dir), **step.parameters}
-        start = time.perf_counter()
         try:
-            pm.execute_notebook(str(source), str(target), parameters=params,
-                                kernel_name=kernel_name, progress_bar=False,
-                                log_output=log_output, cwd=str(NOTEBOOK_DIR))
+            with display.notebook(step.label) as live:
+                pm.execute_notebook(str(source), str(target), parameters=params,
+                                    kernel_name=kernel_name, progress_bar=False,
+                                    log_output=log_output, cwd=str(NOTEBOOK_DIR),
+                                    extra_arguments=list(KERNEL_ARGUMENTS))  # nbclient appends to it
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: here first ...
+            raise interrupted(step.label, target) from None
         except Exception as exc:  # papermill wraps the kernel's error; name notebook and cell
+            if getattr(exc, "ename", None) == "KeyboardInterrupt":  # ... or in the kernel first
+                raise interrupted(step.label, target) from None
             record["status"] = "failed"
             record["failed"] = {"step": step.label, "message": _describe_failure(exc, source),
                                 "executed_copy": str(target)}
@@ -110,10 +151,14 @@ def run_chain(run_dir: str | Path, steps: list[Step], force: bool = False,
             raise PipelineError(
                 f"{_describe_failure(exc, source)}\n  executed copy with the traceback: {target}"
             ) from None
-        record["steps"].append({"label": step.label, "notebook": step.notebook,
-                                "parameters": params, "seconds": round(time.perf_counter() - start, 1)})
+        record["steps"].append({"label": step.label, "notebook": step.notebook, "parameters": params,
+                                "seconds": round(live["seconds"], 1),
+                                **({"training": live["training"]} if "training" in live else {})})
         write_json(record_path, {**record, "status": "running"})
-    write_report(run_dir)
+    try:
+        write_report(run_dir)
+    except KeyboardInterrupt:
+        raise interrupted("the report", None) from None
     record["status"] = "finished"
     write_json(record_path, record)
     return record
@@ -126,8 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="delete a finished run folder first")
     parser.add_argument("--only", default="", help="comma-separated step labels to run")
     parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed passed to every notebook (default 0)")
     args = parser.parse_args(argv)
-    steps = default_chain(args.scale)
+    if args.seed < 0:
+        print(f"--seed {args.seed} must be >= 0", file=sys.stderr)
+        return 2
+    steps = default_chain(args.scale, seed=args.seed)
     if args.only:
         wanted = [s.strip() for s in args.only.split(",") if s.strip()]
         unknown = sorted(set(wanted) - {s.label for s in steps})
@@ -137,11 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         steps = [s for s in steps if s.label in wanted]
     try:
         record = run_chain(args.run_dir, steps, force=args.force, kernel_name=args.kernel)
+    except PipelineInterrupted as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 130  # what a shell reports for a program stopped by Ctrl-C
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     total = sum(s["seconds"] for s in record["steps"])
-    print(f"finished {len(record['steps'])} notebooks in {total:.0f} s; report: {Path(args.run_dir) / 'report.md'}")
+    print(f"\nseconds per notebook:\n{summary_table(record['steps'])}\n")
+    print(f"finished {len(record['steps'])} notebooks in {total:.0f} s; report: {Path(record['run_dir']) / 'report.md'}")
     return 0
 
 

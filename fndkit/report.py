@@ -74,8 +74,16 @@ def markdown_table(df) -> str:
 
 
 def cold_start_markdown(result: dict, n_interactions=(1, 5)) -> str:
-    """The Table-3 section of report.md."""
-    table = table3(result, n_interactions).reset_index()
-    table.columns = [str(c) if not isinstance(c, (int, float)) else f"{c} outfit(s)" for c in table.columns]
-    return (f"## Cold start (AUC ×100, mean ± std over {result['repetitions']} repetitions, "
-            f"{result['cold_users']} cold users)\n\n" + markdown_table(table))
+    """The Table-3 section of report.md: which cold-start protocol, then a table per negative
+    protocol (random; hard where the released nega_hard files were read)."""
+    parts = [f"## Cold start (AUC ×100, mean ± std over {result['repetitions']} repetitions, "
+             f"{result['cold_users']} cold users)"]
+    if result.get("cold_split_description"):
+        parts.append(f"Protocol: {result['cold_split_description']}.")
+    for protocol in result.get("protocols", ["random"]):
+        table = table3(result, n_interactions, protocol).reset_index()
+        table.columns = [str(c) if not isinstance(c, (int, float)) else f"{c} outfit(s)" for c in table.columns]
+        if len(result.get("protocols", ["random"])) > 1:
+            parts.append(f"{protocol.capitalize()} negatives:")
+        parts.append(markdown_table(table))
+    return "\n\n".join(parts)

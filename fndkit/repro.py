@@ -16,7 +16,7 @@ from . import __version__
 def seed_everything(seed: int, deterministic: bool = False) -> np.random.Generator:
     """Seed Python, NumPy and torch; return a NumPy Generator for the caller's own draws."""
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ValueError(f"seed={seed!r} must be a non-negative integer (e.g. 0)")
     random.seed(int(seed))
     np.random.seed(int(seed) % (2**32))
     try:

@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import jsonable, load_checkpoint, read_json, write_json
+from . import baselines  # noqa: F401  (a run folder may hold baseline checkpoints: register them)
+from .artifacts import TMP_MARK, jsonable, load_checkpoint, read_json, write_json
+from .config import TrainConfig
 from .data.schema import DatasetError, OutfitDataset
 from .models.registry import load_model
 
@@ -38,9 +40,10 @@ AUTOENCODER = "autoencoder"
 TEACHER = "teacher"
 COLD_START = "cold_start"
 EXPLORER = "explorer"
+FALSE_NEGATIVES = "false_negatives"
 NOTEBOOKS = "notebooks"
 # Folders that hold something other than a trained recommender.
-NOT_MODELS = frozenset({DATA, AUTOENCODER, COLD_START, EXPLORER, NOTEBOOKS})
+NOT_MODELS = frozenset({DATA, AUTOENCODER, COLD_START, EXPLORER, FALSE_NEGATIVES, NOTEBOOKS})
 # Keys of a stage's config.json that describe where it ran, not what it is: a run folder that was
 # moved or reached through another relative path still matches its finished stages.
 LOCATION_KEYS = ("run_dir",)
@@ -76,6 +79,9 @@ def resolve_path(path: str | os.PathLike) -> Path:
     """
     if path is None or (isinstance(path, str) and not path.strip()):
         raise ValueError(f"a path parameter is empty ({path!r}); give a folder such as 'outputs/demo'")
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"a path parameter is {path!r} ({type(path).__name__}); give a folder as a "
+                         f"string, such as 'outputs/demo'")
     p = Path(path).expanduser()
     if p.is_absolute():
         return p
@@ -98,6 +104,8 @@ class RunFolder:
     """One run folder (``outputs/demo`` …): paths, dataset, stage status, models."""
 
     def __init__(self, run_dir: str | os.PathLike):
+        if not isinstance(run_dir, (str, os.PathLike)):
+            raise StageError(f"run_dir={run_dir!r} must be a folder (a string such as 'outputs/demo')")
         self.root = resolve_path(run_dir)
         if self.root.exists() and not self.root.is_dir():
             raise StageError(f"run_dir={str(run_dir)!r} points at {self.root}, which is a file, not a "
@@ -128,8 +136,9 @@ class RunFolder:
         return self.root / "pipeline.json"
 
     def stage_dir(self, stage: str) -> Path:
-        if not stage or "/" in stage or stage in (".", ".."):
-            raise StageError(f"stage name {stage!r} must be a plain folder name such as 'student_fnd'")
+        if not isinstance(stage, str) or not stage or "/" in stage or stage in (".", ".."):
+            raise StageError(f"stage name (out_name) {stage!r} must be a plain folder name such as "
+                             f"'student_fnd'")
         return self.root / stage
 
     def path(self, stage: str, name: str) -> Path:
@@ -139,9 +148,28 @@ class RunFolder:
     def metrics_path(self, stage: str) -> Path:
         return self.path(stage, "metrics.json")
 
+    def snapshot_path(self, stage: str, epoch: int) -> Path:
+        """Where :class:`fndkit.train.Snapshots` keeps ``stage``'s weights after ``epoch``."""
+        return self.path(stage, "snapshots") / f"epoch{int(epoch):03d}.pt"
+
+    def snapshots(self, stage: str) -> dict[int, Path]:
+        """``{epoch: checkpoint path}`` of the snapshots ``stage`` saved, by epoch (empty if none)."""
+        folder = self.path(stage, "snapshots")
+        if not folder.is_dir():
+            return {}
+        found = {}
+        for p in folder.glob("epoch*.pt"):
+            digits = p.stem.removeprefix("epoch")
+            if digits.isdigit():
+                found[int(digits)] = p
+        return dict(sorted(found.items()))
+
     def checkpoint(self, stage: str) -> Path:
         """``<stage>/checkpoint.pt`` (``stage`` may also be a folder or a ``.pt`` path); a clear
         error naming the notebook to run when it is missing."""
+        if not isinstance(stage, (str, os.PathLike)) or not str(stage).strip():
+            raise StageError(f"model {stage!r} must name a trained model: a stage folder such as "
+                             f"'teacher' or 'student_fnd', or a checkpoint path")
         p = Path(stage).expanduser()
         if p.is_absolute() or p.suffix == ".pt" or len(p.parts) > 1:
             p = resolve_path(p)
@@ -223,6 +251,7 @@ class RunFolder:
         finished run with another config unless ``overwrite``; a partial run with another config
         is started over (its last.pt cannot be resumed with other settings).
         """
+        check_overwrite(overwrite)
         folder = self.stage_dir(stage)
         status = self.status(stage, config)
         if status is StageStatus.FINISHED_SAME and not overwrite:
@@ -240,9 +269,23 @@ class RunFolder:
         if overwrite and folder.exists():
             shutil.rmtree(folder)
             status = StageStatus.NEW
-        folder.mkdir(parents=True, exist_ok=True)
+        if status is StageStatus.PARTIAL:
+            print(f"{folder} holds an unfinished run with this config; resuming it from its last.pt "
+                  f"(delete the folder, or pass overwrite=True, to start over)")
+        for stale in folder.glob(f".*{TMP_MARK}*") if folder.is_dir() else ():
+            shutil.rmtree(stale, ignore_errors=True)  # a write cut short by a kill: never read
         write_json(folder / "config.json", {**config, "run_dir": str(self.root)})
         return status, None
+
+    def discard_unfinished(self, stage: str) -> bool:
+        """Remove ``stage``'s folder when it holds nothing to reuse or resume (no ``metrics.json``,
+        no ``last.pt``): what a stage that failed before its first epoch ended leaves behind.
+        Returns whether it was removed."""
+        folder = self.stage_dir(stage)
+        if not folder.is_dir() or (folder / "metrics.json").exists() or (folder / "last.pt").exists():
+            return False
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
 
     def read_metrics(self, stage: str) -> dict:
         return read_json(self.metrics_path(stage))
@@ -258,6 +301,42 @@ class RunFolder:
         path = self.path(stage, "config.json")
         return read_json(path) if path.exists() else {}
 
+    def training_progress(self, since: float = 0.0) -> dict | None:
+        """The training stage that changed last after ``since`` (a ``time.time()``), for a live
+        display (the chain runner's): ``{"stage", "epochs" (the budget), "history" (the records
+        ``fit()`` wrote so far), "finished" (its metrics are written)}``; None when no training
+        stage changed since then.
+
+        A training stage is a folder whose ``config.json`` has a ``train`` section; it changed
+        when that file or its ``history.json`` did (both are written atomically).
+        """
+        if not self.root.is_dir():
+            return None
+        changed = []
+        for folder in self.root.iterdir():
+            if folder.name in NOT_MODELS or not folder.is_dir():
+                continue
+            times = []
+            for name in ("config.json", "history.json"):
+                try:
+                    times.append((folder / name).stat().st_mtime)
+                except OSError:
+                    pass
+            if times and max(times) > since:
+                changed.append((max(times), folder.name))
+        for _, stage in sorted(changed, reverse=True):
+            try:
+                train = self.read_config(stage).get("train")
+                if not isinstance(train, dict):
+                    continue
+                history_path = self.path(stage, "history.json")
+                history = read_json(history_path) if history_path.exists() else []
+            except (OSError, ValueError):  # the folder went away (overwrite) while being read
+                continue
+            return {"stage": stage, "epochs": train.get("epochs"), "history": history,
+                    "finished": self.metrics_path(stage).exists()}
+        return None
+
     # ---------------------------------------------------------------- models
     def load_model(self, stage: str, device: str = "cpu"):
         """Rebuild the model of ``stage`` from its checkpoint; refuses one trained on another
@@ -265,13 +344,17 @@ class RunFolder:
         ckpt = self.checkpoint(stage)
         model, payload = load_model(ckpt, device=device)
         check_same_dataset(payload, self.dataset(), ckpt)
+        _check_own_checkpoint(payload, ckpt)
         return model, payload
 
     def load_teacher(self, dim: int, device: str = "cpu", teacher_dir: str | os.PathLike | None = None):
         """The frozen teacher for FND: from ``teacher_dir`` (default ``<run>/teacher``), checked
         to come from this dataset and to share the student's feature dimension d."""
         where = str(teacher_dir) if teacher_dir else TEACHER
-        model, payload = self.load_model(where, device=device)
+        try:
+            model, payload = self.load_model(where, device=device)
+        except (StageError, ValueError) as exc:  # name the parameter that pointed there
+            raise type(exc)(f"teacher_dir={teacher_dir!r}: {exc}" if teacher_dir else str(exc)) from None
         teacher_dim = payload["config"]["model"].get("dim")
         if teacher_dim != dim:
             raise ValueError(f"teacher at {self.checkpoint(where)} has d={teacher_dim} but the student "
@@ -284,16 +367,50 @@ class RunFolder:
         folder = resolve_path(autoencoder_dir) if autoencoder_dir else self.stage_dir(AUTOENCODER)
         path = folder / "neighbours.npy"
         if not path.exists():
-            raise StageError(f"augmentation 'replace' needs {path}; run notebooks/01_autoencoder.ipynb "
-                             f"on this run_dir first, or use augmentations='erase,erase'")
+            given = f"autoencoder_dir={autoencoder_dir!r}: " if autoencoder_dir else ""
+            raise StageError(f"{given}augmentation 'replace' needs {path}; run notebooks/01_autoencoder.ipynb "
+                             f"on this run_dir first (or point autoencoder_dir at one that ran), or use "
+                             f"augmentations='erase,erase'")
         return np.load(path)
 
 
+def check_overwrite(overwrite: Any) -> bool:
+    """``overwrite`` must be a real bool: papermill's ``-p overwrite no`` passes the string 'no',
+    which Python counts as True (and a finished run would be deleted)."""
+    if not isinstance(overwrite, (bool, np.bool_)):
+        raise StageError(f"overwrite={overwrite!r} must be True or False (a string such as 'no' "
+                         f"would count as True and delete a finished run); pass -p overwrite False")
+    return bool(overwrite)
+
+
 def _what(config: Any) -> Any:
-    """A stage config without its location keys (see LOCATION_KEYS)."""
+    """A stage config without its location keys (see LOCATION_KEYS); its training config with
+    the fields it lacks at their defaults (a stage finished before a field existed still matches)."""
     if not isinstance(config, dict):
         return config
-    return {k: v for k, v in config.items() if k not in LOCATION_KEYS}
+    what = {k: v for k, v in config.items() if k not in LOCATION_KEYS}
+    if isinstance(what.get("train"), dict):
+        what["train"] = jsonable(TrainConfig.with_defaults(what["train"]))
+    return what
+
+
+def _check_own_checkpoint(payload: dict, ckpt: Path) -> None:
+    """A stage's ``checkpoint.pt`` must be the one its stage trained (the training config in its
+    ``config.json``), not a file copied in from another stage or run."""
+    stage_config = ckpt.parent / "config.json"
+    trained = payload["config"].get("train")
+    if ckpt.name != "checkpoint.pt" or not stage_config.exists() or not isinstance(trained, dict):
+        return
+    asked = read_json(stage_config).get("train")
+    if not isinstance(asked, dict):
+        return
+    asked, trained = _what({"train": asked})["train"], _what({"train": trained})["train"]
+    if asked != trained:
+        diff = ", ".join(f"{k}={trained.get(k)!r} in the checkpoint, {asked.get(k)!r} in config.json"
+                         for k in sorted(set(asked) | set(trained)) if asked.get(k) != trained.get(k))
+        raise StageError(f"{ckpt} was not trained by its stage folder ({diff}): it was copied in from "
+                         f"another model or run; put the stage's own checkpoint back, or retrain the "
+                         f"stage with overwrite=True")
 
 
 def check_same_dataset(payload: dict, dataset: OutfitDataset, where: Any) -> None:
@@ -307,4 +424,4 @@ def check_same_dataset(payload: dict, dataset: OutfitDataset, where: Any) -> Non
 
 
 __all__ = ["RunFolder", "StageError", "StageStatus", "DatasetError", "project_root", "resolve_path",
-           "check_same_dataset"]
+           "check_same_dataset", "check_overwrite"]

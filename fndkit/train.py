@@ -1,24 +1,30 @@
 """One model-agnostic ``fit()`` for the teacher, the students, FND-CL and every baseline.
 
 ``fit()`` is a short loop: per step a batch of B positive (user, outfit) pairs and N sampled
-negatives shared by them (random mixtures, a ``hard_fraction`` of other users' positives), then
+negatives — shared by them, or each pair's own with ``negatives="per_pair"`` (eq. 10) — (random
+mixtures, a ``hard_fraction`` of other users' positives), then
 ``loss, stats = objective(model, batch)`` (see :mod:`fndkit.objectives`), backward, SGD step.
 Everything around the loop is a callback that receives the :class:`Trainer`:
 
 - :class:`Validate` — validation AUC each epoch (the record's ``val_auc``);
 - :class:`PlateauLR` — ReduceLROnPlateau on validation AUC (LPAE's schedule);
-- :class:`Checkpoint` — ``checkpoint.pt`` (best by validation AUC), ``last.pt`` (resume state),
-  ``history.json``;
+- :class:`Checkpoint` — ``checkpoint.pt`` (best by validation AUC), ``history.json``;
 - :class:`EarlyStopping` — stop after ``patience`` epochs without a better validation AUC;
-- :class:`ProgressLog` — one line per epoch.
+- :class:`ProgressLog` — one line per epoch;
+- :class:`Snapshots` (opt-in) — the weights after chosen epochs.
 
 Resume state is one :class:`TrainState` (epoch, best, history, optimizer, scheduler, objective and
-RNG states) saved in ``last.pt``; ``fit(..., resume=True)`` continues from it.
+every RNG state) that ``fit`` saves in ``last.pt`` after each epoch's callbacks; ``fit(...,
+resume=True)`` continues from it. Batches, negatives (seeded by seed, epoch and step) and the
+restored generators make a run killed mid-epoch and resumed equal, bitwise on CPU, to one that never
+stopped (tests/test_faults.py kills one with SIGKILL).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +34,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .artifacts import jsonable, load_checkpoint, save_checkpoint, write_json
+from . import distributed
+from .artifacts import atomic_path, jsonable, load_checkpoint, save_checkpoint, write_json
 from .config import TrainConfig
 from .data.datasets import make_loader
 from .data.sampling import NegativeSampler
 from .data.schema import OutfitDataset
+from .distributed import BatchShard
 from .evaluate import evaluate
+from .models.backbones import weights_or_scratch
 from .models.contract import OutfitModel, make_image_fn
 from .models.registry import build_model as _build_registered
 from .models.registry import load_model  # noqa: F401 (re-exported: checkpoints of any model)
@@ -41,10 +50,23 @@ from .objectives import Objective, TrainBatch
 from .repro import resolve_device, run_metadata
 
 
-def build_model(cfg: TrainConfig, dataset: OutfitDataset, weights: str | None = None) -> OutfitModel:
-    """The model a TrainConfig describes (``cfg.model``, a registry name), sized for ``dataset``."""
+def build_model(cfg: TrainConfig, dataset: OutfitDataset) -> OutfitModel:
+    """The model a TrainConfig describes (``cfg.model``, a registry name), sized for ``dataset``.
+
+    Its backbone starts from ``cfg.weights``: ImageNet when torchvision's file is in the local
+    cache (else from scratch, saying so in one printed line), or a state-dict file. What it
+    started from is kept in ``model.initial_weights`` (``requested`` plus the backbone's record:
+    ``weights``, ``file``, ``sha256``, ``tensors``); :func:`fit` writes it into every checkpoint.
+    """
+    weights = weights_or_scratch(cfg.weights, cfg.backbone)
     model = _build_registered(cfg.model, backbone=cfg.backbone, n_users=dataset.n_users, dim=cfg.dim,
                               heads=cfg.heads, weights=weights)
+    record = getattr(getattr(model, "backbone", None), "initial_weights", None)
+    model.initial_weights = {"requested": cfg.weights, **(record or {"weights": weights, "file": None,
+                                                                     "sha256": None, "tensors": 0})}
+    if model.initial_weights["file"]:
+        print(f"{cfg.backbone} starts from {model.initial_weights['file']} "
+              f"({model.initial_weights['tensors']} tensors copied)")
     if cfg.lam > 0:
         if not hasattr(model, "add_projection_head"):
             raise ValueError(f"lam={cfg.lam} needs a model with outfit vectors and a projection head; "
@@ -67,6 +89,7 @@ class TrainState:
     objective: dict = field(default_factory=dict)
     torch_rng: Any = None
     stopped_early: bool = False
+    rng: dict = field(default_factory=dict)  # the CUDA, NumPy and Python generators (torch_rng: the CPU one)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -129,24 +152,53 @@ class PlateauLR(Callback):
 
 
 class Checkpoint(Callback):
-    """``checkpoint.pt`` when validation AUC improves, ``last.pt`` and ``history.json`` every epoch."""
+    """``checkpoint.pt`` when validation AUC improves, ``history.json`` every epoch (``fit`` writes
+    ``last.pt`` itself, after every callback: see :func:`save_resume_state`)."""
 
     def on_epoch_end(self, t):
         s = t.state
         if t.record["val_auc"] > s.best_metric:
             s.best_metric, s.best_epoch, s.bad_epochs = t.record["val_auc"], t.record["epoch"], 0
-            save_checkpoint(t.out_dir / "checkpoint.pt", state_dict=t.model.state_dict(), config=t.config_dict,
-                            metrics={"val_auc": t.record["val_auc"], "epoch": t.record["epoch"]},
-                            extra={"run": run_metadata(t.device)})
+            if distributed.is_main():  # under torchrun every process keeps the state, rank 0 writes
+                save_checkpoint(t.out_dir / "checkpoint.pt", state_dict=t.model.state_dict(), config=t.config_dict,
+                                metrics={"val_auc": t.record["val_auc"], "epoch": t.record["epoch"]},
+                                extra={"run": run_metadata(t.device)})
         else:
             s.bad_epochs += 1
         s.history.append(dict(t.record))
-        s.epoch = t.record["epoch"]
-        s.optimizer, s.scheduler = t.optimizer.state_dict(), t.scheduler.state_dict()
-        s.objective, s.torch_rng = jsonable(t.objective.state_dict()), torch.get_rng_state()
+        if distributed.is_main():
+            write_json(t.out_dir / "history.json", s.history)
+
+
+def save_resume_state(t: "Trainer") -> None:
+    """Commit the epoch just finished: ``last.pt`` with the weights and the :class:`TrainState`
+    (optimizer, scheduler, objective and every random generator). Written after all callbacks, so
+    that a run killed at any moment resumes from the last epoch whose every artifact was written
+    (and a stop decided by EarlyStopping is kept)."""
+    s = t.state
+    s.epoch = t.record["epoch"]
+    s.optimizer, s.scheduler = t.optimizer.state_dict(), t.scheduler.state_dict()
+    s.objective, s.torch_rng = jsonable(t.objective.state_dict()), torch.get_rng_state()
+    s.rng = {"numpy": jsonable(np.random.get_state()), "python": jsonable(random.getstate()),
+             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    if distributed.is_main():
         save_checkpoint(t.out_dir / "last.pt", state_dict=t.model.state_dict(), config=t.config_dict,
                         metrics=t.record, extra={"train_state": s.to_dict()})
-        write_json(t.out_dir / "history.json", s.history)
+
+
+def restore_rng(state: TrainState) -> None:
+    """Put back the random generators :func:`save_resume_state` saved."""
+    if state.torch_rng is not None:
+        torch.set_rng_state(state.torch_rng)
+    if state.rng.get("numpy") is not None:
+        name, keys, *rest = state.rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    if state.rng.get("python") is not None:
+        version, internal, gauss = state.rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+    cuda = state.rng.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 class EarlyStopping(Callback):
@@ -158,6 +210,30 @@ class EarlyStopping(Callback):
 class ProgressLog(Callback):
     def on_epoch_end(self, t):
         tqdm.write(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.record.items()))
+
+
+class Snapshots(Callback):
+    """After each of ``epochs`` (1-based), save to ``path_for(epoch)`` the weights as they are
+    (a teacher's strength against its epochs) or, with ``best=True``, the best checkpoint so far
+    (what a run with that epoch budget would have kept: runs share their trajectory up to it).
+    Must come after :class:`Checkpoint` (``fit`` runs the defaults first)."""
+
+    def __init__(self, epochs: Iterable[int], path_for, best: bool = False):
+        self.epochs = sorted({int(e) for e in epochs})
+        if any(e < 1 for e in self.epochs):
+            raise ValueError(f"snapshot epochs must be >= 1, got {self.epochs}")
+        self.path_for, self.best = path_for, best
+
+    def on_epoch_end(self, t):
+        epoch = t.record["epoch"]
+        if epoch not in self.epochs or not distributed.is_main():
+            return
+        if self.best:
+            with atomic_path(self.path_for(epoch)) as tmp:
+                shutil.copyfile(t.out_dir / "checkpoint.pt", tmp)
+        else:
+            save_checkpoint(self.path_for(epoch), state_dict=t.model.state_dict(), config=t.config_dict,
+                            metrics={"val_auc": t.record.get("val_auc"), "epoch": epoch})
 
 
 def default_callbacks(progress: bool = True) -> list[Callback]:
@@ -173,10 +249,15 @@ def fit(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir: s
 
     Writes ``out_dir/checkpoint.pt`` (best), ``last.pt`` (resume), ``history.json``. Returns
     ``{"history", "best_epoch", "best_val_auc", "stopped_early", "epoch_seconds"}``.
+
+    Under torchrun (:mod:`fndkit.distributed`) every process calls it: ``cfg.batch_size`` is the
+    global batch, split over the processes; the model trains inside DDP; only rank 0 writes.
     """
     device = resolve_device(cfg.device)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = progress and distributed.is_main()  # one progress bar and log under torchrun
+    if distributed.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
     objective.check_model(model)
     model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.scaled_lr, momentum=cfg.momentum,
@@ -185,35 +266,42 @@ def fit(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir: s
                                                            patience=cfg.lr_patience)
     config_dict = {"model": model.config(), "train": cfg.to_dict(),
                    "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(),
-                               "n_users": dataset.n_users, "image_size": dataset.image_size}}
+                               "n_users": dataset.n_users, "image_size": dataset.image_size},
+                   "initial_weights": getattr(model, "initial_weights", None)}
     state = _resume_state(out_dir / "last.pt", cfg, model, device) if resume else TrainState()
     if state.optimizer:
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
         objective.load_state_dict(state.objective)
-        if state.torch_rng is not None:
-            torch.set_rng_state(state.torch_rng)
+        restore_rng(state)
     t = Trainer(model, dataset, cfg, objective, out_dir, device, optimizer, scheduler, state, config_dict)
     callbacks = default_callbacks(progress) + list(callbacks)
     for cb in callbacks:
         cb.on_fit_start(t)
-    sampler = NegativeSampler(dataset, split=cfg.train_split, n_negatives=cfg.negatives,
-                              hard_fraction=cfg.hard_fraction, seed=cfg.seed)
+    sampler = NegativeSampler(dataset, split=cfg.train_split, n_negatives=cfg.negatives_per_pair,
+                              hard_fraction=cfg.hard_fraction, seed=cfg.seed, mode=cfg.negatives)
     image_fn = make_image_fn(dataset.images, model.input_size, device)
+    world, train_step = distributed.world_size(), distributed.training_step(model)
+    # torchrun: this process's share of the single-process batches, reshuffled by set_epoch
+    shard_loader = (make_loader(dataset, cfg.train_split, cfg.batch_size, shuffle=True, seed=cfg.seed * 100003,
+                                drop_last=True, num_replicas=world, rank=distributed.rank()) if world > 1 else None)
     epoch = state.epoch
     while epoch < cfg.epochs and not state.stopped_early:
         model.train()
-        loader = make_loader(dataset, cfg.train_split, cfg.batch_size, shuffle=True,
-                             seed=cfg.seed * 100003 + epoch, drop_last=True)
+        if shard_loader is None:
+            loader = make_loader(dataset, cfg.train_split, cfg.batch_size, shuffle=True,
+                                 seed=cfg.seed * 100003 + epoch, drop_last=True)
+        else:
+            loader = shard_loader
+            loader.sampler.set_epoch(epoch)
         n_steps = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
         t0, sums = time.perf_counter(), {}
         bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for step, raw in enumerate(loader):
             if step >= n_steps:
                 break
-            negatives = sampler.sample(raw["items"].numpy(), raw["users"].numpy(), epoch=epoch, step=step)
-            batch = TrainBatch(raw["users"].to(device), raw["items"].numpy(), negatives, image_fn, epoch, step)
-            loss, stats = objective(model, batch)
+            batch = train_batch(raw, sampler, image_fn, device, epoch, step)
+            loss, stats = train_step(objective, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
@@ -229,10 +317,14 @@ def fit(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir: s
             for cb in callbacks:
                 cb.on_batch_end(t)
         bar.close()
-        t.record = {"epoch": epoch + 1, **objective.summarize(sums, n_steps),
+        # torchrun: every process's steps count (each process's stats are of its share of the batch)
+        sums = distributed.sum_over_processes(sums)
+        t.record = {"epoch": epoch + 1, **objective.summarize(sums, n_steps * world),
                     "seconds": round(time.perf_counter() - t0, 2)}
         for cb in callbacks:
             cb.on_epoch_end(t)
+        save_resume_state(t)
+        distributed.barrier()  # the others wait until rank 0 has written the epoch
         epoch += 1
         if t.should_stop:
             break
@@ -241,6 +333,25 @@ def fit(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir: s
     seconds = [h["seconds"] for h in state.history]
     return {"history": state.history, "best_epoch": state.best_epoch, "best_val_auc": float(state.best_metric),
             "stopped_early": state.stopped_early, "epoch_seconds": float(np.mean(seconds)) if seconds else None}
+
+
+def train_batch(raw: dict, sampler: NegativeSampler, image_fn, device: str, epoch: int, step: int) -> TrainBatch:
+    """One step's :class:`TrainBatch` from the loader's pairs ``raw`` and their negatives.
+
+    Under torchrun ``raw`` holds this process's share of the global batch; the negatives are drawn
+    for the global batch — the draw one process makes, from (seed, epoch, step) — and each process
+    keeps those its pairs use (shared negatives: all of them; per pair: its pairs' rows).
+    """
+    users, items, shard = raw["users"], raw["items"], None
+    if distributed.is_active():
+        both = distributed.gather_interleaved(torch.cat([users[:, None], items], dim=1)).numpy()
+        shard = BatchShard(both[:, 1:], distributed.own_rows(len(both)))
+        negatives = sampler.sample(both[:, 1:], both[:, 0], epoch=epoch, step=step)
+        if negatives.ndim == 3:
+            negatives = negatives[shard.rows]
+    else:
+        negatives = sampler.sample(items.numpy(), users.numpy(), epoch=epoch, step=step)
+    return TrainBatch(users.to(device), items.numpy(), negatives, image_fn, epoch, step, shard=shard)
 
 
 def _resume_state(last_path: Path, cfg: TrainConfig, model: OutfitModel, device: str) -> TrainState:
@@ -253,9 +364,22 @@ def _resume_state(last_path: Path, cfg: TrainConfig, model: OutfitModel, device:
         raise ValueError(f"cannot resume from {last_path}: the file is unreadable ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it (or pass "
                          f"overwrite=True) to start the stage over") from None
-    if payload["config"]["train"] != jsonable(cfg.to_dict()):
-        raise ValueError(f"cannot resume from {last_path}: it was trained with another config; "
-                         f"pass resume=False (and a fresh out_dir) to start over")
-    model.load_state_dict(payload["state_dict"])
-    return TrainState.from_dict(payload["extra"]["train_state"])
+    saved, wanted = TrainConfig.with_defaults(payload["config"].get("train", {})), jsonable(cfg.to_dict())
+    if saved != wanted:
+        diff = ", ".join(f"{k}={saved.get(k)!r} there, {wanted.get(k)!r} here"
+                         for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))
+        raise ValueError(f"cannot resume from {last_path}: it was trained with another config ({diff}); "
+                         f"delete it (or pass overwrite=True to the stage) to start over")
+    train_state = payload.get("extra", {}).get("train_state")
+    if train_state is None:
+        raise ValueError(f"cannot resume from {last_path}: it holds weights but no training state (a "
+                         f"checkpoint.pt copied over it?); delete it (or pass overwrite=True to the "
+                         f"stage) to start over")
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"cannot resume from {last_path}: its weights do not fit this model "
+                         f"({str(exc).splitlines()[0]}); delete it (or pass overwrite=True to the "
+                         f"stage) to start over") from None
+    return TrainState.from_dict(train_state)
 

@@ -48,7 +48,7 @@ def test_images_to_tensor_rejects_bad_input(bad):
         images_to_tensor(bad)
 
 
-@pytest.mark.parametrize("name", ["cnn-small", "cnn-large"])
+@pytest.mark.parametrize("name", ["cnn-tiny", "cnn-small", "cnn-large"])
 def test_small_cnns_forward_shape_and_no_batchnorm(name):
     torch.manual_seed(0)
     model = build_backbone(name, dim=24)
@@ -65,6 +65,10 @@ def test_small_cnns_forward_shape_and_no_batchnorm(name):
 def test_cnn_large_has_more_capacity_than_cnn_small():
     small, large = build_backbone("cnn-small"), build_backbone("cnn-large")
     assert count_parameters(large) > 2 * count_parameters(small)
+    # the false-negative lab's student, channels 8-16-32-32: convs (224 + 1168 + 4640 + 9248),
+    # GroupNorms (16 + 32 + 64 + 64) and the 32 -> 128 map (4224)
+    tiny = build_backbone("cnn-tiny", dim=128)
+    assert count_parameters(tiny) == 19_680 < count_parameters(small) / 10
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 import pytest
 
-from fndkit.config import ConfigError, DataConfig, TrainConfig, train_config
+from fndkit.config import SCALE_PRESETS, ConfigError, DataConfig, TrainConfig, train_config
+from fndkit.models.backbones import build_backbone, count_parameters
 
 
 @pytest.mark.parametrize("field,value,needle", [
@@ -35,8 +36,19 @@ def test_train_config_rejects_wrong_types(field, value, needle):
 
 def test_linear_lr_scaling():
     assert TrainConfig(batch_size=64, lr=0.1).scaled_lr == pytest.approx(0.2)
-    assert TrainConfig(batch_size=32).negatives == 32
-    assert TrainConfig(n_negatives=7).negatives == 7
+    assert TrainConfig(batch_size=32).negatives_per_pair == 32
+    assert TrainConfig(n_negatives=7).negatives_per_pair == 7
+
+
+def test_negatives_mode_and_taste_breadth_are_checked():
+    assert TrainConfig().negatives == "shared" and TrainConfig(negatives="per_pair").negatives == "per_pair"
+    with pytest.raises(ConfigError, match="negatives='pairwise' must be one of"):
+        TrainConfig(negatives="pairwise")
+    assert DataConfig().taste_breadth == 1.0
+    with pytest.raises(ConfigError, match="taste_breadth=0 must be a positive number"):
+        DataConfig(taste_breadth=0)
+    with pytest.raises(ConfigError, match="changes the synthetic generator only"):
+        DataConfig(source="/some/polyvore", taste_breadth=1.5)
 
 
 def test_presets_and_overrides():
@@ -59,3 +71,13 @@ def test_round_trip():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown fields"):
         TrainConfig.from_dict({"alpah": 1.0})
+
+
+def test_demo_preset_pairs_a_much_smaller_student_with_its_teacher():
+    """FND needs a teacher clearly stronger than a converged student (issue 15; the measurements
+    are beside SCALE_PRESETS): the demo's student CNN is an order of magnitude smaller."""
+    demo = SCALE_PRESETS["demo"]
+    teacher, student = (count_parameters(build_backbone(demo[f"{r}_backbone"])) for r in ("teacher", "student"))
+    assert teacher > 10 * student
+    # budgets that early stopping ends, not fixed lengths that under-train the student
+    assert demo["epochs"] >= 24 and demo["teacher_epochs"] >= 24 and demo["patience"] >= 3

@@ -480,8 +480,8 @@ def test_files_store_checks_images_up_front_unless_told_not_to(folder):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"image_size": 0}, r"image_size must be a positive integer"),
-    ({"image_size": 16.0}, r"image_size must be a positive integer"),
+    ({"image_size": 0}, r"image_size=.* must be an integer >= 1"),
+    ({"image_size": 16.0}, r"image_size=.* must be an integer >= 1"),
     ({"image_store": "lazy"}, r"unknown image_store 'lazy'; valid: auto, array, files"),
 ])
 def test_bad_arguments(folder, kwargs, match):

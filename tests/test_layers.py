@@ -13,13 +13,14 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "fndkit"
 
 LAYERS = [
-    {"fndkit", "fndkit.config", "fndkit.artifacts", "fndkit.repro"},
+    {"fndkit", "fndkit.config", "fndkit.artifacts", "fndkit.repro", "fndkit.distributed"},
     {"fndkit.data"},
     {"fndkit.models"},
-    {"fndkit.losses", "fndkit.augment", "fndkit.metrics", "fndkit.objectives"},
+    {"fndkit.losses", "fndkit.augment", "fndkit.metrics", "fndkit.objectives", "fndkit.baselines"},
     {"fndkit.train", "fndkit.evaluate", "fndkit.coldstart", "fndkit.rundir"},
     {"fndkit.stages"},
-    {"fndkit.viz", "fndkit.report", "fndkit.pipeline", "fndkit.experiments", "fndkit.bench", "fndkit.run"},
+    {"fndkit.viz", "fndkit.report", "fndkit.pipeline", "fndkit.experiments", "fndkit.bench", "fndkit.run",
+     "fndkit.fnlab", "fndkit.progress"},
 ]
 
 

@@ -131,3 +131,19 @@ def test_quarter_million_candidates_in_seconds():
     m = ranking_metrics_all(users, scores, labels)
     assert time.perf_counter() - t0 < 5.0
     assert m["n_users"] == n_users and 0.6 < m["auc"] < 0.9
+
+
+def test_per_user_auc_matches_sklearn_per_user():
+    from sklearn.metrics import roc_auc_score
+
+    from fndkit.metrics import per_user_auc
+
+    rng = np.random.default_rng(3)
+    users = np.repeat([7, 2, 5, 9], 11)
+    scores = rng.normal(size=users.size).round(1)  # rounded: ties inside users
+    labels = np.tile([1] + [0] * 10, 4)
+    labels[users == 9] = 0  # user 9 has no positive: left out
+    got_users, got_auc = per_user_auc(users, scores, labels)
+    assert got_users.tolist() == [2, 5, 7]
+    expected = [roc_auc_score(labels[users == u], scores[users == u]) for u in (2, 5, 7)]
+    np.testing.assert_allclose(got_auc, expected)

@@ -9,7 +9,7 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 EXPECTED = ["00_data", "01_autoencoder", "02_teacher", "03_student", "04_contrastive", "05_cold_start",
-            "06_explorer"]
+            "06_explorer", "07_baselines", "08_false_negatives"]
 
 
 def test_every_notebook_is_there():

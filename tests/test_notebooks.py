@@ -74,8 +74,30 @@ def test_chain_fills_contrastive_and_cold_start(tiny_run):
     report = (tiny_run / "report.md").read_text()
     assert "student_fnd" in report and "Cold start" in report
     for name in ("00_data", "01_autoencoder", "02_teacher", "03_student_fnd", "03_student_npair",
-                 "04_contrastive", "05_cold_start", "06_explorer"):
+                 "04_contrastive", "05_cold_start", "06_explorer", "08_false_negatives"):
         assert (tiny_run / "notebooks" / f"{name}.ipynb").exists()
+
+
+# The tiny chain's teacher against the ground truth (08_false_negatives: 4 per-pair random mixtures
+# per training positive, seed 0), recorded when the notebook was added (issue 13).
+PINNED_LAB = {"sampled_negatives": 584, "true_fn_fraction": 0.24486301369863014,
+              "flagged_fraction": 0.16095890410958905, "flag_precision": 0.40425531914893614,
+              "flag_recall": 0.26573426573426573}
+
+
+def test_false_negative_lab_reads_the_chain(tiny_run):
+    lab = read(tiny_run, "false_negatives")
+    for key, value in PINNED_LAB.items():
+        assert lab[key] == pytest.approx(value, abs=TOL), key
+    # the teacher's snapshots (02_teacher's snapshot_epochs) and its best checkpoint
+    assert [(r["epoch"], r["checkpoint"]) for r in lab["strength"]] == [(1, "snapshot"), (2, "snapshot"), (2, "best")]
+    assert lab["strength"][-1]["precision"] == pytest.approx(lab["flag_precision"])
+    gains = {(r["stage"], r["protocol"]): r["gain_over_npair"] for r in lab["students"]}
+    assert gains[("student_npair", "random")] == 0.0
+    expected = PINNED[("student_fnd", "random")] - PINNED[("student_npair", "random")]
+    assert gains[("student_fnd", "random")] == pytest.approx(expected, abs=2 * TOL)
+    data = read(tiny_run, "data")
+    assert data["taste_breadth"] == 1.0 and set(data["true_affinity_auc"]) == {"random", "hard"}
 
 
 def test_student_alpha_sweep_on_filled_run(tiny_run, tmp_path):
@@ -158,7 +180,7 @@ def test_nbval_lax_on_every_executed_notebook(tiny_run):
     """Researchers run nbval on papermill-prepared copies: every notebook of the chain passes it,
     and the cells marked NBVAL_CHECK_OUTPUT (seeded metrics) must print the same again."""
     executed = sorted((tiny_run / "notebooks").glob("*.ipynb"))
-    assert len(executed) == 8
+    assert len(executed) == 9
     marked = [p.name for p in executed if "NBVAL_CHECK_OUTPUT" in p.read_text()]
     assert len(marked) >= 5, marked
     env = {**os.environ, "FNDKIT_PNG": "0"}

@@ -1,5 +1,9 @@
 """The chain runner: executed copies, a clear failure naming notebook and cell, no silent overwrite."""
 
+import json
+import subprocess
+import sys
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
@@ -64,3 +68,17 @@ def test_cli_rejects_unknown_step(capsys):
 def test_default_chain_starts_with_data():
     chain = default_chain("tiny")
     assert chain[0].notebook == "00_data" and chain[0].parameters == {"scale": "tiny"}
+
+
+def test_console_shows_progress_without_kernel_warnings(tmp_path, notebooks):
+    """What `make demo` prints: a ✓ line per notebook and none of the kernel's transport warnings
+    (the kernel writes to the runner's stderr, so the runner runs in a child process here)."""
+    good, _ = notebooks
+    code = ("import sys; from fndkit.pipeline import Step, run_chain; "
+            f"run_chain({str(tmp_path / 'run')!r}, [Step({good!r}, 'good', {{'value': 3}})])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "without encryption" not in out.stderr and "IPKernelApp" not in out.stderr
+    assert out.stderr.splitlines()[-1].startswith("✓ good ")
+    record = json.loads((tmp_path / "run" / "pipeline.json").read_text())
+    assert [s["label"] for s in record["steps"]] == ["good"] and "training" not in record["steps"][0]

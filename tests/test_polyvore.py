@@ -73,8 +73,10 @@ def write_csv(path: Path, header: str, rows: np.ndarray) -> None:
 
 def write_subset(release: Release, name: str, *, variable: bool, n_items: tuple[int, int, int],
                  users: dict[str, list[int]], ratio: int = 3, hard_ratio: int = 2,
-                 jpg_suffix: bool = True, csv_ext: str = "", seed: int = 0) -> SubsetFixture:
-    """A tuples_<name> folder; ``users[split]`` lists the user of each positive row in order."""
+                 jpg_suffix: bool = True, csv_ext: str = "", seed: int = 0,
+                 image_px: int = 8) -> SubsetFixture:
+    """A tuples_<name> folder; ``users[split]`` lists the user of each positive row in order.
+    Images are solid ``image_px``-pixel squares (the release's are 291 px)."""
     rng = np.random.default_rng(seed)
     folder = release.root / f"tuples_{name}"
     folder.mkdir(parents=True)
@@ -85,7 +87,7 @@ def write_subset(release: Release, name: str, *, variable: bool, n_items: tuple[
         for i in range(n):
             file = f"{name}-{cat}-{i}.jpg"
             colour = palette(len(release.colour_of))
-            Image.new("RGB", (8, 8), colour).save(release.image_dir / file, quality=95)
+            Image.new("RGB", (image_px, image_px), colour).save(release.image_dir / file, quality=95)
             release.colour_of[file] = colour
             entries.append(file if jpg_suffix else file[:-4])
         (folder / f"image_list_{cat}").write_text("\n".join(entries) + "\n")
@@ -504,7 +506,7 @@ def test_blank_line_inside_an_image_list(fixed_release):
 
 
 def test_bad_image_size_and_layout(fixed_release):
-    read_expecting(fixed_release, r"image_size must be a positive integer", image_size=0)
+    read_expecting(fixed_release, r"image_size=0 must be an integer >= 1", image_size=0)
     read_expecting(fixed_release, r"no lmdb layout found", image_layout="lmdb")
 
 

@@ -13,6 +13,8 @@ from fndkit.data.schema import (CATEGORIES, FIXED_LAYOUT, VARIABLE_LAYOUT, Datas
 from fndkit.data.synthetic import (BACKGROUND, PALETTE, PATTERNS, SCALES, SHAPES, SyntheticTruth,
                                    false_negative_fraction, make_dataset, render_items,
                                    silhouette_masks, true_affinity)
+from fndkit.data.schema import _whole_npy_file
+from fndkit.data.synthetic import NpyWriter
 
 HELD_OUT = ("val_teacher", "val_student", "test")
 
@@ -290,3 +292,22 @@ def test_bad_scale_names_valid_choices():
 def test_bad_image_size(bad):
     with pytest.raises(ValueError, match="image_size"):
         make_dataset("tiny", image_size=bad)
+
+
+def test_images_on_disk_are_written_without_a_writable_map_and_copied_as_bytes(tmp_path):
+    """The large scales write their images through NpyWriter and save them by copying the file:
+    the same bytes as the in-memory path, in a plain .npy that loads memory-mapped."""
+    in_memory = make_dataset("tiny")
+    on_disk = make_dataset("tiny", images_on_disk=True, cache_dir=tmp_path / "gen")
+    assert isinstance(on_disk.images.array, np.memmap)
+    np.testing.assert_array_equal(np.asarray(on_disk.images.array), in_memory.images.array)
+    assert _whole_npy_file(on_disk.images.array) is not None
+    assert _whole_npy_file(on_disk.images.array[:5]) is None  # a view is not the whole file
+    on_disk.save(tmp_path / "a")
+    in_memory.save(tmp_path / "b")
+    assert (tmp_path / "a" / "images.npy").read_bytes() == (tmp_path / "b" / "images.npy").read_bytes()
+    assert OutfitDataset.load(tmp_path / "a").fingerprint() == in_memory.fingerprint()
+    writer = NpyWriter(tmp_path / "w.npy", (4, 2))
+    with pytest.raises(ValueError, match="contiguous row slices"):
+        writer[0:4:2] = np.zeros((2, 2), dtype=np.uint8)
+    writer.close()

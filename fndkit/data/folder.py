@@ -74,6 +74,11 @@ line number is the line an editor shows.
 Every broken rule raises :class:`~fndkit.data.schema.DatasetError` naming the file, the line and
 the fix. ``meta["source"]`` is ``"folder"``. :func:`write_outfit_folder` writes any canonical
 dataset (e.g. the synthetic benchmark) in this format: a reference for converters.
+
+In the chain: ``papermill notebooks/00_data.ipynb out.ipynb -p source my_outfits -p format folder``
+(``format`` ``"auto"`` also recognises the folder by its two CSV files). The training presets are
+then the real-data ones (the AlexNet pair, ImageNet weights when present), and cold start uses the
+``cold`` users' outfits as a pool (a released train/test split exists for Polyvore-U only).
 """
 
 from __future__ import annotations

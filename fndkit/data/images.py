@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import check_int
 from .errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -144,7 +145,10 @@ class FileImages:
                 img.draft("RGB", (S, S))
                 rgb = img.convert("RGB")
         except (UnidentifiedImageError, OSError) as exc:
-            raise DatasetError(f"cannot decode the image of item {item} ({where}): {exc}") from exc
+            raise DatasetError(f"cannot decode the image of item {item} ({where}): {exc}; the file is "
+                               f"corrupt or truncated: replace it (copy it again from the source) and "
+                               f"rerun (00_data checks every image; a training stage resumes from its "
+                               f"last.pt)") from exc
         if rgb.size != (S, S):
             rgb = rgb.resize((S, S), Image.Resampling.LANCZOS)
         return np.asarray(rgb, dtype=np.uint8)
@@ -159,7 +163,9 @@ class FileImages:
             path = self.root / self.names[item]
             if not path.is_file():
                 raise DatasetError(f"image file {path} of item {item} is missing; was the "
-                                   f"Polyvore-U folder moved? rerun notebooks/00_data.ipynb")
+                                   f"source folder (Polyvore-U release or outfit folder) moved or "
+                                   f"changed? put it back, or rerun notebooks/00_data.ipynb on it "
+                                   f"with overwrite=True")
             return path
         name = self.names[item]
         with self._lmdb().begin(write=False) as txn:
@@ -169,7 +175,8 @@ class FileImages:
                     return io.BytesIO(data)
         raise DatasetError(f"the LMDB at {self.root} has no image for item {item} (tried keys "
                            f"{', '.join(repr(k) for k in _lmdb_keys(name))}); it must be keyed by "
-                           f"the file names of the image lists")
+                           f"the file names of the image lists: add the image under that key, or "
+                           f"use the release's images/291x291 folder instead")
 
     def _lmdb(self) -> Any:
         if self._env is None or self._env_pid != os.getpid():
@@ -209,9 +216,6 @@ def _lmdb_keys(name: str) -> list[str]:
 
 
 def _check_image_size(image_size: Any) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
-            or image_size < 1:
-        raise DatasetError(f"image_size must be a positive integer (e.g. 32), got {image_size!r}")
-    return int(image_size)
+    return check_int("image_size", image_size, 1, " (e.g. 32)", error=DatasetError)
 
 

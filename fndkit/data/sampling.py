@@ -11,8 +11,10 @@ code (DESIGN §3):
   positive outfits (:func:`category_pools`);
 * a mixture equal to any positive outfit of the dataset (as a set of items) is redrawn, and so is a
   mixture that repeats an item (two identical tops in a variable-size outfit);
-* training negatives are redrawn every step (:class:`NegativeSampler`); evaluation candidates are
-  fixed per seed (:func:`build_candidates`).
+* training negatives are redrawn every step (:class:`NegativeSampler`): one set shared by the batch
+  (the default), or each pair's own as eq. (10) writes it (``mode="per_pair"``), rejecting only
+  the pair's user's own training positives (:func:`user_positive_keys`; §3.2.1, §4.9); evaluation
+  candidates are fixed per seed (:func:`build_candidates`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,14 @@ def positive_hashes(dataset: OutfitDataset) -> np.ndarray:
     return _sorted_unique(outfit_hashes(dataset.outfit_items))
 
 
+def user_positive_keys(dataset: OutfitDataset, split: str | None = None) -> np.ndarray:
+    """Sorted unique (user, item set) keys of every positive of ``split`` (None: every split):
+    what ``random_mixtures(..., reject=keys, reject_users=users)`` rejects per user."""
+    ids = np.arange(dataset.n_outfits) if split is None else dataset.outfits_of(split)
+    return _sorted_unique(_user_outfit_keys(dataset.outfit_user[ids],
+                                            outfit_hashes(dataset.outfit_items[ids])))
+
+
 # --------------------------------------------------------------------------------------------
 # random mixtures
 
@@ -113,7 +123,8 @@ def category_pools(dataset: OutfitDataset, split: str) -> list[np.ndarray]:
 
 def random_mixtures(dataset: OutfitDataset, template_items: Any, split: str,
                     rng: np.random.Generator, reject: Any = None, *,
-                    pools: Sequence[np.ndarray] | None = None) -> np.ndarray:
+                    pools: Sequence[np.ndarray] | None = None,
+                    reject_users: Any = None) -> np.ndarray:
     """Category-wise random mixtures shaped like the template rows.
 
     template_items: [M, S] item ids; only its layout (which slots are ``-1``) is used.
@@ -124,6 +135,9 @@ def random_mixtures(dataset: OutfitDataset, template_items: Any, split: str,
     equal; by default every positive outfit of the dataset. Pass ``()`` to reject nothing. Rows
     equal to a rejected set, or repeating an item, are redrawn (at most ``MAX_REDRAWS`` rounds).
     pools: precomputed :func:`category_pools` of ``split`` (saves a pass over the outfits).
+    reject_users: [M] a user per row; then ``reject`` holds (user, item set) keys
+    (:func:`user_positive_keys`) and row m is redrawn when it equals a rejected set *of
+    reject_users[m]* — e.g. only that user's own training positives.
     """
     template = _item_array(template_items, "template_items")
     S = dataset.n_slots
@@ -148,6 +162,13 @@ def random_mixtures(dataset: OutfitDataset, template_items: Any, split: str,
                 f"{CATEGORIES[int(dataset.slot_categories[s])]} items to fill slot {s} of a random "
                 f"mixture; that split needs positive outfits using the category")
     reject_hashes = positive_hashes(dataset) if reject is None else _hash_array(reject)
+    if reject_users is not None:
+        reject_users = _item_array(reject_users, "reject_users").ravel()
+        if reject_users.shape != (M,):
+            raise ValueError(f"reject_users must hold one user per template row ({M}), got "
+                             f"shape {reject_users.shape}")
+        if reject is None:
+            raise ValueError("reject_users needs reject = user_positive_keys(...) (keys, not hashes)")
 
     todo = np.arange(M)
     for _ in range(MAX_REDRAWS):
@@ -155,7 +176,10 @@ def random_mixtures(dataset: OutfitDataset, template_items: Any, split: str,
             rows = todo[present[todo, s]]
             out[rows, s] = pool[rng.integers(pool.size, size=rows.size)]
         drawn = out[todo]
-        bad = _in_sorted(outfit_hashes(drawn), reject_hashes) | _has_repeated_item(drawn)
+        keys = outfit_hashes(drawn)
+        if reject_users is not None:
+            keys = _user_outfit_keys(reject_users[todo], keys)
+        bad = _in_sorted(keys, reject_hashes) | _has_repeated_item(drawn)
         todo = todo[bad]
         if todo.size == 0:
             return out
@@ -172,9 +196,12 @@ def random_mixtures(dataset: OutfitDataset, template_items: Any, split: str,
 
 
 class _HardIndex:
-    """One split's positives sorted by user, to draw "another user's positive" in O(M)."""
+    """One split's positives sorted by user, to draw "another user's positive" in O(M).
 
-    def __init__(self, dataset: OutfitDataset, split: str):
+    own_split: whose positives count as a user's own when rejecting a draw (None: every split).
+    """
+
+    def __init__(self, dataset: OutfitDataset, split: str, own_split: str | None = None):
         self.dataset, self.split = dataset, split
         positives = dataset.outfits_of(split)
         order = np.argsort(dataset.outfit_user[positives], kind="stable")
@@ -182,8 +209,7 @@ class _HardIndex:
         self.owner = dataset.outfit_user[self.outfits]               # [P]
         self.count = np.bincount(self.owner, minlength=dataset.n_users)
         self.start = np.concatenate([[0], np.cumsum(self.count)[:-1]])
-        self.own_keys = _sorted_unique(_user_outfit_keys(dataset.outfit_user,
-                                                         outfit_hashes(dataset.outfit_items)))
+        self.own_keys = user_positive_keys(dataset, own_split)
 
     def draw_excluding_users(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """[M] outfit ids: for each ``users[m]``, a positive of another user, never one whose
@@ -294,32 +320,54 @@ def attach_candidates(dataset: OutfitDataset, seed: int = 0, ratio: int = 10,
 class NegativeSampler:
     """Negatives for one training batch, redrawn every step (paper §3.2.1, eq. 10).
 
-    ``sample`` returns N = ``n_negatives`` outfits shared by every pair of the batch: the first
-    ``round(hard_fraction * N)`` are hard negatives (``split`` positives of other users), the rest
-    random mixtures whose layouts are copied from randomly chosen batch rows. ``hard_fraction =
-    0.5`` is the paper's hard-negative training (§4.4).
+    Two modes (``TrainConfig.negatives``):
 
-    "Other users" for a shared hard negative: users with no pair in the batch, so no hard negative
-    is a known positive of any pair in it. Only when every user with ``split`` positives is in the
-    batch (tiny data) does it fall back to users other than a randomly chosen batch pair's user;
-    ``sample(..., return_owners=True)`` reports each negative's owner so a loss can mask those.
+    * ``"shared"`` (the default): ``sample`` returns N = ``n_negatives`` outfits [N, S] shared by
+      every pair of the batch: the first ``round(hard_fraction * N)`` are hard negatives
+      (``split`` positives of other users), the rest random mixtures whose layouts are copied from
+      randomly chosen batch rows. No mixture equals any positive of the dataset (every split).
+      "Other users" for a shared hard negative: users with no pair in the batch, so no hard
+      negative is a known positive of any pair in it. Only when every user with ``split``
+      positives is in the batch (tiny data) does it fall back to users other than a randomly
+      chosen batch pair's user; ``sample(..., return_owners=True)`` reports each negative's owner.
+    * ``"per_pair"``: eq. (10) literally — every pair (u_i, o_j) of the batch gets its own N
+      negatives, [B, N, S]: hard ones are ``split`` positives of users other than u_i, random
+      mixtures keep o_j's layout. Only u_i's own ``split`` positives are rejected: other users'
+      positives and held-out positives may appear (§3.2.1, §4.9), so no test label is used.
+
+    ``reject``: ``"all_positives"`` (shared's rule) or ``"own_train"`` (per-pair's rule; for a
+    shared set, the ``split`` positives of every user of the batch); None: the mode's rule.
+    ``hard_fraction = 0.5`` is the paper's hard-negative training (§4.4).
     """
 
+    MODES = ("shared", "per_pair")
+    REJECT = ("all_positives", "own_train")
+
     def __init__(self, dataset: OutfitDataset, split: str = "train", n_negatives: int = 32,
-                 hard_fraction: float = 0.0, seed: int = 0):
+                 hard_fraction: float = 0.0, seed: int = 0, mode: str = "shared",
+                 reject: str | None = None):
         split_index(split)
         if not isinstance(n_negatives, (int, np.integer)) or n_negatives < 1:
             raise ValueError(f"n_negatives must be an integer >= 1, got {n_negatives!r}")
         if not 0.0 <= float(hard_fraction) <= 1.0:
             raise ValueError(f"hard_fraction must lie in [0, 1], got {hard_fraction!r}")
+        if mode not in self.MODES:
+            raise ValueError(f"mode={mode!r} must be one of {self.MODES} ('shared': one set of "
+                             f"negatives per batch; 'per_pair': each positive its own, eq. 10)")
+        reject = reject or ("all_positives" if mode == "shared" else "own_train")
+        if reject not in self.REJECT:
+            raise ValueError(f"reject={reject!r} must be one of {self.REJECT} or None (the mode's rule)")
         _step_rng(seed)  # validates the seed
         self.dataset, self.split, self.seed = dataset, split, int(seed)
+        self.mode, self.reject_rule = mode, reject
         self.n_negatives = int(n_negatives)
         self.hard_fraction = float(hard_fraction)
         self.n_hard = int(round(self.hard_fraction * self.n_negatives))
         self.pools = category_pools(dataset, split)
-        self.reject = positive_hashes(dataset)
-        self._hard = _HardIndex(dataset, split) if self.n_hard else None
+        own_train = reject == "own_train"
+        # shared + all_positives: today's hash set; otherwise (user, item set) keys of split positives
+        self.reject = user_positive_keys(dataset, split) if own_train else positive_hashes(dataset)
+        self._hard = _HardIndex(dataset, split, own_split=split if own_train else None) if self.n_hard else None
         if self._hard is not None and np.count_nonzero(self._hard.count) < 2:
             raise DatasetError(f"hard_fraction={hard_fraction} needs positives of at least two "
                                f"users in split {split!r}; set hard_fraction=0")
@@ -329,26 +377,39 @@ class NegativeSampler:
         """Negatives for one batch, reproducible from (seed, epoch, step).
 
         batch_outfit_items: [B, S] the batch's positive outfits (layouts to copy);
-        batch_users: [B]. Returns int64 [N, S] (and owners [N]: the user who posted each hard
-        negative, -1 for random mixtures, with ``return_owners=True``).
+        batch_users: [B]. Returns int64 [N, S] (shared) or [B, N, S] (per pair), and with
+        ``return_owners=True`` the user who posted each hard negative (-1 for random mixtures),
+        [N] or [B, N].
         """
         batch = _item_array(batch_outfit_items, "batch_outfit_items")
         users = _item_array(batch_users, "batch_users").ravel()
         if batch.ndim != 2 or batch.shape[0] == 0 or batch.shape[0] != users.shape[0]:
             raise ValueError(f"batch_outfit_items [B, S] and batch_users [B] must agree and be "
                              f"non-empty, got {batch.shape} and {users.shape}")
-        rng = _step_rng(self.seed, epoch, step)
-        n_random = self.n_negatives - self.n_hard
-        templates = batch[rng.integers(batch.shape[0], size=n_random)]
-        random_part = random_mixtures(self.dataset, templates, self.split, rng,
-                                      reject=self.reject, pools=self.pools)
-        owners = np.full(self.n_negatives, -1, dtype=np.int64)
-        if not self.n_hard:
-            return (random_part, owners) if return_owners else random_part
-        hard = self._hard
-        if users.min() < 0 or users.max() >= self.dataset.n_users:
+        if self.n_hard and (users.min() < 0 or users.max() >= self.dataset.n_users):
             raise ValueError(f"batch_users must lie in 0..{self.dataset.n_users - 1}, got "
                              f"{int(users.min())}..{int(users.max())}")
+        rng = _step_rng(self.seed, epoch, step)
+        if self.mode == "per_pair":
+            negatives, owners = self._per_pair(batch, users, rng)
+        else:
+            negatives, owners = self._shared(batch, users, rng)
+        return (negatives, owners) if return_owners else negatives
+
+    def _shared(self, batch: np.ndarray, users: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+        n_random = self.n_negatives - self.n_hard
+        templates = batch[rng.integers(batch.shape[0], size=n_random)]
+        if self.reject_rule == "own_train":
+            # a shared negative must be no batch user's own training positive: check it against
+            # each of them (one row per negative and batch user)
+            random_part = self._mixtures_rejecting_batch_users(templates, users, rng)
+        else:
+            random_part = random_mixtures(self.dataset, templates, self.split, rng,
+                                          reject=self.reject, pools=self.pools)
+        owners = np.full(self.n_negatives, -1, dtype=np.int64)
+        if not self.n_hard:
+            return random_part, owners
+        hard = self._hard
         in_batch = np.zeros(self.dataset.n_users, dtype=bool)
         in_batch[users] = True
         outside_batch = np.flatnonzero(~in_batch[hard.owner])
@@ -358,8 +419,41 @@ class NegativeSampler:
             anchors = users[rng.integers(users.size, size=self.n_hard)]
             outfits = hard.draw_excluding_users(anchors, rng)
         owners[:self.n_hard] = self.dataset.outfit_user[outfits]
-        negatives = np.concatenate([self.dataset.outfit_items[outfits], random_part])
-        return (negatives, owners) if return_owners else negatives
+        return np.concatenate([self.dataset.outfit_items[outfits], random_part]), owners
+
+    def _mixtures_rejecting_batch_users(self, templates, users, rng) -> np.ndarray:
+        batch_users = np.unique(users)
+        out = random_mixtures(self.dataset, templates, self.split, rng, reject=())
+        for _ in range(MAX_REDRAWS):
+            keys = _user_outfit_keys(np.tile(batch_users, len(out)),
+                                     np.repeat(outfit_hashes(out), batch_users.size))
+            bad = _in_sorted(keys, self.reject).reshape(len(out), batch_users.size).any(axis=1)
+            if not bad.any():
+                return out
+            out[bad] = random_mixtures(self.dataset, templates[bad], self.split, rng, reject=())
+        raise DatasetError(f"could not draw shared negatives that are no batch user's own "
+                           f"{self.split!r} positive after {MAX_REDRAWS} redraws")
+
+    def _per_pair(self, batch: np.ndarray, users: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+        B, S = batch.shape
+        n_random = self.n_negatives - self.n_hard
+        out = np.empty((B, self.n_negatives, S), dtype=np.int64)
+        owners = np.full((B, self.n_negatives), -1, dtype=np.int64)
+        if self.n_hard:
+            outfits = self._hard.draw_excluding_users(np.repeat(users, self.n_hard), rng)
+            out[:, :self.n_hard] = self.dataset.outfit_items[outfits].reshape(B, self.n_hard, S)
+            owners[:, :self.n_hard] = self.dataset.outfit_user[outfits].reshape(B, self.n_hard)
+        if n_random:
+            # each pair's mixtures keep its own positive's layout (as the evaluation candidates do)
+            templates = np.repeat(batch, n_random, axis=0)
+            if self.reject_rule == "own_train":
+                mixtures = random_mixtures(self.dataset, templates, self.split, rng, reject=self.reject,
+                                           pools=self.pools, reject_users=np.repeat(users, n_random))
+            else:
+                mixtures = random_mixtures(self.dataset, templates, self.split, rng,
+                                           reject=self.reject, pools=self.pools)
+            out[:, self.n_hard:] = mixtures.reshape(B, n_random, S)
+        return out, owners
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -304,6 +305,14 @@ class OutfitDataset:
         truth = None
         if desc.get("has_truth"):
             truth = SyntheticTruth.load(path / "truth.npz")
+        images = _load_images(desc["images"], path, mmap=mmap)
+        n_items, size = len(tables["item_category"]), desc["images"].get("image_size")
+        if len(images) != n_items or (size is not None and images.image_size != size):
+            raise DatasetError(
+                f"{path / desc['images']['file']} holds {len(images)} images of {images.image_size}x"
+                f"{images.image_size} px, but {desc_path} describes {n_items} items at {size}x{size} px "
+                f"(the file was replaced after 00_data wrote it?); rerun notebooks/00_data.ipynb with "
+                f"overwrite=True to rebuild the dataset")
         ds = cls(
             name=desc["name"],
             item_category=tables.pop("item_category"),
@@ -312,7 +321,7 @@ class OutfitDataset:
             outfit_split=tables.pop("outfit_split"),
             slot_categories=tables.pop("slot_categories"),
             user_pool=tables.pop("user_pool"),
-            images=_load_images(desc["images"], path, mmap=mmap),
+            images=images,
             candidates=candidates,
             item_attributes={k[len("attr__"):]: v for k, v in tables.items() if k.startswith("attr__")},
             truth=truth,
@@ -324,9 +333,29 @@ class OutfitDataset:
         return ds
 
 
+def _whole_npy_file(array: np.ndarray) -> Path | None:
+    """The ``.npy`` file ``array`` maps as a whole (``np.load(path, mmap_mode="r")``), else None."""
+    filename = getattr(array, "filename", None)
+    if not isinstance(array, np.memmap) or not filename or not array.flags.c_contiguous:
+        return None
+    with open(filename, "rb") as f:
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        reader = readers.get(np.lib.format.read_magic(f))
+        if reader is None:
+            return None
+        shape, fortran, dtype = reader(f)
+        offset = f.tell()
+    whole = (shape, fortran, dtype, offset) == (array.shape, False, array.dtype, array.offset)
+    return Path(filename) if whole else None
+
+
 def _save_images(images: Any, folder: Path) -> dict:
     if isinstance(images, ArrayImages):
-        np.save(folder / "images.npy", np.ascontiguousarray(images.array))
+        source = _whole_npy_file(images.array)
+        if source is not None:  # a memory-mapped .npy (the large synthetic scales): copy the bytes, map nothing
+            shutil.copyfile(source, folder / "images.npy")
+        else:
+            np.save(folder / "images.npy", np.ascontiguousarray(images.array))
         return {"kind": "array", "file": "images.npy", "image_size": images.image_size}
     if hasattr(images, "describe"):  # lazily decoded files (the Polyvore-U reader)
         desc = images.describe()

@@ -6,22 +6,26 @@ length it expects (``None`` = any size).
 
 Two families:
 
-- ``cnn-small`` / ``cnn-large``: small CNNs for 32 px images on CPU (student and teacher of the
-  built-in synthetic benchmark). GroupNorm instead of BatchNorm, because the paper (§4.8) avoids
-  every component whose behaviour depends on the batch size.
+- ``cnn-tiny`` / ``cnn-small`` / ``cnn-large``: small CNNs for 32 px images on CPU (students and
+  teacher of the built-in synthetic benchmark). GroupNorm instead of BatchNorm, because the paper
+  (§4.8) avoids every component whose behaviour depends on the batch size.
 - the AlexNet family of paper §4.1.4 / §4.7 / Table 5, built from ``torchvision.models.alexnet``:
   ``alexnet-large`` (the original AlexNet, teacher; last 4096->1000 layer replaced by 4096->d),
   ``alexnet-xs`` (the paper's AlexNet-small: conv layers + global average pooling + linear 256->d),
   ``alexnet-s`` / ``alexnet-m`` (fully-connected widths cut to 1/4 and 1/2 of 4096).
 
-ImageNet weights (``weights="imagenet"``) are read from the local torch hub cache only; nothing is
-ever downloaded.
+Initial weights (``weights``): ``None`` (random initialisation), ``"imagenet"`` (torchvision's
+ImageNet AlexNet, read from the local torch hub cache only: nothing is ever downloaded) or the path
+of a state-dict file; tensors are copied where name and shape match. The built module records what
+it started from in ``initial_weights`` (checkpoints carry it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -144,7 +148,14 @@ def _cnn_large(dim: int) -> nn.Module:
     return SmallCNN(channels=(48, 96, 192, 256), dim=dim, fc_hidden=512)
 
 
+def _cnn_tiny(dim: int) -> nn.Module:
+    # a much smaller student (0.27M parameters with the set transformer and a 40-user table at
+    # d = 128, against cnn-large's 1.10M): a teacher clearly stronger than it can be trained
+    return SmallCNN(channels=(8, 16, 32, 32), dim=dim)
+
+
 BACKBONES: dict[str, Callable[[int], nn.Module]] = {
+    "cnn-tiny": _cnn_tiny,
     "cnn-small": _cnn_small,
     "cnn-large": _cnn_large,
     "alexnet-large": lambda dim: AlexNetBackbone(dim, fc_width=4096),
@@ -155,6 +166,59 @@ BACKBONES: dict[str, Callable[[int], nn.Module]] = {
 """Backbone name -> builder ``(dim) -> nn.Module``."""
 
 WEIGHT_CHOICES = (None, "imagenet")
+"""Named initial weights; any other value must be the path of a state-dict file."""
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt", ".bin")
+
+
+def is_weights_path(weights: Any) -> bool:
+    """Whether ``weights`` names a file rather than a choice: a path object, or a string with a
+    folder part or a state-dict suffix (``.pth``, ``.pt`` …), so a mistyped name such as
+    ``"imagnet"`` is reported as unknown rather than as a missing file."""
+    if isinstance(weights, os.PathLike):
+        return True
+    return (isinstance(weights, str) and weights not in WEIGHT_CHOICES
+            and ("/" in weights or os.sep in weights or weights.lower().endswith(WEIGHT_FILE_SUFFIXES)))
+
+
+def weights_file(weights: Any) -> Path | None:
+    """The file ``weights`` reads: :func:`alexnet_weights_path` for ``"imagenet"``, the path itself
+    for a path, None for None. Raises ValueError for anything else."""
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        return alexnet_weights_path()
+    if is_weights_path(weights):
+        return Path(weights).expanduser()
+    raise ValueError(f"unknown weights {weights!r}; choose None (random initialisation), 'imagenet' "
+                     f"or the path of a state-dict file (ending in .pth or .pt)")
+
+
+def weights_or_scratch(weights: Any, backbone: str) -> Any:
+    """``weights`` if its file is there. ``"imagenet"`` without the file gives None (training
+    starts from scratch) and prints one line saying so and where to put the file; a missing
+    explicit path raises, naming it (a typo must not silently train from scratch)."""
+    path = weights_file(weights)
+    if path is None or path.is_file():
+        return weights
+    if weights == "imagenet":
+        print(f"weights='imagenet': no ImageNet AlexNet weights at {path}, so {backbone} trains from "
+              f"scratch (random initialisation); to fine-tune as the paper does (§4.1.4) copy "
+              f"torchvision's AlexNet_Weights.IMAGENET1K_V1 file ({path.name}) to exactly that path "
+              f"($TORCH_HOME/hub/checkpoints/), or pass weights=<path of the file>. fndkit never "
+              f"downloads it.")
+        return None
+    raise FileNotFoundError(f"weights={str(weights)!r}: no such file ({path.resolve()}); give the "
+                            f"path of a state-dict file, 'imagenet', or None for random "
+                            f"initialisation")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex): which weights file a run started from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2 ** 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def alexnet_weights_path() -> Path:
@@ -163,50 +227,93 @@ def alexnet_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / file_name
 
 
-def load_imagenet_alexnet(backbone: nn.Module) -> list[str]:
-    """Copy torchvision's ImageNet AlexNet tensors into ``backbone`` where name and shape match.
+def _read_state_dict(path: Path) -> dict:
+    """A state dict from ``path`` (tensors only, ``weights_only``): a plain one, or the
+    ``"state_dict"`` of a checkpoint; keys of a whole fndkit model lose their ``backbone.``."""
+    try:
+        # mmap: tensors whose shape does not match (the big FC layers of S/M/XS) are never read
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:   # files in torch's legacy (non-zip) format cannot be memory-mapped
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path} is not a state-dict file torch.load can read safely "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
+        payload = payload["state_dict"]
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise ValueError(f"{path} holds no state dict (a mapping of names to tensors)")
+    if any(k.startswith("backbone.") for k in payload):
+        payload = {k[len("backbone."):]: v for k, v in payload.items() if k.startswith("backbone.")}
+    return payload
 
-    Reads only the local file :func:`alexnet_weights_path`; never downloads. Conv layers always
-    match; FC layers match only where the width is unchanged (alexnet-large's first two).
-    Returns the names of the copied tensors.
-    """
-    path = alexnet_weights_path()
+
+def load_weights(backbone: nn.Module, path: str | os.PathLike) -> list[str]:
+    """Copy the tensors of the state-dict file ``path`` into ``backbone`` where name and shape
+    match; returns their names. For an AlexNet the conv layers (``features.*``) must match (a
+    torchvision AlexNet state dict; FC layers match only where the width is unchanged)."""
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"ImageNet AlexNet weights not found at {path}. fndkit never downloads them: copy "
-            f"torchvision's AlexNet_Weights.IMAGENET1K_V1 file to exactly that path, or use "
-            f"weights=None (random initialisation).")
-    # mmap: tensors whose shape does not match (the big FC layers of S/M/XS) are never read
-    pretrained = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        raise FileNotFoundError(f"no weights file at {path}")
+    pretrained = _read_state_dict(path)
     own = backbone.state_dict()
     copied = [k for k, v in pretrained.items() if k in own and own[k].shape == v.shape]
-    if not any(k.startswith("features.") for k in copied):
-        raise ValueError(f"{path} holds no AlexNet conv weights (keys: {sorted(pretrained)[:5]}...)")
+    if isinstance(backbone, AlexNetBackbone) and not any(k.startswith("features.") for k in copied):
+        raise ValueError(f"{path} holds no AlexNet conv weights (keys: {sorted(pretrained)[:5]}...); "
+                         f"give a torchvision AlexNet state dict")
+    if not copied:
+        raise ValueError(f"{path} holds no tensor matching the backbone by name and shape (file "
+                         f"keys: {sorted(pretrained)[:5]}..., backbone keys: {sorted(own)[:5]}...)")
     with torch.no_grad():
         for k in copied:
             own[k].copy_(pretrained[k])
     return copied
 
 
+def load_imagenet_alexnet(backbone: nn.Module, path: str | os.PathLike | None = None) -> list[str]:
+    """Copy torchvision's ImageNet AlexNet tensors into ``backbone`` where name and shape match.
+
+    Reads only the local file ``path`` (default :func:`alexnet_weights_path`); never downloads.
+    Conv layers always match; FC layers match only where the width is unchanged (alexnet-large's
+    first two). Returns the names of the copied tensors.
+    """
+    path = Path(path) if path is not None else alexnet_weights_path()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ImageNet AlexNet weights not found at {path}. fndkit never downloads them: copy "
+            f"torchvision's AlexNet_Weights.IMAGENET1K_V1 file to exactly that path, or use "
+            f"weights=None (random initialisation).")
+    return load_weights(backbone, path)
+
+
 def build_backbone(name: str, dim: int = 128, weights: str | None = None) -> nn.Module:
     """Build the item CNN ``name`` with output dimension ``dim``.
 
-    weights: ``None`` (random initialisation) or ``"imagenet"`` (AlexNets only; read from the local
-        torch hub cache, see :func:`alexnet_weights_path`).
+    weights: ``None`` (random initialisation), ``"imagenet"`` (AlexNets only; read from the local
+        torch hub cache, see :func:`alexnet_weights_path`) or the path of a state-dict file (see
+        :func:`load_weights`). A missing file raises; see :func:`weights_or_scratch` for
+        "ImageNet when present".
     Returns an ``nn.Module`` mapping ``[K, 3, H, W] -> [K, dim]``, with attributes ``input_size``
-    (expected image size, None = any) and ``backbone_name``.
+    (expected image size, None = any), ``backbone_name`` and ``initial_weights`` (a JSON-able
+    record of what it started from: ``weights``, ``file``, ``sha256``, ``tensors`` copied).
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
-    if weights not in WEIGHT_CHOICES:
-        raise ValueError(f"unknown weights {weights!r}; choose None or 'imagenet'")
+    path = weights_file(weights)   # validates weights
     if dim <= 0:
         raise ValueError(f"dim must be positive, got {dim}")
     module = BACKBONES[name](dim)
+    copied: list[str] = []
     if weights == "imagenet":
         if not isinstance(module, AlexNetBackbone):
             raise ValueError(f"backbone {name!r} has no ImageNet weights; use weights=None or an "
                              f"alexnet-* backbone")
-        load_imagenet_alexnet(module)
+        copied = load_imagenet_alexnet(module)
+    elif path is not None:
+        copied = load_weights(module, path)
     module.backbone_name = name
+    module.initial_weights = {
+        "weights": None if weights is None else str(weights),
+        "file": None if path is None else str(path.resolve()),
+        "sha256": None if path is None else file_sha256(path),
+        "tensors": len(copied)}
     return module

@@ -8,9 +8,13 @@ Every model — the paper's recommender (teacher and students) and every baselin
   evaluation) and hand the model item features.
 - ``score_items(users [B], features [B, S, d_item], mask [B, S]) -> [B]``: the score of each row's
   outfit for each row's user. Non-personalized models ignore ``users``.
-- ``pair_scores(users [B], positives, negatives) -> ([B], [B, N])``: scores of the batch's
-  positives and of every user against every shared negative (training). The default calls
-  ``score_items`` on B × N rows; models with an outfit vector override it with one pass each.
+- ``pair_scores(users [B], positives, negatives, negative_index=None) -> ([B], [B, N])``: scores
+  of the batch's positives and of their negatives (training). ``negatives`` is either N outfits
+  shared by every pair (features ``[N, S, d]``: every user against every negative), or each
+  pair's own (``[B, N, S, d]``), or K unique outfits with ``negative_index [B, N]`` picking pair
+  b's n-th negative among them (per-pair negatives, each unique outfit encoded once). The default
+  calls ``score_items`` on B × N rows and so serves every case; models with an outfit vector
+  override it with one set-transformer pass per outfit.
 - ``score_cached(users [M], items [M, S], cache) -> [M]``: evaluation scores from cached item
   features (defaults to ``score_items`` in chunks).
 - ``personalized``: False for models that "cannot distinguish users" (paper §4.4); they rank every
@@ -97,14 +101,24 @@ class OutfitModel(nn.Module):
         out[mask] = features[inverse.to(features.device)]
         return out, mask
 
-    def pair_scores(self, users: torch.Tensor, positives: Features,
-                    negatives: Features) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores of the B positives [B] and of every user for each of the N negatives [B, N]."""
+    def pair_scores(self, users: torch.Tensor, positives: Features, negatives: Features,
+                    negative_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores of the B positives [B] and of their N negatives [B, N].
+
+        negatives: shared ``([N, S, d], [N, S])`` — every user against every negative; per pair
+        ``([B, N, S, d], [B, N, S])``; or K unique outfits ``([K, S, d], [K, S])`` with
+        ``negative_index`` [B, N] (int64 rows of them) giving each pair its own.
+        """
         pos = self.score_items(users, *positives)
-        neg_f, neg_m = negatives
-        b, n = users.shape[0], neg_f.shape[0]
-        rows_f = neg_f.unsqueeze(0).expand(b, -1, -1, -1).reshape(b * n, *neg_f.shape[1:])
-        rows_m = neg_m.unsqueeze(0).expand(b, -1, -1).reshape(b * n, -1)
+        b = users.shape[0]
+        neg_f, neg_m = per_pair_negatives(b, negatives, negative_index)
+        if neg_f.ndim == 4:   # each pair's own negatives
+            n = neg_f.shape[1]
+            rows_f, rows_m = neg_f.reshape(b * n, *neg_f.shape[2:]), neg_m.reshape(b * n, -1)
+        else:                 # shared: every user against every negative
+            n = neg_f.shape[0]
+            rows_f = neg_f.unsqueeze(0).expand(b, -1, -1, -1).reshape(b * n, *neg_f.shape[1:])
+            rows_m = neg_m.unsqueeze(0).expand(b, -1, -1).reshape(b * n, -1)
         neg = self.score_items(users.repeat_interleave(n), rows_f, rows_m).reshape(b, n)
         return pos, neg
 
@@ -139,6 +153,26 @@ class OutfitModel(nn.Module):
         return self.score_cached(np.repeat(users, n), np.tile(items, (b, 1)), cache).reshape(b, n)
 
 
+def per_pair_negatives(b: int, negatives: Features,
+                       negative_index: torch.Tensor | None = None) -> Features:
+    """The negatives of :meth:`OutfitModel.pair_scores` as given (shared ``[N, S, d]`` or per pair
+    ``[B, N, S, d]``), or gathered per pair from unique outfits by ``negative_index`` [B, N];
+    a clear error for shapes that fit none of these."""
+    neg_f, neg_m = negatives
+    if negative_index is not None:
+        if neg_f.ndim != 3 or negative_index.ndim != 2 or negative_index.shape[0] != b:
+            raise ValueError(f"negative_index must be [B={b}, N] rows of unique negatives [K, S, d]; "
+                             f"got index {tuple(negative_index.shape)} and negatives {tuple(neg_f.shape)}")
+        index = negative_index.to(neg_f.device)
+        return neg_f[index], neg_m[index]
+    if neg_f.ndim == 4 and (neg_f.shape[0] != b or neg_m.shape != neg_f.shape[:3]):
+        raise ValueError(f"per-pair negatives must be [B={b}, N, S, d] with a mask [B, N, S]; got "
+                         f"{tuple(neg_f.shape)} and {tuple(neg_m.shape)}")
+    if neg_f.ndim not in (3, 4):
+        raise ValueError(f"negatives must be shared [N, S, d] or per pair [B, N, S, d], got {tuple(neg_f.shape)}")
+    return neg_f, neg_m
+
+
 class ItemFeatureCache:
     """Item features of a fixed set of items, each encoded once (no grad, eval mode).
 
@@ -168,6 +202,18 @@ class ItemFeatureCache:
             model.train(was_training)
         self.features = (torch.cat(chunks) if chunks
                          else torch.zeros(0, getattr(model, "dim", 0), device=model.device))
+
+    @classmethod
+    def from_features(cls, item_ids: np.ndarray, features: torch.Tensor) -> "ItemFeatureCache":
+        """A cache of features encoded elsewhere (e.g. gathered from several processes):
+        ``features[k]`` [K, d] for ``item_ids[k]``, sorted unique ids."""
+        ids = np.asarray(item_ids, dtype=np.int64).ravel()
+        if ids.shape[0] != features.shape[0] or (ids.size > 1 and not (ids[1:] > ids[:-1]).all()):
+            raise ValueError(f"item_ids must be sorted unique ids, one per row of features; got "
+                             f"{ids.shape[0]} ids for {features.shape[0]} rows")
+        cache = cls.__new__(cls)
+        cache.item_ids, cache.features = ids, features
+        return cache
 
     def __len__(self) -> int:
         return len(self.item_ids)

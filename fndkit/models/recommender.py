@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import build_backbone, count_parameters
-from .contract import Features, ImageFn, ItemFeatureCache, OutfitModel, make_image_fn  # noqa: F401 (re-exported)
+from .contract import (Features, ImageFn, ItemFeatureCache, OutfitModel,  # noqa: F401 (re-exported)
+                       make_image_fn, per_pair_negatives)
 from .registry import register_model
 from .set_transformer import SetTransformer
 
@@ -110,15 +111,32 @@ class OutfitRecommender(OutfitModel):
         """r_ij = cos(u_i, T(X_j)) row by row: [B], [B, S, d], [B, S] -> [B]."""
         return self.score(self.user_vectors(users), self.encode_outfits(features, mask))
 
-    def pair_scores(self, users: torch.Tensor, positives: Features,
-                    negatives: Features) -> tuple[torch.Tensor, torch.Tensor]:
-        """One set-transformer pass per outfit; every user against every negative by one product."""
+    def pair_scores(self, users: torch.Tensor, positives: Features, negatives: Features,
+                    negative_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One set-transformer pass per outfit. Shared negatives [N, S, d]: every user against
+        every negative by one product; per-pair ones [B, N, S, d], or unique ones [K, S, d] with
+        ``negative_index`` [B, N] (each unique outfit encoded once): row-wise cosines [B, N]."""
+        b = positives[0].shape[0]
+        neg_f, neg_m = negatives
+        if negative_index is None and neg_f.ndim == 4:
+            neg_f, neg_m = per_pair_negatives(b, negatives)
+            neg_f, neg_m = neg_f.reshape(-1, *neg_f.shape[2:]), neg_m.reshape(-1, neg_m.shape[-1])
         # one set-transformer call over both blocks (row results do not depend on the batch, but
         # the floating-point rounding of batched products does: one call keeps runs comparable)
-        b = positives[0].shape[0]
-        vecs = self.encode_outfits(torch.cat([positives[0], negatives[0]]), torch.cat([positives[1], negatives[1]]))
+        vecs = self.encode_outfits(torch.cat([positives[0], neg_f]), torch.cat([positives[1], neg_m]))
         user_vecs = self.user_vectors(users)
-        return self.score(user_vecs, vecs[:b]), self.score_matrix(user_vecs, vecs[b:])
+        pos = self.score(user_vecs, vecs[:b])
+        if negative_index is None and negatives[0].ndim == 3:
+            return pos, self.score_matrix(user_vecs, vecs[b:])
+        if negative_index is not None:
+            if negative_index.ndim != 2 or negative_index.shape[0] != b:
+                raise ValueError(f"negative_index must be [B={b}, N] rows of the unique negatives, "
+                                 f"got shape {tuple(negative_index.shape)}")
+            neg_vecs = vecs[b:][negative_index.to(vecs.device)]              # [B, N, d]
+        else:
+            neg_vecs = vecs[b:].reshape(b, negatives[0].shape[1], -1)
+        neg = (F.normalize(user_vecs, dim=-1)[:, None, :] * F.normalize(neg_vecs, dim=-1)).sum(-1)
+        return pos, neg
 
     @torch.no_grad()
     def score_cached(self, users: np.ndarray, items: np.ndarray, cache: "ItemFeatureCache",

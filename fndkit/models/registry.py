@@ -55,7 +55,13 @@ def model_from_config(cfg: dict) -> OutfitModel:
 def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[OutfitModel, dict]:
     """Rebuild a model from a checkpoint alone; returns (model in eval mode, checkpoint payload)."""
     payload = load_checkpoint(path, map_location=device)
-    model = model_from_config(payload["config"]["model"])
+    config = payload["config"].get("model")
+    try:
+        model = model_from_config(config)
+    except (ValueError, TypeError, AttributeError) as exc:  # e.g. the autoencoder's checkpoint
+        raise ValueError(f"{path} is not the checkpoint of a model fndkit can rebuild as a recommender "
+                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); point at a "
+                         f"trained recommender's folder or checkpoint.pt (teacher, student_fnd, ...)") from None
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from ..config import check_int
 from ..artifacts import atomic_path, save_checkpoint
 from ..models import autoencoder as ae
 from ..repro import resolve_device, seed_everything
@@ -22,9 +23,10 @@ def run(run_dir: str | os.PathLike, latent_dim: int = 64, epochs: int = 10, k_ne
     ``checkpoint.pt``, ``latents.npy`` (rows of ``pool_items.npy``), ``neighbours.npy`` [I, k]
     (global item ids, -1 outside the pool) and ``metrics.json``.
     """
-    for name, value, low in (("latent_dim", latent_dim, 1), ("epochs", epochs, 1), ("k_neighbours", k_neighbours, 1)):
-        if not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+    for name, value in (("latent_dim", latent_dim), ("epochs", epochs), ("k_neighbours", k_neighbours)):
+        check_int(name, value, 1)
+    check_int("seed", seed, 0)
+    device = resolve_device(device)  # checked before anything is written
     run = RunFolder(run_dir)
     ds = run.dataset()
     out = run.stage_dir(AUTOENCODER)
@@ -33,7 +35,6 @@ def run(run_dir: str | os.PathLike, latent_dim: int = 64, epochs: int = 10, k_ne
     _, finished = run.begin_stage(AUTOENCODER, config, overwrite=overwrite)
     if finished is not None:
         return finished
-    device = resolve_device(device)
     rng = seed_everything(seed)
     train_items = ds.outfit_items[ds.outfits_of("train")]
     pool = np.unique(train_items[train_items >= 0])

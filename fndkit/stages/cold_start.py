@@ -3,34 +3,133 @@ model and no training (paper §3.5, §4.3), using the neighbourhood maths of :mo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..coldstart import (STRATEGIES, aggregate_user_vectors, aggregation_weights, check_params,
-                         cold_start_protocol, user_similarity_batched)
+from ..coldstart import (STRATEGIES, ColdStartEpisodes, aggregate_user_vectors, aggregation_weights,
+                         check_params, cold_start_protocol, released_split_protocol,
+                         user_similarity_batched)
 from ..data.sampling import build_candidates
+from ..data.schema import CandidateSet
 from ..evaluate import item_cache
-from ..metrics import ranking_metrics_all
+from ..metrics import per_user_auc, ranking_metrics_all
 from ..models.recommender import outfit_vectors_cached
+from ..models.registry import MODELS, model_class
 from ..repro import resolve_device
 from ..rundir import RunFolder, StageError
+
+
+COLD_SPLITS = ("auto", "released", "pooled")
+
+
+def describe_cold_split(cold_split: str, ratio: int | None = None) -> str:
+    """One sentence saying which cold-start protocol a result used (printed and reported)."""
+    if cold_split == "released":
+        return ("released split (Polyvore-53 / -32, LPAE's protocol): the n revealed outfits are drawn "
+                "from each cold user's released training outfits; the user's released test outfits are "
+                "ranked against the released test negatives (nega: random, nega_hard: hard)")
+    return (f"pooled: the n revealed outfits are drawn from all of a cold user's outfits; each of the "
+            f"others is ranked against {ratio if ratio is not None else 'ratio'} random mixtures drawn "
+            f"over the cold split (fixed per seed)")
+
+
+@dataclass
+class ColdSetup:
+    """What a cold-start run ranks: outfits a cold user may reveal, and per negative protocol one
+    candidate block (a held-out positive, then its negatives) per held-out positive."""
+
+    cold_split: str                                 # "released" or "pooled"
+    revealable: np.ndarray                          # int64 [R, S]
+    candidates: dict[str, CandidateSet]             # protocol -> blocks
+    blocks: dict[str, int]                          # protocol -> block size (1 + ratio)
+    users: np.ndarray                               # the cold users, sorted
+    revealable_by_user: dict[int, np.ndarray]       # user -> rows of ``revealable``
+    held_out_by_user: dict[int, np.ndarray] | None  # user -> block ids (released only)
+
+    def episodes(self, n: int, repetitions: int, seed: int) -> ColdStartEpisodes:
+        if self.held_out_by_user is None:   # pooled: a block per revealable outfit, same ids
+            return cold_start_protocol(self.users.tolist(), self.revealable_by_user, n, repetitions, seed)
+        return released_split_protocol(self.users.tolist(), self.revealable_by_user,
+                                       self.held_out_by_user, n, repetitions, seed)
+
+
+def _by_user(users: np.ndarray) -> dict[int, np.ndarray]:
+    return {int(u): np.flatnonzero(users == u) for u in np.unique(users)}
+
+
+def has_released_split(ds) -> bool:
+    """Whether the cold pool came with a released split (Polyvore-U's cold subset): its training
+    and test outfit ranges and the test negatives."""
+    ranges = ds.meta.get("cold_outfit_ranges") or {}
+    return {"train", "test"} <= set(ranges) and "cold/random" in ds.candidates
+
+
+def cold_setup(ds, cold_split: str = "auto", seed: int = 0, ratio: int = 10) -> ColdSetup:
+    """The episodes' material for ``cold_split``: ``"released"`` (the dataset's released split),
+    ``"pooled"`` (every cold outfit, fresh random mixtures) or ``"auto"`` (released when the
+    dataset has one: Polyvore-U read with a cold subset)."""
+    if cold_split not in COLD_SPLITS:
+        raise ValueError(f"cold_split={cold_split!r} is unknown; choose one of {COLD_SPLITS}")
+    released = has_released_split(ds)
+    if cold_split == "released" and not released:
+        raise StageError("cold_split='released' needs a released cold-start split (Polyvore-U read "
+                         "with cold_subset '53' or '32'); this dataset's cold pool has none: use "
+                         "cold_split='pooled' (or 'auto')")
+    if cold_split == "pooled" or not released:
+        cold_ids = ds.outfits_of("cold")
+        cand = build_candidates(ds, seed=seed, ratio=ratio, splits=("cold",), protocols=("random",))["cold/random"]
+        block = ratio + 1
+        if not np.array_equal(cand.items[::block], ds.outfit_items[cold_ids]):
+            raise RuntimeError("cold candidates are not laid out one block per cold outfit")
+        return ColdSetup("pooled", cand.items[::block], {"random": cand}, {"random": block},
+                         np.unique(ds.outfit_user[cold_ids]), _by_user(ds.outfit_user[cold_ids]), None)
+    ranges = ds.meta["cold_outfit_ranges"]
+    train = np.arange(*ranges["train"])
+    test = np.arange(*ranges["test"])
+    candidates, blocks = {}, {}
+    for protocol in ("random", "hard"):
+        cand = ds.candidates.get(f"cold/{protocol}")
+        if cand is None:
+            continue
+        block = len(cand) // max(test.size, 1)
+        if (test.size == 0 or block * test.size != len(cand)
+                or not np.array_equal(cand.items[::block], ds.outfit_items[test])
+                or not np.array_equal(cand.user[::block], ds.outfit_user[test])):
+            raise StageError(f"the released cold/{protocol} candidates are not one block per released "
+                             f"cold test outfit; rebuild the run folder's data with 00_data")
+        candidates[protocol], blocks[protocol] = cand, block
+    users = np.unique(ds.outfit_user[np.concatenate([train, test])])
+    revealable_by_user = _by_user(ds.outfit_user[train])
+    held_out_by_user = _by_user(ds.outfit_user[test])
+    empty = np.zeros(0, dtype=np.int64)
+    return ColdSetup("released", ds.outfit_items[train], candidates, blocks, users,
+                     {int(u): revealable_by_user.get(int(u), empty) for u in users},
+                     {int(u): held_out_by_user.get(int(u), empty) for u in users})
 
 
 def run(run_dir, models=("teacher", "student_npair", "student_fnd", "contrastive"),
                    n_interactions=(1, 5), repetitions: int = 10, delta: float = 0.0, tau: float = 0.2,
                    seed: int = 0, curve_interactions=(1, 2, 5, 10), device: str = "auto",
-                   ratio: int = 10, progress: bool = True) -> dict:
+                   ratio: int = 10, progress: bool = True, cold_split: str = "auto") -> dict:
     """Recommend to the cold-start pool with each trained model and no training (paper §4.3).
 
-    For every repetition and cold user, ``n`` of the user's outfits are revealed (J_c^+); each of
-    the others is ranked against ``ratio`` random-mixture negatives (fixed per seed, the main
-    protocol's sampler over the cold split). Scores come from eqs. 20–24 by strategy; the
-    reference rows cost nothing: ``population`` (every trained user, equal weights) and
-    ``nearest`` (the single most similar user). Models missing from the run folder raise; pass
-    only the ones you trained. Returns ``{"rows": [...], "skipped": {n: count}}`` where each row
-    holds model, strategy, n_interactions and the mean and std over repetitions of AUC and NDCG.
+    For every repetition and cold user, ``n`` outfits are revealed (J_c^+) and held-out positives
+    are ranked against negatives, following ``cold_split`` (:func:`cold_setup`): on a released
+    split (Polyvore-53 / -32; ``"auto"`` picks it when present) the revealed outfits come from the
+    user's released training outfits and the released test outfits are ranked against the
+    released test negatives — random (``nega``) and, when released, hard (``nega_hard``); on a
+    pool without one (``"pooled"``, the synthetic benchmark's) ``n`` of the user's outfits are
+    revealed and each other one is ranked against ``ratio`` random-mixture negatives (fixed per
+    seed, the main protocol's sampler over the cold split). Scores come from eqs. 20–24 by
+    strategy; the reference rows cost nothing: ``population`` (every trained user, equal weights)
+    and ``nearest`` (the single most similar user). Models missing from the run folder raise; pass
+    only the ones you trained. Returns ``{"rows": [...], "skipped": {n: count}, "cold_split",
+    "cold_split_description", ...}`` where each row holds model, protocol, strategy,
+    n_interactions and the mean and std over repetitions of AUC and NDCG.
     """
     check_params("w-avg", delta, tau)
     run = RunFolder(run_dir)
@@ -39,31 +138,47 @@ def run(run_dir, models=("teacher", "student_npair", "student_fnd", "contrastive
     if cold_ids.size == 0:
         raise StageError(f"the dataset in {run.root} has no cold-start pool; regenerate it (synthetic "
                          f"data always has one) or read Polyvore-U with cold_subset='53' / '32'")
+    if not (isinstance(models, str) or (isinstance(models, (list, tuple))
+                                        and all(isinstance(m, str) for m in models))):
+        raise StageError(f"models={models!r} must be a list of stage folder names, e.g. "
+                         f"['teacher', 'student_fnd']")
     models = [models] if isinstance(models, str) else list(models)
+    for name, values in (("n_interactions", n_interactions), ("curve_interactions", curve_interactions)):
+        if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) or not all(
+                isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in values):
+            raise ValueError(f"{name}={values!r} must be a list of integers >= 1 (outfits a cold user "
+                             f"reveals), e.g. [1, 5]")
     available = run.trained_models()
     unknown = [m for m in models if m not in available]
     if unknown:
         raise StageError(f"models {unknown} are not trained in {run.root}; available: {available}")
     counts = sorted(set(int(n) for n in (*n_interactions, *curve_interactions)))
     device = resolve_device(device)
-    cand = build_candidates(ds, seed=seed, ratio=ratio, splits=("cold",), protocols=("random",))["cold/random"]
-    block = ratio + 1
-    if not np.array_equal(cand.items[::block], ds.outfit_items[cold_ids]):
-        raise RuntimeError("cold candidates are not laid out one block per cold outfit")
-    cold_users = np.unique(ds.outfit_user[cold_ids])
-    by_user = {int(u): np.flatnonzero(ds.outfit_user[cold_ids] == u) for u in cold_users}  # block ids
+    setup = cold_setup(ds, cold_split, seed=seed, ratio=ratio)
+    cold_users = setup.users
+    every_row = np.concatenate([setup.revealable, *(c.items for c in setup.candidates.values())])
     trained = ds.trained_users
     rows, skipped = [], {}
+    check_cold_start_support(run, models)
     for name in models:
         model, _ = run.load_model(name, device=device)
-        cache = item_cache(model, ds, cand.items, device)
-        cand_vecs = torch.nn.functional.normalize(outfit_vectors_cached(model, cand.items, cache), dim=-1)
-        pos_vecs = cand_vecs[::block]
-        user_vecs = model.user_vectors(torch.as_tensor(trained, device=cand_vecs.device)).detach()
+        cache = item_cache(model, ds, every_row, device)
+        if not hasattr(model, "user_vectors"):   # a baseline: its own rule, or none needed
+            rows += baseline_rows(name, model, cache, setup, trained, counts, repetitions, seed, skipped,
+                                  progress)
+            continue
+        vecs = torch.nn.functional.normalize(outfit_vectors_cached(model, every_row, cache), dim=-1)
+        pos_vecs, start = vecs[:len(setup.revealable)], len(setup.revealable)
+        cand_vecs = {}
+        for protocol, cand in setup.candidates.items():
+            cand_vecs[protocol], start = vecs[start:start + len(cand)], start + len(cand)
+        user_vecs = model.user_vectors(torch.as_tensor(trained, device=vecs.device)).detach()
         for n in tqdm(counts, desc=f"cold start · {name}", disable=not progress):
-            episodes = cold_start_protocol(cold_users.tolist(), by_user, n, repetitions, seed)
+            episodes = setup.episodes(n, repetitions, seed)
             skipped[n] = episodes.n_skipped
-            per_rep: dict[str, list] = {s: [] for s in STRATEGIES}
+            keys = [(p, s) for p in setup.candidates for s in STRATEGIES]
+            per_rep: dict[tuple, list] = {k: [] for k in keys}
+            per_user: dict[tuple, dict] = {k: {} for k in keys}   # (protocol, strategy) -> user -> AUCs
             for rep in range(repetitions):
                 samples = [e for e in episodes.samples if e.repetition == rep]
                 if not samples:
@@ -73,29 +188,129 @@ def run(run_dir, models=("teacher", "student_npair", "student_fnd", "contrastive
                 s = user_similarity_batched(user_vecs, interacted, mask)               # [C', U]
                 test_blocks = np.concatenate([e.held_out_ids for e in samples])
                 owner = np.concatenate([np.full(len(e.held_out_ids), i) for i, e in enumerate(samples)])
-                rows_idx = (test_blocks[:, None] * block + np.arange(block)).ravel()
-                owner_rows = np.repeat(owner, block)
-                for strategy in STRATEGIES:
-                    profile = aggregate_user_vectors(aggregation_weights(s, strategy, delta, tau), user_vecs)
-                    scores = (profile[torch.as_tensor(owner_rows)] * cand_vecs[torch.as_tensor(rows_idx)]).sum(-1)
-                    m = ranking_metrics_all(owner_rows, scores.cpu().numpy(), cand.label[rows_idx])
-                    per_rep[strategy].append(m)
-            for strategy, reps in per_rep.items():
+                profiles = {strategy: aggregate_user_vectors(aggregation_weights(s, strategy, delta, tau), user_vecs)
+                            for strategy in STRATEGIES}
+                for protocol, cand in setup.candidates.items():
+                    block = setup.blocks[protocol]
+                    rows_idx = (test_blocks[:, None] * block + np.arange(block)).ravel()
+                    owner_rows = np.repeat(owner, block)
+                    for strategy in STRATEGIES:
+                        profile = profiles[strategy]
+                        scores = (profile[torch.as_tensor(owner_rows)]
+                                  * cand_vecs[protocol][torch.as_tensor(rows_idx)]).sum(-1).cpu().numpy()
+                        m = ranking_metrics_all(owner_rows, scores, cand.label[rows_idx])
+                        per_rep[protocol, strategy].append(m)
+                        for i, auc in zip(*per_user_auc(owner_rows, scores, cand.label[rows_idx])):
+                            per_user[protocol, strategy].setdefault(int(samples[i].user), []).append(float(auc))
+            for (protocol, strategy), reps in per_rep.items():
+                if not reps:   # no cold user has n outfits to reveal (counted in skipped)
+                    continue
                 aucs = np.array([r["auc"] for r in reps])
                 ndcgs = np.array([r["ndcg_lpae"] for r in reps])
                 ndcgs_std = np.array([r["ndcg_standard"] for r in reps])
-                rows.append({"model": name, "strategy": strategy, "n_interactions": n,
+                rows.append({"model": name, "protocol": protocol, "strategy": strategy, "n_interactions": n,
                              "auc_mean": float(aucs.mean()), "auc_std": float(aucs.std()),
                              "ndcg_lpae_mean": float(ndcgs.mean()), "ndcg_lpae_std": float(ndcgs.std()),
                              "ndcg_standard_mean": float(ndcgs_std.mean()),
-                             "repetitions": len(reps), "cold_users": len(cold_users) - skipped[n]})
+                             "repetitions": len(reps), "cold_users": len(cold_users) - skipped[n],
+                             # each cold user's AUC averaged over repetitions (paired tests)
+                             "per_user_auc": {u: float(np.mean(v)) for u, v in per_user[protocol, strategy].items()}})
     return {"rows": rows, "skipped": skipped, "delta": delta, "tau": tau, "repetitions": repetitions,
-            "cold_users": int(len(cold_users)), "cold_outfits": int(cold_ids.size)}
+            "cold_users": int(len(cold_users)), "cold_outfits": int(cold_ids.size),
+            "cold_split": setup.cold_split,
+            "cold_split_description": describe_cold_split(setup.cold_split, ratio),
+            "protocols": list(setup.candidates),
+            "negative_ratios": {p: b - 1 for p, b in setup.blocks.items()},
+            "revealable_outfits": int(len(setup.revealable)),
+            "held_out_outfits": int(len(setup.candidates["random"]) // setup.blocks["random"])}
 
 
-def table3(result: dict, n_interactions=(1, 5)):
-    """The paper's Table-3 layout: one row per model and strategy, AUC mean ± std per # outfits."""
+def supports_cold_start(kind: str) -> bool:
+    """Whether a registered model recommends to a cold starter without training: user vectors
+    (the neighbourhood of eqs. 20–24), its own ``cold_start_scores``, or no user at all."""
+    cls = model_class(kind)
+    return hasattr(cls, "user_vectors") or hasattr(cls, "cold_start_scores") or not cls.personalized
+
+
+def check_cold_start_support(run: RunFolder, models) -> None:
+    """Every model has a cold-start rule: the recommender's neighbourhood (eqs. 20–24), its own
+    (``cold_start_scores``, e.g. LPAE's anchor search) or none needed (non-personalized). FHN and
+    OutfitNet would need training for a new user, which Table 3 does not allow."""
+    unsupported = []
+    for name in models:
+        kind = run.read_config(name).get("train", {}).get("model", "recommender")
+        if kind in MODELS and not supports_cold_start(kind):
+            unsupported.append(f"{name} ({kind})")
+    if unsupported:
+        raise StageError(f"models {unsupported} have no cold-start rule without training (paper §4.3 "
+                         f"compares the recommender, LPAE's anchor search and the non-personalized "
+                         f"models); leave them out of models")
+
+
+def baseline_rows(name: str, model, cache, setup: ColdSetup, trained: np.ndarray, counts, repetitions: int,
+                  seed: int, skipped: dict, progress: bool = True) -> list[dict]:
+    """Table-3 rows of a baseline, apart from the recommender's neighbourhood path.
+
+    - A non-personalized model ranks every cold user's candidates by s(o) alone, whatever the
+      user revealed: its number is computed once, over every candidate block of the cold pool, and
+      is the same at every n (repetitions 1, std 0), as the paper's Table 3 shows it.
+    - A model with ``cold_start_scores`` (LPAE's anchor search, strategy
+      ``model.cold_start_strategy``) sees the same episodes as the recommender: per repetition
+      the n revealed outfits of each cold user, its held-out blocks ranked.
+    """
+    rows = []
+
+    def row(protocol, strategy, n, reps, per_user, cold_users):
+        aucs = np.array([r["auc"] for r in reps])
+        ndcgs = np.array([r["ndcg_lpae"] for r in reps])
+        return {"model": name, "protocol": protocol, "strategy": strategy, "n_interactions": n,
+                "auc_mean": float(aucs.mean()), "auc_std": float(aucs.std()),
+                "ndcg_lpae_mean": float(ndcgs.mean()), "ndcg_lpae_std": float(ndcgs.std()),
+                "ndcg_standard_mean": float(np.mean([r["ndcg_standard"] for r in reps])),
+                "repetitions": len(reps), "cold_users": cold_users,
+                "per_user_auc": {u: float(np.mean(v)) for u, v in per_user.items()}}
+
+    if not model.personalized:
+        for protocol, cand in setup.candidates.items():
+            scores = model.score_cached(cand.user, cand.items, cache).cpu().numpy()
+            m = ranking_metrics_all(cand.user, scores, cand.label)
+            per_user = {int(u): [float(a)] for u, a in zip(*per_user_auc(cand.user, scores, cand.label))}
+            rows += [row(protocol, "non-personalized", n, [m], per_user, int(len(np.unique(cand.user))))
+                     for n in counts]
+        return rows
+    strategy = getattr(model, "cold_start_strategy", None) or "own"
+    for n in tqdm(counts, desc=f"cold start · {name}", disable=not progress):
+        episodes = setup.episodes(n, repetitions, seed)
+        skipped[n] = episodes.n_skipped
+        per_rep = {p: [] for p in setup.candidates}
+        per_user = {p: {} for p in setup.candidates}
+        for rep in range(repetitions):
+            samples = [e for e in episodes.samples if e.repetition == rep]
+            if not samples:
+                break
+            revealed = np.stack([setup.revealable[e.interacted_ids] for e in samples])     # [C, n, S]
+            test_blocks = np.concatenate([e.held_out_ids for e in samples])
+            owner = np.concatenate([np.full(len(e.held_out_ids), i) for i, e in enumerate(samples)])
+            for protocol, cand in setup.candidates.items():
+                block = setup.blocks[protocol]
+                rows_idx = (test_blocks[:, None] * block + np.arange(block)).ravel()
+                owner_rows = np.repeat(owner, block)
+                scores = model.cold_start_scores(revealed, cand.items[rows_idx], owner_rows, cache,
+                                                 trained).cpu().numpy()
+                per_rep[protocol].append(ranking_metrics_all(owner_rows, scores, cand.label[rows_idx]))
+                for i, auc in zip(*per_user_auc(owner_rows, scores, cand.label[rows_idx])):
+                    per_user[protocol].setdefault(int(samples[i].user), []).append(float(auc))
+        rows += [row(p, strategy, n, reps, per_user[p], len(setup.users) - skipped[n])
+                 for p, reps in per_rep.items() if reps]
+    return rows
+
+
+def table3(result: dict, n_interactions=(1, 5), protocol: str = "random"):
+    """The paper's Table-3 layout: one row per model and strategy, AUC mean ± std per # outfits
+    (``protocol``: the negatives, ``"random"`` as in Table 3 or ``"hard"`` where released)."""
     df = pd.DataFrame(result["rows"])
+    if "protocol" in df:   # results written before the hard protocol existed are random-only
+        df = df[df["protocol"] == protocol]
     df = df[df["n_interactions"].isin(list(n_interactions))]
     df["AUC"] = [f"{m * 100:.2f} ± {s * 100:.2f}" for m, s in zip(df["auc_mean"], df["auc_std"])]
     return df.pivot_table(index=["model", "strategy"], columns="n_interactions", values="AUC", aggfunc="first")

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
 
-from ..config import PAPER_DEFAULTS, SCALE_PRESETS, ConfigError, TrainConfig
+from .. import distributed
+from ..artifacts import write_json
+from ..augment import parse_pair
+from ..config import (PAPER_DEFAULTS, SCALE_PRESETS, WEIGHTS_AUTO, ConfigError, TrainConfig, check_int,
+                      preset_weights)
 from ..evaluate import evaluate
-from ..models.backbones import BACKBONES, count_parameters
-from ..models.registry import MODELS
+from ..models.backbones import BACKBONES, count_parameters, is_weights_path
+from ..baselines import BASELINES  # noqa: F401  (importing it registers the baselines and their objectives)
+from ..models.registry import MODELS, model_class
 from ..objectives import NEEDS_TEACHER, OBJECTIVES, make_objective, prepare_teacher
 from ..repro import resolve_device, seed_everything
-from ..rundir import RunFolder, StageStatus
-from ..train import Callback, build_model, fit
+from ..rundir import RunFolder, StageStatus, resolve_path
+from ..train import Callback, Snapshots, build_model, fit
 
 FLAG_KEYS = ("flagged_fraction", "flag_precision", "flag_recall", "true_fn_fraction")
 
@@ -37,7 +43,12 @@ def paper_defaults(run: RunFolder) -> dict:
 def train_config(run_dir: str | os.PathLike, role: str, **params) -> TrainConfig:
     """A TrainConfig from notebook parameters (``None`` = the preset), the run folder's scale
     preset and the paper's per-dataset defaults. ``role``: "teacher" or "student" (which picks the
-    preset backbone and the validation half)."""
+    preset backbone and the validation half).
+
+    ``weights`` is the exception to "None = the preset": ``"auto"`` (the default) takes the
+    preset's (ImageNet for the AlexNets on real data, none on synthetic data), ``None`` or
+    ``"none"`` means random initialisation, ``"imagenet"`` or a state-dict path are kept (a
+    relative path resolved like ``run_dir``)."""
     if role not in ("teacher", "student"):
         raise ConfigError(f"role={role!r} must be 'teacher' or 'student'")
     run = RunFolder(run_dir)
@@ -47,7 +58,10 @@ def train_config(run_dir: str | os.PathLike, role: str, **params) -> TrainConfig
             "patience": preset["patience"], "lr_patience": preset["lr_patience"],
             "val_split": "val_teacher" if role == "teacher" else "val_student",
             **paper_defaults(run)}
+    weights = params.pop("weights", WEIGHTS_AUTO)
     base.update({k: v for k, v in params.items() if v is not None})
+    weights = preset_weights(preset, base["backbone"], weights)
+    base["weights"] = str(resolve_path(weights)) if is_weights_path(weights) else weights
     return check_names(TrainConfig.from_dict(base))
 
 
@@ -59,10 +73,14 @@ def student_config(run_dir, **params) -> TrainConfig:
     return train_config(run_dir, "student", **params)
 
 
+# objectives whose weights depend on α (fnd-sign keeps only the sign of d, which α cannot change)
+ALPHA_LOSSES = ("fnd", "fnd-magnitude")
+
+
 def default_student_name(loss: str, alpha: float, default_alpha: float = PAPER_DEFAULTS["fixed"]["alpha"]) -> str:
     """``student_<loss>`` for the paper's defaults; a non-default α appended for FND."""
     name = f"student_{loss}"
-    if loss == "fnd" and alpha != default_alpha:
+    if loss in ALPHA_LOSSES and alpha != default_alpha:
         name += f"-alpha{alpha:g}"
     return name
 
@@ -90,8 +108,10 @@ def metrics_line(metrics: dict) -> str:
 
 
 def student_name(run_dir, cfg: TrainConfig) -> str:
-    """The 03_student folder name for ``cfg`` on this run folder's dataset."""
-    return default_student_name(cfg.loss, cfg.alpha, paper_defaults(RunFolder(run_dir))["alpha"])
+    """The 03_student folder name for ``cfg`` on this run folder's dataset (``-per_pair`` when
+    each pair draws its own negatives)."""
+    name = default_student_name(cfg.loss, cfg.alpha, paper_defaults(RunFolder(run_dir))["alpha"])
+    return name + ("-per_pair" if cfg.negatives == "per_pair" else "")
 
 
 def contrastive_name(run_dir, cfg: TrainConfig) -> str:
@@ -100,25 +120,141 @@ def contrastive_name(run_dir, cfg: TrainConfig) -> str:
     return default_contrastive_name(pair, cfg.lam, cfg.alpha, cfg.loss, paper_defaults(RunFolder(run_dir)))
 
 
+def baseline_config(run_dir: str | os.PathLike, model: str, **params) -> TrainConfig:
+    """07_baselines: the TrainConfig of a registered ``model`` on this run folder — the student's
+    preset (its backbone family, d = 128, the student validation half, the scale's epochs) with
+    ``loss`` the model's own objective and the model's ``train_defaults`` (lr, τ …) unless
+    ``params`` set them (``None`` = default). A model without those attributes trains with BPR
+    (the baselines' loss, paper §4.1.3). Non-personalized models "cannot distinguish users" and
+    are left out of the hard-negative protocol (§4.4): ``hard_fraction > 0`` is refused for them."""
+    if model not in MODELS:
+        raise ConfigError(f"model={model!r} is unknown; choose one of {sorted(MODELS)}")
+    cls = model_class(model)
+    chosen = {k: v for k, v in params.items() if v is not None and k != "weights"}
+    merged = {"loss": getattr(cls, "objective", "bpr"), **getattr(cls, "train_defaults", {}), **chosen}
+    hard = merged.get("hard_fraction", 0)
+    if not getattr(cls, "personalized", True) and isinstance(hard, (int, float)) and hard > 0:
+        raise ConfigError(f"model={model!r} is not personalized: it ranks every user's candidates alike, so "
+                          f"the paper leaves it out of the hard-negative protocol (§4.4); use hard_fraction=0")
+    if "weights" in params:
+        merged["weights"] = params["weights"]
+    return train_config(run_dir, "student", model=model, **merged)
+
+
+def baseline_name(cfg: TrainConfig) -> str:
+    """The 07_baselines folder name: the model's name, ``-<loss>`` when it trains with another
+    objective than its own, ``-hard`` for the hard protocol (hard_fraction 0.5; another fraction
+    is spelled out)."""
+    name = cfg.model
+    if cfg.loss != getattr(model_class(cfg.model), "objective", "bpr"):
+        name += f"-{cfg.loss}"
+    if cfg.hard_fraction > 0:
+        name += "-hard" if cfg.hard_fraction == 0.5 else f"-hard{cfg.hard_fraction:g}"
+    return name
+
+
+# The notebook behind each kind of training stage (``python -m fndkit.run train --stage KIND``).
+STAGE_NOTEBOOKS = {"teacher": "02_teacher", "student": "03_student", "contrastive": "04_contrastive",
+                   "baseline": "07_baselines"}
+# Parameters of those notebooks that say where and how to run, not what to train (the rest are the config's).
+_RUN_KEYS = {"teacher": ("snapshot_epochs",), "student": ("teacher_dir", "budget_epochs"),
+             "contrastive": ("teacher_dir", "autoencoder_dir"), "baseline": ()}
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What a training notebook does with its parameters: ``run(run_dir, stage, cfg, **kwargs)``."""
+
+    run_dir: str | os.PathLike
+    stage: str
+    cfg: TrainConfig
+    kwargs: dict = field(default_factory=dict)
+
+    def run(self, **extra) -> dict:
+        """Train (or reuse) the stage; ``extra`` adds :func:`run` arguments (``progress``, ``callbacks``)."""
+        return run(self.run_dir, self.stage, self.cfg, **self.kwargs, **extra)
+
+
+def plan_stage(kind: str, params: dict) -> StagePlan:
+    """The training stage a notebook's parameters describe: the one code path of 02_teacher,
+    03_student, 04_contrastive and 07_baselines (``kind`` teacher / student / contrastive /
+    baseline) and of ``python -m fndkit.run train --stage KIND``.
+
+    ``params``: the names of the notebook's ``parameters`` cell and their values (``run_dir``,
+    ``seed``, ``overwrite`` … ``out_name`` where the notebook has one). The command line reads
+    those names and defaults from the notebook itself and refuses any other name; called directly,
+    any :class:`~fndkit.config.TrainConfig` field is accepted too.
+    """
+    if kind not in STAGE_NOTEBOOKS:
+        raise ConfigError(f"stage kind {kind!r} is unknown; choose one of {sorted(STAGE_NOTEBOOKS)}")
+    params = dict(params)
+    run_dir, overwrite = params.pop("run_dir"), params.pop("overwrite", False)
+    out_name = params.pop("out_name", None)
+    kwargs = {k: params.pop(k) for k in _RUN_KEYS[kind] if k in params}
+    if kind == "teacher":
+        cfg, stage = teacher_config(run_dir, loss="npair", **params), "teacher"
+    elif kind == "student":
+        cfg = student_config(run_dir, **params)
+        stage = out_name or student_name(run_dir, cfg)
+    elif kind == "contrastive":
+        lam, pair = params.get("lam"), params.pop("augmentations", None)
+        if not isinstance(lam, (int, float)) or isinstance(lam, bool) or lam <= 0:
+            raise ConfigError(f"lam={lam!r} must be > 0 for contrastive learning; use 03_student "
+                              f"(--stage student) for lam = 0")
+        cfg = student_config(run_dir, augmentations=",".join(parse_pair(pair)) if pair else None, **params)
+        stage = out_name or contrastive_name(run_dir, cfg)
+    else:
+        cfg = baseline_config(run_dir, params.pop("model", None), **params)
+        stage = out_name or baseline_name(cfg)
+    return StagePlan(run_dir, stage, cfg, {"overwrite": overwrite, **kwargs})
+
+
 def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: str | None = None,
         autoencoder_dir: str | None = None, overwrite: bool = False, progress: bool = True,
-        callbacks: Iterable[Callback] = ()) -> dict:
+        callbacks: Iterable[Callback] = (), snapshot_epochs: Iterable[int] = (),
+        budget_epochs: int | None = None) -> dict:
     """Train (or reuse) one model into ``run_dir/stage`` and return its metrics.
 
     Writes ``config.json``, ``checkpoint.pt`` (best by validation AUC), ``last.pt``,
     ``history.json`` and ``metrics.json`` (test metrics for the random and the hard protocol,
     parameter counts, seconds per epoch, epochs to best, FND flag statistics).
+
+    snapshot_epochs: also keep the weights after these epochs (``RunFolder.snapshots``; e.g. a
+    teacher's strength against its epochs). budget_epochs: also report, as ``metrics["budget"]``,
+    the test metrics of the best checkpoint within that many epochs — the fixed-budget result of
+    the same run (the trajectory up to it is the same), beside the converged one.
     """
     check_names(cfg)
+    if isinstance(snapshot_epochs, (str, bytes)) or not isinstance(snapshot_epochs, (list, tuple, range)):
+        raise ConfigError(f"snapshot_epochs={snapshot_epochs!r} must be a list of epochs, e.g. [1, 2, 5]")
+    for epoch in snapshot_epochs:
+        check_int("snapshot_epochs", epoch, 1, f" in {list(snapshot_epochs)!r}")
+    if budget_epochs is not None:
+        check_int("budget_epochs", budget_epochs, 1, " (or None)")
     run = RunFolder(run_dir)
     ds = run.dataset()
     config = {"stage": stage, "train": cfg.to_dict(),
               "teacher_dir": str(teacher_dir) if teacher_dir else None,
               "autoencoder_dir": str(autoencoder_dir) if autoencoder_dir else None,
               "dataset_fingerprint": ds.fingerprint()}
-    status, finished = run.begin_stage(stage, config, overwrite=overwrite)
+    # under torchrun rank 0 decides (reuse / refuse / resume) and prepares the folder; all follow
+    status, finished = distributed.run_on_main(run.begin_stage, stage, config, overwrite=overwrite)
     if finished is not None:
         return finished
+    try:
+        return _train(run, ds, stage, cfg, status, teacher_dir, autoencoder_dir, progress, callbacks,
+                      snapshot_epochs, budget_epochs)
+    except BaseException:  # bad input, a full disk, Ctrl-C: a stage without a finished epoch leaves nothing
+        if distributed.is_main():
+            run.discard_unfinished(stage)
+        raise
+
+
+def _train(run: RunFolder, ds, stage: str, cfg: TrainConfig, status: StageStatus, teacher_dir, autoencoder_dir,
+           progress: bool, callbacks: Iterable[Callback], snapshot_epochs: Iterable[int],
+           budget_epochs: int | None) -> dict:
+    """:func:`run` once the stage folder is ready: load the teacher, fit (resuming from last.pt when
+    ``status`` is PARTIAL), evaluate, write the metrics."""
     device = resolve_device(cfg.device)
     teacher = None
     if cfg.loss in NEEDS_TEACHER:
@@ -130,6 +266,11 @@ def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: s
     objective = make_objective(cfg, teacher=teacher, neighbours=neighbours, truth=ds.truth)
     seed_everything(cfg.seed)
     model = build_model(cfg, ds)
+    callbacks = list(callbacks)
+    if snapshot_epochs:
+        callbacks.append(Snapshots(snapshot_epochs, lambda e: run.snapshot_path(stage, e)))
+    if budget_epochs is not None:
+        callbacks.append(Snapshots([budget_epochs], lambda e: run.snapshot_path(stage, e), best=True))
     result = fit(model, ds, cfg, run.stage_dir(stage), objective, resume=(status is StageStatus.PARTIAL),
                  progress=progress, callbacks=callbacks)
     n_params = count_parameters(model)
@@ -137,12 +278,32 @@ def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: s
     metrics = {"stage": stage, "model": cfg.model, "loss": cfg.loss, "backbone": cfg.backbone,
                "personalized": bool(model.personalized), "params": n_params,
                "params_inference": n_params - (count_parameters(projection) if projection is not None else 0),
-               "test": evaluate(model, ds, split="test", device=device),
+               "test": evaluate(model, ds, split="test", device=device, per_user=True),
                "best_epoch": result["best_epoch"], "best_val_auc": result["best_val_auc"],
                "epochs_run": len(result["history"]), "epoch_seconds": result["epoch_seconds"],
-               "stopped_early": result["stopped_early"], "device": device}
+               "stopped_early": result["stopped_early"], "device": device, "world_size": distributed.world_size(),
+               "initial_weights": getattr(model, "initial_weights", None)}
     for key in FLAG_KEYS:
         if key in result["history"][-1]:
             metrics[key] = float(np.mean([h[key] for h in result["history"]]))
-    run.write_metrics(stage, metrics)
+    if budget_epochs is not None:
+        metrics["budget"] = _budget_metrics(run, stage, budget_epochs, result, metrics, ds, device)
+    # per-user AUC beside the metrics (paired tests between models), not inside them
+    per_user = {p: m.pop("per_user_auc") for p, m in metrics["test"].items()}
+    if distributed.is_main():
+        write_json(run.path(stage, "per_user_auc.json"), per_user)
+        run.write_metrics(stage, metrics)
+    distributed.barrier()
     return metrics
+
+
+def _budget_metrics(run: RunFolder, stage: str, budget: int, result: dict, metrics: dict, ds, device) -> dict:
+    """Test metrics of the best checkpoint within ``budget`` epochs (see :func:`run`)."""
+    path = run.snapshot_path(stage, budget)
+    if not path.exists():  # stopped (or ran out of epochs) before the budget: the final best is it
+        return {"epochs": budget, "best_epoch": result["best_epoch"],
+                "test": {p: {k: v for k, v in m.items() if k != "per_user_auc"}
+                         for p, m in metrics["test"].items()}}
+    model, payload = run.load_model(str(path), device=device)
+    return {"epochs": budget, "best_epoch": payload["metrics"]["epoch"],
+            "test": evaluate(model, ds, split="test", device=device)}

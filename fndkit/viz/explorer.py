@@ -221,6 +221,9 @@ class SpaceExplorer:
                  device: str = "cpu"):
         if method not in P.METHODS:
             raise ValueError(f"method={method!r} is unknown; choose one of {', '.join(P.METHODS)}")
+        for name, value, low in (("n_neighbours", n_neighbours, 2), ("n_negatives", n_negatives, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name}={value!r} must be an integer >= {low}")
         self.models = (source if isinstance(source, P.RunModels)
                        else P.load_run_models(source, model=model, student=student, device=device))
         self.dataset = self.models.dataset

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from ..artifacts import read_json
-from ..config import DEFAULT_ALPHA
+from ..config import DEFAULT_ALPHA, check_int
 from ..data.sampling import category_pools, positive_hashes, random_mixtures
 from ..data.schema import OutfitDataset
 from ..evaluate import encode_candidates, score_rows
@@ -200,9 +200,8 @@ def gather_space(dataset: OutfitDataset, model, users: Sequence[int], teacher=No
     (default: their ``id``).
     """
     users = check_users(dataset, users)
-    for name, value, low in (("n_negatives", n_negatives, 0), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+    for name, value in (("n_negatives", n_negatives), ("seed", seed)):
+        check_int(name, value, 0, error=ValueError)
     for name, value in (("n_held_out", n_held_out), ("max_positives", max_positives)):
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 0):
             raise ValueError(f"{name}={value!r} must be None (all) or an integer >= 0")
@@ -460,6 +459,10 @@ def load_run_models(run_dir: str | Path, model: str = "teacher", student: str | 
     and, when its folder exists, the student. A missing student only leaves its scores empty;
     a missing data folder, teacher or model raises :class:`~fndkit.rundir.StageError` saying which
     notebook to run. α comes from the student's config when it has one (else 1.25)."""
+    for name, value in (("model", model), ("student", student)):
+        if not (isinstance(value, str) or (name == "student" and value is None)):
+            raise ValueError(f"{name}={value!r} must be the name of a stage folder such as 'teacher' or "
+                             f"'student_fnd'{' (or None)' if name == 'student' else ''}")
     run = RunFolder(run_dir)
     dataset = run.dataset()
     loaded, keys = {}, {}
@@ -515,8 +518,7 @@ def top_k_outfits(dataset: OutfitDataset, model, user: int, k: int = 10, split: 
         users = np.unique(cand.user)
         raise ValueError(f"user {user!r} has no {split}/{protocol} candidates; pick one of "
                          f"{users[:20].tolist()}{' …' if users.size > 20 else ''}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k={k!r} must be a positive integer")
+    check_int("k", k, 1, error=ValueError)
     items = cand.items[rows]
     users = cand.user[rows]
     score = score_rows(model, dataset, users, items, device)

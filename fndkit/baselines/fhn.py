@@ -1,0 +1,70 @@
+"""FHN: Fashion Hash Net (Lu et al., "Learning Binary Code for Personalized Fashion
+Recommendation", CVPR 2019; public code lzcn/Fashion-Hash-Net, ``polyvore/model/fashionnet.py``
+and ``basemodel.py``), run **without binarisation** as the paper does (§4.1.3, after LPAE).
+
+Each category has its own item encoder from the CNN feature to d (FHN's ``ImgEncoder``: Linear,
+ReLU, Linear without bias), squashed by tanh — the continuous relaxation of the hash codes that FHN
+trains with; the sign() step is never taken. A user is a tanh-squashed vector u. With learnable
+per-dimension weights w_u and w_i (FHN's ``CoreMat``, initialised to 1):
+
+    s(u, o) = mean_{k, dims} (w_u ⊙ u ⊙ x_k) + mean_{(i, j), dims} (w_i ⊙ x_i ⊙ x_j)
+
+over the outfit's items k and item pairs i < j of two different categories (FHN drops the top–top
+pair of variable-size outfits). FHN multiplies the score by 10 before its soft-margin loss; here the
+temperature of BPR plays that part (objective ``bpr``: log(1 + e^{−(s⁺ − s⁻)/τ}) over every
+positive–negative pair; τ = 0.1 is FHN's ×10). The default τ = 0.02 learns faster from the small
+scores a mean over d dimensions starts with (demo validation half, seed 0, 80 steps: 0.636 AUC
+against 0.599 at τ = 0.1). Dropout in FHN's encoders is left out.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..models.registry import register_model
+from .common import N_CATEGORIES, FactorizedBaseline, masked_mean, mlp, slot_pairs
+
+
+@register_model("fhn")
+class FHN(FactorizedBaseline):
+    objective = "bpr"
+    train_defaults = {"lr": 0.01, "tau": 0.02}
+    search_space = {"lr": [0.003, 0.01, 0.03], "tau": [0.01, 0.02, 0.05, 0.1]}
+    source = ("Lu et al., CVPR 2019 (FHN); lzcn/Fashion-Hash-Net polyvore/model/fashionnet.py, "
+              "basemodel.py; without binarisation")
+
+    def __init__(self, backbone: str, n_users: int, dim: int = 128, weights: str | None = None,
+                 slot_categories: Sequence[int] | None = None):
+        super().__init__(backbone, n_users, dim, weights, slot_categories)
+        self.item_encoders = nn.ModuleList(mlp(dim, dim, dim, bias_out=False) for _ in range(N_CATEGORIES))
+        self.user_embedding = nn.Embedding(n_users, dim)
+        self.user_weight = nn.Parameter(torch.ones(dim))   # w_u
+        self.pair_weight = nn.Parameter(torch.ones(dim))   # w_i
+
+    def item_codes(self, features: torch.Tensor) -> torch.Tensor:
+        """x_k = tanh(encoder_{category of slot k}(f_k)): [M, S, d] -> [M, S, d]."""
+        cats = self.categories(features.shape[1])
+        return torch.stack([torch.tanh(self.item_encoders[c](features[:, s])) for s, c in enumerate(cats)], 1)
+
+    def user_codes(self, users: torch.Tensor) -> torch.Tensor:
+        """u = tanh(embedding): [B] -> [B, d]."""
+        return torch.tanh(self.user_embedding(users))
+
+    def user_parts(self, users):
+        return self.user_weight * self.user_codes(users)
+
+    def pair_term(self, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """mean over item pairs of two categories and dims of w_i ⊙ x_i ⊙ x_j: [M]."""
+        i, j = slot_pairs(self.categories(codes.shape[1]), distinct=True)
+        if len(i) == 0:
+            return codes.new_zeros(codes.shape[0])
+        products = (self.pair_weight * codes[:, i] * codes[:, j]).mean(-1)   # [M, P]
+        return masked_mean(products, mask[:, i] & mask[:, j])
+
+    def outfit_parts(self, features, mask):
+        """v_o = mean_k x_k / d (so that p_u · v_o is the user term), b_o = the pair term."""
+        codes = self.item_codes(features)
+        return masked_mean(codes, mask) / self.dim, self.pair_term(codes, mask)

@@ -1,0 +1,64 @@
+"""Type-Aware embeddings (Vasileva et al., "Learning Type-Aware Embeddings for Fashion
+Compatibility", ECCV 2018; public code mvasil/fashion-compatibility, ``type_specific_network.py``,
+``tripletnet.py``, ``main.py``). Non-personalized.
+
+One general item embedding g (the CNN feature) and, for every unordered pair of categories {a, b}
+(top–bottom, top–shoe, …, top–top), a learned mask m_ab (initialised N(0.9, 0.7), passed through a
+ReLU as in the code's ``--learned`` masks) that projects g into the pair's type space. Two items
+are compared there: d(x, y) = ‖relu(m_ab) ⊙ (g_x − g_y)‖₂. The outfit score is the negated mean
+distance over its item pairs.
+
+Objective ``triplet`` (shared with SCE-Net): for each ordered pair of items worn together (anchor,
+positive) and a random item of the positive's category (negative), max(0, d(a, p) − d(a, n) + 0.2)
+in the pair's type space (the code's MarginRankingLoss, margin 0.2), plus the code's regularisers
+5e-4 · ‖G‖_F / √n on the general embeddings of the triplets and 5e-4 · the mean L1 norm of the masks
+used. The text losses (VSE, text similarity) need descriptions and are left out, and so is the
+image-similarity term on the general embedding.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..models.registry import register_model
+from .common import N_CATEGORIES, PairwiseCompatibility
+
+EMBED_WEIGHT = 5e-4
+MASK_WEIGHT = 5e-4
+
+
+def type_pair_index(cat_x: torch.Tensor, cat_y: torch.Tensor, n_categories: int = N_CATEGORIES) -> torch.Tensor:
+    """Index of the unordered category pair {x, y} among the n(n+1)/2 pairs (same-category
+    included): (0,0) 0, (0,1) 1, (0,2) 2, (1,1) 3, (1,2) 4, (2,2) 5 for three categories."""
+    a, b = torch.minimum(cat_x, cat_y), torch.maximum(cat_x, cat_y)
+    return a * n_categories - a * (a - 1) // 2 + (b - a)
+
+
+@register_model("type-aware")
+class TypeAware(PairwiseCompatibility):
+    objective = "triplet"
+    train_defaults = {"lr": 0.01}
+    search_space = {"lr": [0.003, 0.01, 0.03], "weight_decay": [1e-6, 1e-4]}
+    source = ("Vasileva et al., ECCV 2018 (Type-Aware); mvasil/fashion-compatibility "
+              "type_specific_network.py, tripletnet.py")
+    margin = 0.2
+
+    def __init__(self, backbone: str, n_users: int, dim: int = 128, weights: str | None = None,
+                 slot_categories: Sequence[int] | None = None):
+        super().__init__(backbone, n_users, dim, weights, slot_categories)
+        self.masks = nn.Parameter(torch.empty(N_CATEGORIES * (N_CATEGORIES + 1) // 2, dim).normal_(0.9, 0.7))
+
+    def type_masks(self, cat_x: torch.Tensor, cat_y: torch.Tensor) -> torch.Tensor:
+        """relu(m_ab) for each pair: [P] -> [P, d]."""
+        return torch.relu(self.masks[type_pair_index(cat_x, cat_y)])
+
+    def pair_distance(self, x, y, cat_x, cat_y):
+        return (self.type_masks(cat_x, cat_y) * (x - y)).norm(dim=-1)
+
+    def regularizer(self, general, cat_x, cat_y):
+        embed = general.norm() / general.shape[0] ** 0.5
+        mask = self.type_masks(cat_x, cat_y).abs().sum(-1).mean()
+        return EMBED_WEIGHT * embed + MASK_WEIGHT * mask

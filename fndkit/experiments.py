@@ -1,0 +1,649 @@
+"""Reproduce the paper's evidence: Tables 2–5 and Figures 4–7 over seeds, as sweeps of notebooks.
+
+    python -m fndkit.experiments table2 fig4 --seeds 0 1 2 [--root outputs/paper] [--quick]
+    python -m fndkit.experiments all --seeds 0          # every experiment, one seed
+    make paper                                          # every experiment, 3 seeds
+
+Each experiment is a list of :class:`Run` s — one papermill execution of an existing notebook with
+its parameters — so every run leaves an executed notebook. Runs of one seed share one run folder
+(``<root>/<machine>/seed<k>/``): one dataset, one autoencoder and one teacher per seed serve every
+student of every experiment, and a stage trained for one experiment (the α = 1.25 FND student of
+Fig. 4 is Table 2's FND row) is trained once. Budgets are fair: every student trains until its
+validation AUC plateaus (early stopping; the epoch budget is large enough that runs stop on their
+own), and the tables report epochs-to-best.
+
+Resumable: a finished run with the same parameters is skipped (``ledger.json``), an interrupted
+sweep continues where it stopped, and a failing run stops the sweep with a message naming it and
+its executed notebook. Results: ``results.csv`` (one tidy row per experiment, method, parameters,
+seed, protocol, metric) and ``report.html`` (figures laid out like the paper's, mean ± std tables,
+Wilcoxon signed-rank tests over users' AUC, and a "claims" section), both under
+``<root>/<machine>/``. Results from different machines are kept apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import papermill as pm
+import plotly.express as px
+import plotly.graph_objects as go
+import torch
+from scipy.stats import wilcoxon
+from tqdm.auto import tqdm
+
+from .artifacts import atomic_path, read_json, write_json
+from . import fnlab
+from .config import PAPER_DEFAULTS, SCALE_PRESETS
+from .evaluate import evaluate
+from .models.backbones import BACKBONES, count_parameters
+from .models.registry import MODELS, build_model
+from .pipeline import NOTEBOOK_DIR, _describe_failure
+from .rundir import COLD_START, TEACHER, RunFolder, resolve_path
+from .stages import training  # noqa: F401  (imports every registered model and objective)
+from .stages.cold_start import supports_cold_start
+
+METRICS = ("auc", "ndcg_lpae", "ndcg_standard")
+ALPHAS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)                          # Fig. 4
+AUGMENTATIONS = ("identity", "erase", "replace")                    # Fig. 5
+BATCH_SIZES = (16, 32, 64, 128)                                    # Fig. 7
+QUICK_PAIRS = (("erase", "replace"),)                               # --quick: one cell of Fig. 5
+# Epoch budgets: large enough that early stopping (the preset's patience) ends every run first.
+BUDGET = {"tiny": 2, "demo": 60, "polyvore630": 60, "polyvore519": 60, "real": 60}
+COLD_REPETITIONS = {"tiny": 2, "demo": 10}
+TRAINING_NOTEBOOKS = ("03_student", "04_contrastive", "07_baselines")
+
+
+class ExperimentError(RuntimeError):
+    """A run of a sweep failed; the message names the run and its executed notebook."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One notebook execution of a sweep: which notebook, the stage it fills, its parameters."""
+
+    notebook: str
+    stage: str
+    params: dict = field(default_factory=dict)
+    folder: str | None = None   # its run folder when not the seed's (the false-negative lab's)
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps({"notebook": self.notebook, "stage": self.stage, "params": self.params},
+                          sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Sweep:
+    """Where and how a sweep runs: root folder, machine label, seeds, data scale, quick mode."""
+
+    root: Path
+    seeds: tuple[int, ...] = (0,)
+    scale: str = "demo"
+    quick: bool = False
+    device: str = "auto"
+    machine: str = ""
+
+    def __post_init__(self):
+        self.root = resolve_path(self.root)
+        if self.quick:
+            self.scale = "tiny"
+        if self.scale not in BUDGET:
+            raise ValueError(f"scale={self.scale!r} has no budget; choose one of {sorted(BUDGET)}")
+        if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ValueError(f"seeds={self.seeds!r} must be one or more integers >= 0")
+        self.machine = self.machine or machine_label(self.device)
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.machine
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.folder / f"seed{seed}"
+
+    @property
+    def epochs(self) -> int:
+        return BUDGET[self.scale]
+
+
+def machine_label(device: str = "auto") -> str:
+    """``cuda-<card>`` or ``cpu-<n>c``: results of different machines go to different folders."""
+    if device != "cpu" and torch.cuda.is_available():
+        return "cuda-" + torch.cuda.get_device_name(0).replace(" ", "-").replace("/", "-")
+    return f"cpu-{os.cpu_count()}c"
+
+
+# ------------------------------------------------------------------------------------------------
+# Methods and experiments
+
+def baselines(sweep: Sweep | None = None) -> list[str]:
+    """Registered models other than the paper's recommender (the Table-2 baselines); a quick sweep
+    keeps two of them (one personalized, one not, where registered) so the runner stays cheap."""
+    names = sorted(k for k in MODELS if k != "recommender")
+    if sweep is not None and sweep.quick:
+        pick = [next((n for n in names if MODELS[n].personalized), None),
+                next((n for n in names if not MODELS[n].personalized), None)]
+        names = [n for n in pick if n]
+    return names
+
+
+def personalized(kind: str) -> bool:
+    return bool(MODELS[kind].personalized)
+
+
+def method_run(method: str, sweep: Sweep, hard: bool = False, **extra) -> Run:
+    """The run that trains ``method`` (npair, bpr, fnd, fnd-cl, or a baseline's name)."""
+    params = {"epochs": sweep.epochs, **extra}
+    suffix = "-hard" if hard else ""
+    if hard:
+        params["hard_fraction"] = 0.5
+    if method in ("npair", "bpr", "fnd"):
+        return Run("03_student", f"student_{method}{suffix}", {"loss": method, **params})
+    if method == "fnd-cl":
+        return Run("04_contrastive", f"contrastive{suffix}", params)
+    if method in MODELS:
+        return Run("07_baselines", f"baseline_{method}{suffix}", {"model": method, **params})
+    raise ValueError(f"method {method!r} is unknown; choose npair, bpr, fnd, fnd-cl or one of {baselines()}")
+
+
+def table2_methods(sweep: Sweep | None = None) -> list[str]:
+    return ["npair", "bpr", "fnd", "fnd-cl", *baselines(sweep)]
+
+
+def table4_methods(sweep: Sweep | None = None) -> list[str]:
+    paper = ["npair", "fnd"] if sweep is not None and sweep.quick else ["npair", "bpr", "fnd", "fnd-cl"]
+    return [*paper, *(b for b in baselines(sweep) if personalized(b))]
+
+
+def student_families(scale_preset: str) -> dict[str, str]:
+    """Fig. 6 / Table 5 sizes: the AlexNet family on real data, else the CPU CNN family (students
+    ranked by parameter count as XS, S, M)."""
+    if scale_preset == "real":
+        return {"teacher": "alexnet-large", "XS": "alexnet-xs", "S": "alexnet-s", "M": "alexnet-m"}
+    teacher = SCALE_PRESETS[scale_preset]["teacher_backbone"]
+    students = sorted((b for b in BACKBONES if b.startswith("cnn-") and b != teacher),
+                      key=lambda b: count_parameters(BACKBONES[b](128)))
+    return {"teacher": teacher, **dict(zip(("XS", "S", "M"), students))}
+
+
+def _table2(sweep: Sweep) -> list[tuple[str, dict, Run]]:
+    return [(m, {}, method_run(m, sweep)) for m in table2_methods(sweep)]
+
+
+def _table3(sweep: Sweep) -> list[tuple[str, dict, Run]]:
+    trained = _table2(sweep)
+    stages = [TEACHER] + [r.stage for m, _, r in trained if m not in MODELS or supports_cold_start(m)]
+    cold = Run("05_cold_start", COLD_START, {
+        "models": stages, "n_interactions": [1, 5], "curve_interactions": [1, 5],
+        "repetitions": COLD_REPETITIONS.get(sweep.scale, 10)})
+    return trained + [("cold-start", {}, cold)]
+
+
+def _table4(sweep: Sweep) -> list[tuple[str, dict, Run]]:
+    return [(m, {"hard_fraction": 0.5}, method_run(m, sweep, hard=True)) for m in table4_methods(sweep)]
+
+
+def _fig4(sweep: Sweep) -> list[tuple[str, dict, Run]]:
+    default = PAPER_DEFAULTS["fixed"]["alpha"]
+    runs = [(m, {}, method_run(m, sweep)) for m in ("npair", "bpr")]
+    for alpha in (ALPHAS[1:2] if sweep.quick else ALPHAS):
+        run = method_run("fnd", sweep, alpha=alpha)
+        if alpha != default:
+            run = Run(run.notebook, f"student_fnd-alpha{alpha:g}", run.params)
+        runs.append(("fnd", {"alpha": alpha}, run))
+    return runs
+
+
+def _fig5(sweep: Sweep) -> list[tuple[str, dict, Run]]:
+    runs = []
+    for i, a in enumerate(AUGMENTATIONS):
+        for b in AUGMENTATIONS[i:]:
+            if a == b == "identity" or (sweep.quick and (a, b) not in QUICK_PAIRS):
+                continue  # two identical views teach nothing (paper Fig. 5 leaves it out)
+            run = method_run("fnd-cl", sweep, augmentations=f"{a},{b}")
+            if f"{a},{b}" != PAPER_DEFAULTS["fixed"]["augmentations"]:  # the default is Table 2's FND-CL
+                run = Run(run.notebook, f"contrastive-{a}-{b}", run.params)
+            runs.append(("fnd-cl", {"view1": a, "view2": b}, run))
+    return runs
+
+
+def _fig6(sweep: Sweep) -> list[tuple[str, dict, Run]]:
+    runs = []
+    preset = _preset(sweep)
+    sizes = {k: v for k, v in student_families(preset).items() if k != "teacher"}
+    for size, backbone in list(sizes.items())[:1] if sweep.quick else sizes.items():
+        for method in ("fnd",) if sweep.quick else ("npair", "fnd"):
+            run = method_run(method, sweep, backbone=backbone)
+            if backbone != SCALE_PRESETS[preset]["student_backbone"]:  # the preset's is Table 2's row
+                run = Run(run.notebook, f"student_{method}-{backbone}", run.params)
+            runs.append((method, {"size": size, "backbone": backbone}, run))
+    return runs
+
+
+def _fig7(sweep: Sweep) -> list[tuple[str, dict, Run]]:
+    runs = []
+    for batch in (BATCH_SIZES[1:2] if sweep.quick else BATCH_SIZES):
+        run = method_run("fnd", sweep, batch_size=batch)
+        runs.append(("fnd", {"batch_size": batch}, run if batch == 32 else
+                     Run(run.notebook, f"student_fnd-batch{batch}", run.params)))
+    return runs
+
+
+def _preset(sweep: Sweep) -> str:
+    first = RunFolder(sweep.seed_dir(sweep.seeds[0]))
+    return first.preset_name() if first.has_data() else sweep.scale
+
+
+EXPERIMENTS: dict[str, Callable[[Sweep], list[tuple[str, dict, Run]]]] = {
+    "table2": _table2, "table3": _table3, "table4": _table4, "table5": lambda sweep: [],
+    "fig4": _fig4, "fig5": _fig5, "fig6": _fig6, "fig7": _fig7,
+}
+"""Experiment name -> its runs as (method, parameters shown in the results, Run)."""
+
+
+def register_experiment(name: str, runs: Callable[[Sweep], list[tuple[str, dict, Run]]]) -> None:
+    """Add an experiment to the runner (e.g. the false-negative lab's)."""
+    EXPERIMENTS[name] = runs
+
+
+def lab_runs(name: str, sweep: Sweep) -> list[fnlab.LabRun]:
+    """The false-negative lab's runs (``fn_rate``, ``fn_ablation``): their own run folders, one per
+    (taste breadth, seed), under ``<root>/<machine>/fnlab/``; a quick sweep keeps one breadth."""
+    kwargs = {"breadths": (1.0,)} if sweep.quick else {}
+    if sweep.quick and name == "fn_rate":
+        kwargs["alphas"] = (1.25,)
+    return fnlab.EXPERIMENTS[name](sweep.folder / "fnlab", seeds=sweep.seeds, scale=sweep.scale,
+                                   device=sweep.device, **kwargs)
+
+
+def prerequisites(sweep: Sweep, seed: int) -> list[Run]:
+    """What every experiment of a seed stands on: its dataset, autoencoder and teacher."""
+    data = {"scale": sweep.scale, "seed": seed}
+    teacher = {"seed": seed, "device": sweep.device}
+    ae = {"seed": seed, "device": sweep.device, **({"epochs": 3} if sweep.quick else {})}
+    return [Run("00_data", "data", data), Run("01_autoencoder", "autoencoder", ae),
+            Run("02_teacher", TEACHER, teacher)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+
+def run_sweep(names: Iterable[str], sweep: Sweep, progress: bool = True) -> pd.DataFrame:
+    """Run every experiment in ``names`` for every seed (skipping finished runs), then write
+    ``results.csv`` and ``report.html``; returns the results table."""
+    names = list(EXPERIMENTS) + list(fnlab.EXPERIMENTS) if list(names) == ["all"] else list(names)
+    unknown = sorted(set(names) - set(EXPERIMENTS) - set(fnlab.EXPERIMENTS))
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {unknown}; choose from "
+                         f"{sorted(EXPERIMENTS) + sorted(fnlab.EXPERIMENTS)} or 'all'")
+    sweep.folder.mkdir(parents=True, exist_ok=True)
+    ledger_path = sweep.folder / "ledger.json"
+    ledger = read_json(ledger_path) if ledger_path.exists() else {}
+    started = time.perf_counter()
+    todo: list[tuple[int, Run]] = []
+    paper = [n for n in names if n in EXPERIMENTS]
+    for seed in sweep.seeds if paper else ():
+        planned = prerequisites(sweep, seed)
+        for name in paper:
+            planned += [r for _, _, r in EXPERIMENTS[name](sweep)]
+        seen = set()
+        for run in planned:  # one stage per seed, whichever experiments ask for it
+            if run.stage not in seen:
+                seen.add(run.stage)
+                todo.append((seed, run))
+    for name in names:
+        if name in fnlab.EXPERIMENTS:
+            for lab in fnlab.unique_runs(lab_runs(name, sweep)):
+                params = {k: v for k, v in lab.params.items() if k not in ("run_dir", "seed")}
+                todo.append((lab.params["seed"], Run(lab.notebook, lab.stage, params, folder=lab.run_dir)))
+    seen, unique = set(), []
+    for seed, run in todo:  # the lab's experiments share run folders and teachers too
+        if (run.folder, seed, run.stage) not in seen:
+            seen.add((run.folder, seed, run.stage))
+            unique.append((seed, run))
+    bar = tqdm(unique, desc="experiments", unit="run", disable=not progress)
+    for seed, run in bar:
+        bar.set_postfix_str(f"seed {seed} · {run.stage}")
+        _execute(sweep, seed, run, ledger, ledger_path)
+    results = collect(names, sweep)
+    with atomic_path(sweep.folder / "results.csv") as tmp:
+        results.to_csv(tmp, index=False)
+    info = {"machine": sweep.machine, "seeds": list(sweep.seeds), "scale": sweep.scale, "quick": sweep.quick,
+            "experiments": names, "wall_seconds": round(time.perf_counter() - started, 1),
+            "platform": platform.platform()}
+    prior = read_json(sweep.folder / "sweep.json") if (sweep.folder / "sweep.json").exists() else {}
+    info["wall_seconds_total"] = round(prior.get("wall_seconds_total", 0) + info["wall_seconds"], 1)
+    write_json(sweep.folder / "sweep.json", info)
+    write_report(results, sweep, info)
+    return results
+
+
+def _execute(sweep: Sweep, seed: int, run: Run, ledger: dict, ledger_path: Path) -> None:
+    folder = RunFolder(run.folder or sweep.seed_dir(seed))
+    entry = f"{folder.root.relative_to(sweep.folder)}/{run.stage}"
+    if ledger.get(entry) == run.key and folder.metrics_path(run.stage).exists():
+        return
+    params = {"run_dir": str(folder.root), "seed": seed, **run.params}
+    if run.notebook != "00_data":
+        params.setdefault("device", sweep.device)
+    if run.notebook in TRAINING_NOTEBOOKS:
+        params["out_name"] = run.stage
+    source = NOTEBOOK_DIR / f"{run.notebook}.ipynb"
+    target = folder.notebooks_dir / f"{run.stage}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(source), str(target), parameters=params, progress_bar=False,
+                            cwd=str(NOTEBOOK_DIR))
+    except Exception as exc:  # papermill wraps the kernel's error: name the run and its notebook
+        raise ExperimentError(f"run {entry} failed: {_describe_failure(exc, source)}\n"
+                              f"  executed copy with the traceback: {target}") from None
+    ledger[entry] = run.key
+    write_json(ledger_path, ledger)
+
+
+# ------------------------------------------------------------------------------------------------
+# Results
+
+def collect(names: Iterable[str], sweep: Sweep) -> pd.DataFrame:
+    """Tidy results: experiment, method, parameters, seed, protocol, metric, value."""
+    rows = []
+    for name in names:
+        if name in fnlab.EXPERIMENTS:
+            lab = fnlab.results(lab_runs(name, sweep), experiment=name)
+            for r in lab.to_dict("records"):
+                shown = {"taste_breadth": r["taste_breadth"], "fn_rate": r["fn_rate"],
+                         "negatives": r["negatives"], "alpha": r["alpha"]}
+                rows.append({"experiment": name, "method": r["method"], "stage": r["stage"],
+                             "parameters": json.dumps(shown, sort_keys=True), "seed": r["seed"],
+                             "protocol": r["protocol"], "metric": r["metric"], "value": r["value"]})
+    for seed in sweep.seeds:
+        folder = RunFolder(sweep.seed_dir(seed))
+        for name in names:
+            if name in fnlab.EXPERIMENTS:
+                continue
+            if name == "table5":
+                rows += [{**r, "experiment": "table5", "seed": seed} for r in table5_rows(folder, sweep)]
+                continue
+            for method, shown, run in EXPERIMENTS[name](sweep):
+                if not folder.metrics_path(run.stage).exists():
+                    continue
+                m = folder.read_metrics(run.stage)
+                base = {"experiment": name, "method": method, "stage": run.stage,
+                        "parameters": json.dumps(shown, sort_keys=True), "seed": seed}
+                if run.stage == COLD_START:
+                    for r in m["rows"]:
+                        rows.append({**base, "method": r["model"], "parameters": json.dumps(
+                            {"strategy": r["strategy"], "n_interactions": r["n_interactions"]}),
+                            "protocol": "cold", "metric": "auc", "value": r["auc_mean"]})
+                    continue
+                for protocol, values in m["test"].items():
+                    rows += [{**base, "protocol": protocol, "metric": k, "value": values[k]} for k in METRICS]
+                for k in ("best_epoch", "epochs_run", "epoch_seconds", "params_inference"):
+                    if m.get(k) is not None:
+                        rows.append({**base, "protocol": "-", "metric": k, "value": float(m[k])})
+    return pd.DataFrame(rows, columns=["experiment", "method", "stage", "parameters", "seed", "protocol",
+                                       "metric", "value"])
+
+
+def table5_rows(folder: RunFolder, sweep: Sweep, repeats: int | None = None) -> list[dict]:
+    """Parameters, time to score every user's test candidates (mean ± std of ``repeats`` runs,
+    item-feature cached) and peak memory, for the teacher and the XS / S / M students."""
+    if not folder.has_data():
+        return []
+    repeats = repeats or (2 if sweep.quick else 10)
+    ds = folder.dataset()
+    device = "cuda" if sweep.device != "cpu" and torch.cuda.is_available() else "cpu"
+    out = []
+    for size, backbone in student_families(folder.preset_name()).items():
+        torch.manual_seed(0)
+        model = build_model("recommender", backbone=backbone, n_users=ds.n_users, dim=128, heads=8).to(device).eval()
+        seconds = []
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(repeats):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            evaluate(model, ds, split="test", device=device)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - t0)
+        peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda" else float("nan")
+        base = {"method": size, "stage": backbone, "parameters": json.dumps({"backbone": backbone}),
+                "protocol": "-"}
+        out += [{**base, "metric": "params", "value": float(count_parameters(model))},
+                {**base, "metric": "score_seconds_mean", "value": float(np.mean(seconds))},
+                {**base, "metric": "score_seconds_std", "value": float(np.std(seconds))},
+                {**base, "metric": "peak_gpu_mib", "value": peak}]
+        del model
+    return out
+
+
+def summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over seeds per experiment, method, parameters, protocol and metric."""
+    if results.empty:
+        return results
+    g = results.groupby(["experiment", "method", "parameters", "protocol", "metric"], sort=False)["value"]
+    out = g.agg(["mean", "std", "count"]).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def paired_tests(sweep: Sweep) -> pd.DataFrame:
+    """Wilcoxon signed-rank tests over users' per-user AUC (pooled over seeds), with the per-seed
+    mean differences: FND vs N-pair, FND-CL vs FND (random and hard), each baseline vs FND-CL,
+    and w-avg vs avg in cold start."""
+    pairs = [("student_fnd", "student_npair", "random"), ("contrastive", "student_fnd", "random"),
+             ("student_fnd-hard", "student_npair-hard", "hard"), ("contrastive-hard", "student_fnd-hard", "hard")]
+    pairs += [("contrastive", f"baseline_{b}", "random") for b in baselines(sweep)]
+    rows = []
+    for a, b, protocol in pairs:
+        rows.append(_paired(sweep, a, b, protocol, lambda f, s, p: _stage_users(f, s, p)))
+    for model in ("student_fnd", "contrastive", TEACHER):
+        for n in (1, 5):
+            rows.append(_paired(sweep, f"{model} w-avg n={n}", f"{model} avg n={n}", "cold",
+                                lambda f, s, p, model=model, n=n: _cold_users(f, model, s.split()[1], n)))
+    return pd.DataFrame([r for r in rows if r is not None])
+
+
+def _stage_users(folder: RunFolder, stage: str, protocol: str) -> dict | None:
+    path = folder.path(stage, "per_user_auc.json")
+    if not path.exists():
+        return None
+    return read_json(path).get(protocol)
+
+
+def _cold_users(folder: RunFolder, model: str, strategy: str, n: int) -> dict | None:
+    if not folder.metrics_path(COLD_START).exists():
+        return None
+    for r in folder.read_metrics(COLD_START)["rows"]:
+        if r["model"] == model and r["strategy"] == strategy and r["n_interactions"] == n:
+            return r.get("per_user_auc")
+    return None
+
+
+def _paired(sweep: Sweep, a: str, b: str, protocol: str, per_user) -> dict | None:
+    diffs, per_seed = [], []
+    for seed in sweep.seeds:
+        folder = RunFolder(sweep.seed_dir(seed))
+        ua, ub = per_user(folder, a, protocol), per_user(folder, b, protocol)
+        if not ua or not ub:
+            continue
+        users = sorted(set(ua) & set(ub))
+        d = np.array([ua[u] - ub[u] for u in users])
+        diffs.append(d)
+        per_seed.append(float(d.mean()))
+    if not diffs:
+        return None
+    d = np.concatenate(diffs)
+    p = float(wilcoxon(d).pvalue) if np.any(d != 0) and d.size >= 2 else float("nan")
+    return {"a": a, "b": b, "protocol": protocol, "users": int(d.size), "mean_diff": float(d.mean()),
+            "per_seed_diff": per_seed, "wilcoxon_p": p, "a_better_users": int((d > 0).sum()),
+            "b_better_users": int((d < 0).sum())}
+
+
+# ------------------------------------------------------------------------------------------------
+# The report
+
+def _value(table: pd.DataFrame, experiment: str, method: str, protocol: str = "random", metric: str = "auc",
+           parameters: str = "{}") -> tuple[float, float] | None:
+    hit = table[(table.experiment == experiment) & (table.method == method) & (table.protocol == protocol)
+                & (table.metric == metric) & (table.parameters == parameters)]
+    return (float(hit["mean"].iloc[0]), float(hit["std"].iloc[0])) if len(hit) else None
+
+
+def claims(table: pd.DataFrame, tests: pd.DataFrame, sweep: Sweep) -> list[dict]:
+    """The paper's claims, each judged on this sweep's numbers."""
+    out = []
+
+    def test_row(a, b, protocol):
+        if tests.empty:
+            return None
+        hit = tests[(tests.a == a) & (tests.b == b) & (tests.protocol == protocol)]
+        return hit.iloc[0] if len(hit) else None
+
+    def judge(claim, a_val, b_val, row):
+        if a_val is None or b_val is None:
+            return out.append({"claim": claim, "verdict": "not run", "numbers": ""})
+        diff = a_val[0] - b_val[0]
+        p = row["wilcoxon_p"] if row is not None else float("nan")
+        verdict = ("supported" if diff > 0 and p < 0.05 else
+                   "direction only (not significant)" if diff > 0 else "not supported")
+        out.append({"claim": claim, "verdict": verdict,
+                    "numbers": f"{a_val[0]:.4f} ± {a_val[1]:.4f} vs {b_val[0]:.4f} ± {b_val[1]:.4f} "
+                               f"(Δ {diff:+.4f}, Wilcoxon p = {p:.3g})"})
+
+    judge("FND beats the N-pair student (Table 2, random negatives)", _value(table, "table2", "fnd"),
+          _value(table, "table2", "npair"), test_row("student_fnd", "student_npair", "random"))
+    judge("FND-CL beats FND (Table 2)", _value(table, "table2", "fnd-cl"), _value(table, "table2", "fnd"),
+          test_row("contrastive", "student_fnd", "random"))
+    for b in baselines(sweep):
+        judge(f"FND-CL beats {b} (Table 2)", _value(table, "table2", "fnd-cl"), _value(table, "table2", b),
+              test_row("contrastive", f"baseline_{b}", "random"))
+    judge("FND beats N-pair on hard negatives (Table 4)", _value(table, "table4", "fnd", "hard",
+          parameters='{"hard_fraction": 0.5}'), _value(table, "table4", "npair", "hard",
+          parameters='{"hard_fraction": 0.5}'), test_row("student_fnd-hard", "student_npair-hard", "hard"))
+    for n in (1, 5):
+        par = lambda s: json.dumps({"strategy": s, "n_interactions": n})
+        judge(f"w-avg beats avg in cold start with {n} outfit(s) (Table 3, FND student)",
+              _value(table, "table3", "student_fnd", "cold", parameters=par("w-avg")),
+              _value(table, "table3", "student_fnd", "cold", parameters=par("avg")),
+              test_row(f"student_fnd w-avg n={n}", f"student_fnd avg n={n}", "cold"))
+    fig4 = table[(table.experiment == "fig4") & (table.method == "fnd") & (table.metric == "auc")
+                 & (table.protocol == "random")]
+    if len(fig4):
+        best = fig4.loc[fig4["mean"].idxmax()]
+        npair = _value(table, "fig4", "npair")
+        out.append({"claim": "Some α > 1 beats α = 1 and N-pair (Fig. 4; the paper's best: 1.25 / 1.5)",
+                    "verdict": "best α = " + str(json.loads(best.parameters)["alpha"]),
+                    "numbers": f"best FND {best['mean']:.4f} vs N-pair {npair[0]:.4f}" if npair else ""})
+    return out
+
+
+def figures(table: pd.DataFrame) -> list[tuple[str, go.Figure]]:
+    """Fig. 4 α curve, Fig. 5 heat-map, Fig. 6 and 7 lines, from the summary table."""
+    figs = []
+    auc = table[(table.metric == "auc") & (table.protocol == "random")]
+    f4 = auc[(auc.experiment == "fig4") & (auc.method == "fnd")].copy()
+    if len(f4):
+        f4["alpha"] = [json.loads(p)["alpha"] for p in f4.parameters]
+        fig = px.line(f4.sort_values("alpha"), x="alpha", y="mean", error_y="std", markers=True,
+                      title="Fig. 4 — test AUC against α (FND student)")
+        for method, dash in (("npair", "dash"), ("bpr", "dot")):
+            v = _value(table, "fig4", method)
+            if v:
+                fig.add_hline(y=v[0], line_dash=dash, annotation_text=method)
+        figs.append(("fig4", fig))
+    f5 = auc[auc.experiment == "fig5"]
+    if len(f5):
+        grid = pd.DataFrame(np.nan, index=list(AUGMENTATIONS), columns=list(AUGMENTATIONS))
+        for p, m in zip(f5.parameters, f5["mean"]):
+            v = json.loads(p)
+            grid.loc[v["view1"], v["view2"]] = grid.loc[v["view2"], v["view1"]] = m
+        figs.append(("fig5", px.imshow(grid, text_auto=".4f", color_continuous_scale="Blues",
+                                       title="Fig. 5 — FND-CL test AUC by augmentation pair")))
+    for name, key, title in (("fig6", "size", "Fig. 6 — student size with and without FND"),
+                             ("fig7", "batch_size", "Fig. 7 — batch size (linear LR scaling)")):
+        f = auc[auc.experiment == name].copy()
+        if len(f):
+            f[key] = [json.loads(p)[key] for p in f.parameters]
+            figs.append((name, px.line(f, x=key, y="mean", error_y="std", color="method", markers=True,
+                                       title=title)))
+    return figs
+
+
+def write_report(results: pd.DataFrame, sweep: Sweep, info: dict) -> Path:
+    """``report.html``: figures, mean ± std tables, paired tests and the claims."""
+    table = summary(results)
+    tests = paired_tests(sweep)
+    parts = [f"<h1>fndkit — the paper's evidence on {sweep.machine}</h1>",
+             f"<p>Seeds {list(sweep.seeds)}, scale {sweep.scale}{' (quick)' if sweep.quick else ''}; "
+             f"wall time of this call {info['wall_seconds']:.0f} s (all calls {info['wall_seconds_total']:.0f} s). "
+             f"Mean ± std over seeds; Wilcoxon signed-rank tests over users' per-user AUC, pooled over seeds.</p>"]
+    parts.append("<h2>Claims</h2>" + pd.DataFrame(claims(table, tests, sweep)).to_html(index=False))
+    first = True
+    for name, fig in figures(table):
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=first))
+        first = False
+    if not table.empty:
+        shown = table.copy()
+        shown["value"] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(shown["mean"], shown["std"])]
+        for experiment, part in shown.groupby("experiment", sort=False):
+            pivot = part.pivot_table(index=["method", "parameters"], columns=["protocol", "metric"],
+                                     values="value", aggfunc="first")
+            parts.append(f"<h2>{experiment}</h2>" + pivot.to_html())
+    for name in (n for n in info["experiments"] if n in fnlab.EXPERIMENTS):
+        gains = fnlab.gain_summary(fnlab.results(lab_runs(name, sweep), experiment=name))
+        if gains.empty:
+            continue
+        parts.append(f"<h2>{name}: gain in test AUC over N-pair (same run folder), mean ± std over seeds</h2>"
+                     + gains.to_html(index=False, float_format=lambda v: f"{v:.4f}"))
+        random = gains[(gains.protocol == "random") & (gains.method != "npair")]
+        if len(random):
+            fig = px.line(random.sort_values("fn_rate"), x="fn_rate", y="gain_mean", error_y="gain_std",
+                          color="method", markers=True,
+                          title=f"{name} — gain over N-pair against the false-negative rate")
+            parts.append(fig.to_html(full_html=False, include_plotlyjs=first))
+            first = False
+    if not tests.empty:
+        parts.append("<h2>Paired tests</h2>" + tests.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
+    target = sweep.folder / "report.html"
+    with atomic_path(target) as tmp:
+        tmp.write_text("<html><head><meta charset='utf-8'><title>fndkit paper report</title></head><body>"
+                       + "\n".join(parts) + "</body></html>\n")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="+", help=f"experiments: {', '.join(EXPERIMENTS)} or all")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--root", default="outputs/paper")
+    parser.add_argument("--scale", default="demo")
+    parser.add_argument("--quick", action="store_true", help="tiny data, one seed, tiny epochs (tests)")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    try:
+        sweep = Sweep(Path(args.root), seeds=tuple(args.seeds[:1] if args.quick else args.seeds),
+                      scale=args.scale, quick=args.quick, device=args.device)
+        results = run_sweep(args.names, sweep)
+    except (ExperimentError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(results)} result rows: {sweep.folder / 'results.csv'}; report: {sweep.folder / 'report.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

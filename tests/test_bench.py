@@ -1,0 +1,123 @@
+"""The bench at tiny scale, so it cannot rot: counts in closed form, cached and per-outfit scoring
+agree, the step's parts neither overlap nor miss their objective, and the CLI writes its JSON."""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+from fndkit import augment, bench, objectives
+from fndkit.config import train_config
+from fndkit.data.sampling import attach_candidates
+from fndkit.data.synthetic import make_dataset
+from fndkit.evaluate import score_rows
+from fndkit.train import build_model
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One bench through the command line: (its JSON, what it printed, the JSON's path)."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = bench.main(["--scale", "tiny", "--device", "cpu", "--users", "2", "--steps", "2",
+                           "--warmup", "1", "--out", str(out)])
+    assert code == 0
+    return json.loads(out.read_text()), printed.getvalue(), out
+
+
+@pytest.fixture(scope="module")
+def result(cli_run):
+    return cli_run[0]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    ds = make_dataset(scale="tiny", seed=0)
+    attach_candidates(ds, seed=0)
+    return ds
+
+
+def test_scoring_counts_and_agreement(result, tiny):
+    cand = tiny.candidates["test/random"]
+    users, items = np.asarray(cand.user), np.asarray(cand.items)
+    sample = bench.sample_users(users, 2, seed=0)
+    assert len(sample) == 2 and len(np.unique(sample)) == 2
+    rows = np.isin(users, sample)
+    for s in result["scoring"]:
+        assert s["rows"] == len(users) and s["users"] == len(np.unique(users))
+        assert s["unique_items"] == len(np.unique(items[items >= 0]))
+        assert s["item_slots"] == int((items >= 0).sum())
+        p = s["per_outfit"]
+        assert p["user_ids"] == sample.tolist()
+        assert p["rows"] == int(rows.sum())
+        assert p["images_encoded"] == int((items[rows] >= 0).sum())  # every slot again, no cache
+        # the same model scores the same rows the same way with and without the item cache
+        assert s["max_abs_difference"] < 1e-5
+        # a sample: the all-user figure is extrapolated by rows, and says so
+        assert s["per_outfit_all_measured"] is False
+        assert s["per_outfit_all_seconds"] == pytest.approx(p["seconds"] * len(users) / p["rows"])
+        assert s["ratio"] == pytest.approx(s["per_outfit_all_seconds"] / s["cached_seconds"])
+    assert [s["role"] for s in result["scoring"]] == ["teacher", "student"]
+
+
+def test_per_outfit_scoring_matches_the_cache_for_every_user(tiny):
+    model = build_model(train_config("tiny", "student", device="cpu"), tiny)
+    cand = tiny.candidates["test/hard"]
+    cached = score_rows(model, tiny, cand.user, cand.items)
+    again, encoded = bench.score_per_outfit(model, tiny, cand.user, cand.items, batch_size=37)
+    assert encoded == int((np.asarray(cand.items) >= 0).sum())
+    np.testing.assert_allclose(again, cached, atol=1e-5)
+    # every user: the all-user figure is measured, not extrapolated
+    every = bench.bench_scoring(model, tiny, "cpu", users_sample=None)
+    assert every["per_outfit_all_measured"] is True
+    assert every["per_outfit"]["rows"] == every["rows"]
+    assert every["per_outfit_all_seconds"] == every["per_outfit"]["seconds"]
+
+
+def test_step_parts(result):
+    by_name = {s["name"]: s for s in result["step"]}
+    assert list(by_name) == ["teacher npair", "student fnd", "student fnd+cl"]
+    for s in result["step"]:
+        assert set(s["fractions"]) == set(bench.STEP_PARTS)
+        # the parts are disjoint: were any counted twice, they would exceed the step and "other"
+        # (clipped at 0) could not make them add up to exactly one step
+        assert sum(s["fractions"].values()) == pytest.approx(1.0, abs=1e-9)
+        assert s["parts"]["other"] >= 0
+        for part in ("sampling", "image gathering", "backbone forward", "backbone backward",
+                     "set transformer forward", "set transformer backward", "optimizer"):
+            assert s["parts"][part] > 0, (s["name"], part)
+    teacher, fnd, cl = by_name.values()
+    assert teacher["parts"]["teacher lookups (FND)"] == 0 and teacher["parts"]["augmentations (CL)"] == 0
+    assert fnd["parts"]["teacher lookups (FND)"] > 0 and fnd["parts"]["augmentations (CL)"] == 0
+    assert cl["parts"]["teacher lookups (FND)"] > 0 and cl["parts"]["augmentations (CL)"] > 0
+    assert fnd["teacher_cache_seconds"] > 0 and teacher["teacher_cache_seconds"] is None
+    assert (teacher["backbone"], fnd["backbone"]) == ("cnn-large", "cnn-small")  # the tiny preset
+    # the timing wrappers are gone afterwards
+    assert objectives.make_views is augment.make_views
+
+
+def test_memory_and_table(result):
+    mem = result["memory"]
+    assert 0 < mem["peak_rss_after_generation"] <= mem["peak_rss_after_scoring"] <= mem["peak_rss_at_end"]
+    table = bench.format_tables(result)
+    assert "| part | teacher npair (cnn-large) | student fnd (cnn-small) | student fnd+cl (cnn-small) |" in table
+    assert "(extrapolated)" in table and "target ≤ 8 GiB" in table
+
+
+def test_cli_writes_json_and_prints_the_tables(cli_run):
+    saved, printed, out = cli_run
+    assert saved["scale"] == "tiny" and saved["device"] == "cpu"
+    assert saved["command"] == ("python -m fndkit.bench --scale tiny --device cpu --users 2 --steps 2 "
+                                f"--warmup 1 --out {out}")
+    assert bench.format_tables(saved) in printed and f"written: {out}" in printed
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="scale='huge' is unknown"):
+        bench.run_bench("huge", device="cpu")
+    with pytest.raises(ValueError, match="users=0 must be a positive number"):
+        bench.run_bench("tiny", device="cpu", users=0)
+    assert bench.main(["--scale", "tiny", "--users", "some"]) == 2

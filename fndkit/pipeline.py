@@ -13,6 +13,8 @@ tables of every stage's ``metrics.json`` are gathered into ``run_dir/report.md``
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +31,10 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # The kernel logs "Kernel is running over TCP without encryption" (and a KeyboardInterrupt line at
 # shutdown) on the console for every notebook; its own errors still reach the notebook's cells.
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
+# OpenMP threads that wait for work by spinning (libgomp's default) turn a 2-core machine that is
+# also doing something else into a crawl: with other jobs running, a training step took 4-5x as
+# long as with passive waiting (README, "make demo"). A setting of the user's own wins.
+KERNEL_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,19 @@ class PipelineError(RuntimeError):
 
 class PipelineInterrupted(PipelineError):
     """Ctrl-C stopped the chain; the record says where, and the same command continues it."""
+
+
+@contextlib.contextmanager
+def kernel_environment(extra: dict[str, str] | None = None):
+    """Environment variables the notebook kernels inherit (``KERNEL_ENVIRONMENT``, then
+    ``extra``), set while the body runs and removed afterwards; variables already set stay."""
+    added = {k: v for k, v in {**KERNEL_ENVIRONMENT, **(extra or {})}.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield added
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _chain_scale(run: RunFolder, steps: list[Step]) -> str | None:
@@ -134,7 +153,7 @@ def run_chain(run_dir: str | Path, steps: list[Step], force: bool = False,
         target = executed_dir / f"{step.label}.ipynb"
         params = {"run_dir": str(run_dir), **step.parameters}
         try:
-            with display.notebook(step.label) as live:
+            with display.notebook(step.label) as live, kernel_environment():
                 pm.execute_notebook(str(source), str(target), parameters=params,
                                     kernel_name=kernel_name, progress_bar=False,
                                     log_output=log_output, cwd=str(NOTEBOOK_DIR),

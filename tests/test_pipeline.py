@@ -1,6 +1,7 @@
 """The chain runner: executed copies, a clear failure naming notebook and cell, no silent overwrite."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -82,3 +83,22 @@ def test_console_shows_progress_without_kernel_warnings(tmp_path, notebooks):
     assert out.stderr.splitlines()[-1].startswith("✓ good ")
     record = json.loads((tmp_path / "run" / "pipeline.json").read_text())
     assert [s["label"] for s in record["steps"]] == ["good"] and "training" not in record["steps"][0]
+
+
+@pytest.mark.parametrize("own", [None, "ACTIVE"])
+def test_kernels_wait_passively_unless_told_otherwise(tmp_path, monkeypatch, own):
+    """Spinning OpenMP threads crawl on a busy 2-core machine: the kernels get
+    OMP_WAIT_POLICY=PASSIVE, a value of the user's own is kept, and the runner's environment is
+    left as it was."""
+    if own is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", own)
+    nb = write_notebook(tmp_path / "env.ipynb", [
+        new_code_cell('run_dir = "x"'),
+        new_code_cell("import os\nfrom pathlib import Path\n"
+                      "Path(run_dir, 'env.txt').write_text(os.environ.get('OMP_WAIT_POLICY', 'unset'))"),
+    ])
+    run_chain(tmp_path / "run", [Step(nb, "env")], progress=False)
+    assert (tmp_path / "run" / "env.txt").read_text() == (own or "PASSIVE")
+    assert os.environ.get("OMP_WAIT_POLICY") == own

@@ -45,8 +45,9 @@ test: setup browser
 # Scoring (cached vs per-outfit), one training step part by part, peak memory: JSON in outputs/bench/.
 BENCH_SCALE ?= polyvore630
 BENCH_DEVICE ?= auto
+# OpenMP threads wait passively, as the demo's kernels do (fndkit/pipeline.py), unless you set it.
 bench: setup
-	$(PY) -m fndkit.bench --scale $(BENCH_SCALE) --device $(BENCH_DEVICE)
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m fndkit.bench --scale $(BENCH_SCALE) --device $(BENCH_DEVICE)
 
 lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )

@@ -58,7 +58,7 @@ from .data.schema import CATEGORIES, OutfitDataset
 from .data.synthetic import make_dataset
 from .evaluate import item_cache
 from .models.contract import OutfitModel, make_image_fn
-from .objectives import TrainBatch, make_objective, prepare_teacher
+from .objectives import TeacherSignal, TrainBatch, make_objective, prepare_teacher
 from .repro import resolve_device, run_metadata, seed_everything
 from .rundir import resolve_path
 from .train import build_model
@@ -278,23 +278,34 @@ def step_setups(scale: str, device: str) -> list[StepSetup]:
             StepSetup("student fnd+cl", train_config(scale, "student", loss="fnd", lam=0.2, device=device), teacher)]
 
 
+def frozen_teacher(dataset: OutfitDataset, teacher_cfg: TrainConfig, device: str,
+                   split: str = "train") -> tuple[TeacherSignal, float]:
+    """FND's teacher signal from a (randomly initialised) ``teacher_cfg`` model: item features of
+    every training item cached, r̂_i computed (:func:`fndkit.objectives.prepare_teacher`), and the
+    seconds that took (the one-off cost before an FND student's first step)."""
+    clock = Clock(device)
+    start = clock.now()
+    teacher = prepare_teacher(build_model(teacher_cfg, dataset), dataset, split=split, device=device)
+    return teacher, clock.now() - start
+
+
 def profile_step(dataset: OutfitDataset, setup: StepSetup, device: str, steps: int = 20,
-                 warmup: int = 2, seed: int = 0) -> dict:
+                 warmup: int = 2, seed: int = 0, teacher: TeacherSignal | None = None) -> dict:
     """Seconds per part of a training step, summed over ``steps`` steps (after ``warmup``).
 
     The step is :func:`fndkit.train.fit`'s: sample negatives, build a :class:`TrainBatch`, call the
-    objective, backward, SGD step. Returns ``{"name", "backbone", "loss", "step_seconds" (mean),
-    "parts" (mean seconds per step), "fractions", "teacher_cache_seconds"}``.
+    objective, backward, SGD step. ``teacher``: FND's prepared teacher signal (built from
+    ``setup.teacher_cfg`` when not given). Returns ``{"name", "backbone", "loss", "step_seconds"
+    (mean), "parts" (mean seconds per step), "fractions", "teacher_cache_seconds"}``.
     """
     cfg = setup.cfg
+    teacher_cache_seconds = None
+    if setup.teacher_cfg is None:
+        teacher = None
+    elif teacher is None:
+        teacher, teacher_cache_seconds = frozen_teacher(dataset, setup.teacher_cfg, device, cfg.train_split)
     seed_everything(seed)
     clock, timer = Clock(device), PartTimer(Clock(device))
-    teacher, teacher_cache_seconds = None, None
-    if setup.teacher_cfg is not None:
-        start = clock.now()
-        teacher = prepare_teacher(build_model(setup.teacher_cfg, dataset), dataset, split=cfg.train_split,
-                                  device=device)
-        teacher_cache_seconds = clock.now() - start
     neighbours = stand_in_neighbours(dataset, cfg.train_split) if cfg.lam > 0 else None
     objective = make_objective(cfg, teacher=teacher, neighbours=neighbours, truth=dataset.truth)
     model = build_model(cfg, dataset).to(device)
@@ -373,6 +384,7 @@ def run_bench(scale: str = "polyvore630", device: str = "auto", users: int | Non
         raise ValueError(f"users={users!r} must be a positive number of users, or 'all'")
     say = print if progress else (lambda *a, **k: None)
     result = {"scale": scale, "device": device, "seed": seed, "threads": torch.get_num_threads(),
+              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
               "machine": {"processor": platform.processor() or platform.machine(),
                           "cpu_count": os.cpu_count(), **run_metadata(device)}}
     if device.startswith("cuda"):
@@ -402,10 +414,16 @@ def run_bench(scale: str = "polyvore630", device: str = "auto", users: int | Non
         memory["peak_rss_after_scoring"] = peak_rss_bytes()
 
         result["step"] = []
-        for setup in step_setups(scale, device):
+        setups = step_setups(scale, device)
+        teacher_cfg = next(s.teacher_cfg for s in setups if s.teacher_cfg is not None)
+        say(f"caching the FND teacher's ({teacher_cfg.backbone}) features of every training item ...", flush=True)
+        teacher, result["teacher_cache_seconds"] = frozen_teacher(dataset, teacher_cfg, device)
+        for setup in setups:
             say(f"profiling a training step: {setup.name} ({setup.cfg.backbone}) ...", flush=True)
-            result["step"].append({**profile_step(dataset, setup, device, steps=steps, warmup=warmup, seed=seed),
+            result["step"].append({**profile_step(dataset, setup, device, steps=steps, warmup=warmup, seed=seed,
+                                                  teacher=teacher),
                                    "peak_rss_after": peak_rss_bytes()})
+        del teacher
         memory["peak_rss_at_end"] = peak_rss_bytes()
         if device.startswith("cuda"):
             memory["cuda_peak_allocated"] = int(torch.cuda.max_memory_allocated(device))
@@ -429,7 +447,8 @@ def format_tables(result: dict) -> str:
     where = result["device"] if not result["device"].startswith("cuda") else m.get("cuda_device", result["device"])
     lines = [f"fndkit bench · scale {result['scale']} ({ds['users']} users, {ds['outfits']:,} outfits, "
              f"{ds['items']:,} items, {ds['image_size']} px) · {where} · {m.get('cpu_count')} CPUs, "
-             f"{result['threads']} torch threads · torch {m.get('torch')}", ""]
+             f"{result['threads']} torch threads (OMP_WAIT_POLICY {result.get('omp_wait_policy') or 'unset'}) · "
+             f"torch {m.get('torch')}", ""]
     s0 = result["scoring"][0]
     lines += [f"Scoring every user's {s0['split']}/{s0['protocol']} candidates: {s0['rows']:,} rows, "
               f"{s0['users']} users, {s0['unique_items']:,} unique items in {s0['item_slots']:,} item slots",
@@ -449,6 +468,8 @@ def format_tables(result: dict) -> str:
     for part in STEP_PARTS:
         lines.append(f"| {part} | " + " | ".join(f"{100 * s['fractions'][part]:.1f}%" for s in steps) + " |")
     lines.append("| **step (ms)** | " + " | ".join(f"**{1000 * s['step_seconds']:.1f}**" for s in steps) + " |")
+    lines += ["", f"Before an FND student's first step, every training item passes the teacher's CNN once: "
+              f"{_secs(result['teacher_cache_seconds'])} s."]
     mem = result["memory"]
     lines += ["", f"Generation {_secs(result['generation_seconds'])} s. Peak resident memory: "
               f"{mem['peak_rss_after_generation'] / GIB:.2f} GiB after generating, "

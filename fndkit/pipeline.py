@@ -8,6 +8,11 @@ status ``finished``) is never overwritten unless ``--force`` is given. Ctrl-C st
 cleanly (status ``interrupted``, exit code 130); the same command then continues it: finished
 stages are reused and an unfinished training stage resumes from its ``last.pt``. At the end the
 tables of every stage's ``metrics.json`` are gathered into ``run_dir/report.md``.
+
+While a notebook runs, one console line shows it, its training stage's epoch, loss and validation
+AUC, and the time left in it and in the chain (:mod:`fndkit.progress`); the kernels' own log lines
+are kept off the console, and the run ends with a table of seconds per notebook (also in
+``pipeline.json``).
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def test_step_parts(result):
     assert teacher["parts"]["teacher lookups (FND)"] == 0 and teacher["parts"]["augmentations (CL)"] == 0
     assert fnd["parts"]["teacher lookups (FND)"] > 0 and fnd["parts"]["augmentations (CL)"] == 0
     assert cl["parts"]["teacher lookups (FND)"] > 0 and cl["parts"]["augmentations (CL)"] > 0
-    assert fnd["teacher_cache_seconds"] > 0 and teacher["teacher_cache_seconds"] is None
+    assert result["teacher_cache_seconds"] > 0  # once, shared by the FND and FND-CL profiles
     assert (teacher["backbone"], fnd["backbone"]) == ("cnn-large", "cnn-small")  # the tiny preset
     # the timing wrappers are gone afterwards
     assert objectives.make_views is augment.make_views

@@ -468,8 +468,9 @@ def format_tables(result: dict) -> str:
     for part in STEP_PARTS:
         lines.append(f"| {part} | " + " | ".join(f"{100 * s['fractions'][part]:.1f}%" for s in steps) + " |")
     lines.append("| **step (ms)** | " + " | ".join(f"**{1000 * s['step_seconds']:.1f}**" for s in steps) + " |")
-    lines += ["", f"Before an FND student's first step, every training item passes the teacher's CNN once: "
-              f"{_secs(result['teacher_cache_seconds'])} s."]
+    if result.get("teacher_cache_seconds") is not None:  # older result files lack it
+        lines += ["", f"Before an FND student's first step, every training item passes the teacher's CNN once: "
+                  f"{_secs(result['teacher_cache_seconds'])} s."]
     mem = result["memory"]
     lines += ["", f"Generation {_secs(result['generation_seconds'])} s. Peak resident memory: "
               f"{mem['peak_rss_after_generation'] / GIB:.2f} GiB after generating, "

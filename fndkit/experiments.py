@@ -48,7 +48,7 @@ from .config import PAPER_DEFAULTS, SCALE_PRESETS
 from .evaluate import evaluate
 from .models.backbones import BACKBONES, count_parameters
 from .models.registry import MODELS, build_model
-from .pipeline import NOTEBOOK_DIR, _describe_failure
+from .pipeline import KERNEL_ARGUMENTS, NOTEBOOK_DIR, _describe_failure, kernel_environment
 from .rundir import COLD_START, TEACHER, RunFolder, resolve_path
 from .stages import training  # noqa: F401  (imports every registered model and objective)
 from .stages.cold_start import supports_cold_start
@@ -343,8 +343,9 @@ def _execute(sweep: Sweep, seed: int, run: Run, ledger: dict, ledger_path: Path)
     target = folder.notebooks_dir / f"{run.stage}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        pm.execute_notebook(str(source), str(target), parameters=params, progress_bar=False,
-                            cwd=str(NOTEBOOK_DIR))
+        with kernel_environment():  # passive OpenMP waiting, no kernel log lines on the console
+            pm.execute_notebook(str(source), str(target), parameters=params, progress_bar=False,
+                                cwd=str(NOTEBOOK_DIR), extra_arguments=list(KERNEL_ARGUMENTS))
     except Exception as exc:  # papermill wraps the kernel's error: name the run and its notebook
         raise ExperimentError(f"run {entry} failed: {_describe_failure(exc, source)}\n"
                               f"  executed copy with the traceback: {target}") from None

@@ -17,21 +17,36 @@ is large enough that they stop on their own) and also report the best checkpoint
 budget (``budget_epochs``): :func:`results` gives both, with epochs to best. ``08_false_negatives``
 closes each folder with the teacher's flags against the ground truth.
 
-:func:`execute_in_process` makes the notebooks' library calls without a kernel (tests and quick
-sweeps); the runner executes the notebooks themselves.
+:func:`execute_in_process` makes the notebooks' library calls without a kernel, and
+:func:`run_lab` runs a whole plan that way, one run folder's dataset and teacher first and then its
+students side by side in ``jobs`` worker processes (a GPU is shared by them; on CPU each gets
+``cpu_count // jobs`` threads). Its command line writes the lab's tables and a summary::
+
+    python -m fndkit.fnlab fn_rate fn_ablation --seeds 0 1 2 --jobs 12 --device cuda
+
+The experiments runner (``python -m fndkit.experiments fn_rate``) executes the notebooks
+themselves instead, one at a time, leaving an executed copy of each.
 """
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing
 import os
+import platform
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
-from .artifacts import atomic_path
+from .artifacts import atomic_path, read_json, write_json
 from .config import DataConfig
 from .rundir import DATA, FALSE_NEGATIVES, TEACHER, RunFolder, resolve_path
 from .stages import data as data_stage
@@ -41,7 +56,7 @@ from .stages import training
 BREADTHS = (0.7, 1.0, 1.3, 1.7)          # ≈ 2%, 7%, 15%, 30% false negatives at demo scale
 ALPHAS = (1.25, 2.0, 3.0)
 ABLATION_BREADTHS = (1.0, 1.7)
-STUDENT_BACKBONE = "cnn-tiny"             # much smaller than the cnn-large teacher (0.27M vs 1.10M)
+STUDENT_BACKBONE = "cnn-tiny"             # the demo preset's student (0.27M; its teacher cnn-small 0.51M)
 # Epoch budgets per scale: "converged" (early stopping ends each run first) and the fixed one.
 CONVERGED_EPOCHS = {"tiny": 2, "demo": 60}
 TEACHER_EPOCHS = {"tiny": 2, "demo": 60}
@@ -87,11 +102,13 @@ def _check(seeds: Iterable[int], scale: str) -> list[int]:
 def _folder_runs(root, breadth: float, seed: int, scale: str, device: str) -> list[LabRun]:
     """Dataset and teacher of one run folder."""
     run_dir = str(lab_folder(root, breadth, seed))
+    shown = {"taste_breadth": float(breadth)}
     return [LabRun("00_data", DATA, {"run_dir": run_dir, "seed": seed, "scale": scale,
-                                     "taste_breadth": float(breadth)}),
+                                     "taste_breadth": float(breadth)}, shown=shown),
             LabRun("02_teacher", TEACHER, {"run_dir": run_dir, "seed": seed, "device": device,
                                            "epochs": TEACHER_EPOCHS[scale],
-                                           "snapshot_epochs": SNAPSHOT_EPOCHS[scale]})]
+                                           "snapshot_epochs": SNAPSHOT_EPOCHS[scale]},
+                   method="teacher", shown=shown)]
 
 
 def student_run(root, breadth: float, seed: int, loss: str, scale: str = "demo", alpha: float = 1.25,
@@ -176,11 +193,12 @@ def results(runs: Iterable[LabRun], experiment: str = "") -> pd.DataFrame:
     """Tidy rows from the finished students of ``runs``: experiment, method, stage, taste_breadth,
     fn_rate (the folder's measured rate), negatives, alpha, seed, protocol, metric, value.
     Metrics: auc and ndcg_lpae per protocol (converged), ``auc_budget`` (best within the fixed
-    budget), and best_epoch / epochs_run / stopped_early / epoch_seconds (protocol "-"). Runs not
-    finished yet are left out."""
+    budget), and best_epoch / epochs_run / stopped_early / epoch_seconds (protocol "-"). The
+    folder's teacher gives rows of method ``teacher`` (how far above the students it stands). Runs
+    not finished yet are left out."""
     rows = []
     for r in runs:
-        if r.notebook != "03_student":
+        if r.notebook not in ("03_student", "02_teacher"):
             continue
         folder = RunFolder(r.run_dir)
         if not folder.metrics_path(r.stage).exists():
@@ -269,6 +287,311 @@ def write_results(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
-__all__ = ["ABLATION_BREADTHS", "ALPHAS", "BREADTHS", "EXPERIMENTS", "LabRun", "execute_in_process",
+# --------------------------------------------------------------------------------------------
+# running a plan in worker processes
+
+PREREQUISITE_NOTEBOOKS = ("00_data", "02_teacher")   # in this order, once per run folder
+LAST_NOTEBOOKS = ("08_false_negatives",)             # after every student of its folder
+
+
+@dataclass
+class LabOutcome:
+    """What :func:`run_lab` did: runs finished (or reused), failed (with the error), and not
+    started (the time limit, or a failed dataset / teacher of their folder)."""
+
+    done: list[LabRun] = field(default_factory=list)
+    failed: list[tuple[LabRun, str]] = field(default_factory=list)
+    not_started: list[LabRun] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        lines = [f"{len(self.done)} runs finished, {len(self.failed)} failed, {len(self.not_started)} not started "
+                 f"({self.seconds:.0f} s)"]
+        lines += [f"  FAILED {err}" for _, err in self.failed]
+        return "\n".join(lines)
+
+
+def run_label(run: LabRun) -> str:
+    """``breadth1/seed0/student_fnd-alpha2`` (the folder's last two parts and the stage)."""
+    parts = Path(run.run_dir).parts[-2:]
+    return "/".join([*parts, run.stage])
+
+
+def _plan_by_folder(runs: Iterable[LabRun]) -> dict[str, dict[str, list[LabRun]]]:
+    folders: dict[str, dict[str, list[LabRun]]] = {}
+    for r in unique_runs(runs):
+        part = ("first" if r.notebook in PREREQUISITE_NOTEBOOKS else
+                "last" if r.notebook in LAST_NOTEBOOKS else "middle")
+        folders.setdefault(r.run_dir, {"first": [], "middle": [], "last": []})[part].append(r)
+    for plan in folders.values():
+        plan["first"].sort(key=lambda r: PREREQUISITE_NOTEBOOKS.index(r.notebook))
+    return folders
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _execute_all(runs: list[LabRun]) -> int:
+    """Worker entry: ``runs`` one after the other (a folder's dataset, then its teacher); an error
+    names the run that raised it."""
+    for r in runs:
+        try:
+            execute_in_process(r)
+        except Exception as exc:
+            raise RuntimeError(f"{run_label(r)}: {type(exc).__name__}: {exc}") from exc
+    return len(runs)
+
+
+def run_lab(runs: Iterable[LabRun], jobs: int = 1, time_limit: float | None = None,
+            progress: bool = True) -> LabOutcome:
+    """Execute a lab plan in this process (``jobs`` = 1) or in ``jobs`` worker processes.
+
+    Per run folder: its dataset and teacher first, then its students (each a task of its own, run
+    side by side with other folders' work), then its diagnostics. Finished stages with the same
+    configuration are reused, so an interrupted plan continues where it stopped. A failing run is
+    reported and the rest go on (a folder whose dataset or teacher failed starts nothing more).
+    ``time_limit`` (seconds): no run starts after it; runs already going finish.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r} must be a whole number >= 1 (worker processes)")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit={time_limit!r} must be a number of seconds > 0, or None")
+    folders = _plan_by_folder(runs)
+    total = sum(len(p) for plan in folders.values() for p in plan.values())
+    outcome, start = LabOutcome(), time.perf_counter()
+    late = (lambda: False) if time_limit is None else (lambda: time.perf_counter() - start > time_limit)
+    bar = tqdm(total=total, desc="false-negative lab", unit="run", disable=not progress)
+
+    def finished(batch: list[LabRun], error: str | None) -> None:
+        if error is None:
+            outcome.done += batch
+        else:
+            outcome.failed.append((batch[0], error))
+        bar.update(len(batch))
+        if not progress:  # one line per finished task, for logs
+            print(f"[{len(outcome.done) + len(outcome.failed)}/{total} · {time.perf_counter() - start:.0f} s] "
+                  f"{'done' if error is None else 'FAILED'} {' + '.join(run_label(r) for r in batch)}", flush=True)
+
+    if jobs == 1:
+        for plan in folders.values():
+            for part in ("first", "middle", "last"):
+                for r in plan[part]:
+                    if late() or (part != "first" and not all(x in outcome.done for x in plan["first"])):
+                        continue
+                    bar.set_postfix_str(run_label(r))
+                    try:
+                        execute_in_process(r, progress=False)
+                        finished([r], None)
+                    except Exception as exc:  # noqa: BLE001 - reported with the run, the others go on
+                        finished([r], f"{run_label(r)}: {type(exc).__name__}: {exc}")
+        bar.close()
+        return _close(outcome, folders, start)
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    order = {(r.run_dir, r.stage): i for i, r in enumerate(unique_runs(runs))}
+    seed_of = {d: plan["first"][0].params.get("seed", 0) if plan["first"] else 0 for d, plan in folders.items()}
+    ready: list[tuple[tuple, str, str, list[LabRun]]] = []   # (priority, folder, part, batch)
+    pending: dict[Future, tuple[str, str, list[LabRun]]] = {}
+    left_in_folder = {d: len(plan["middle"]) for d, plan in folders.items()}
+
+    def queue(folder: str, part: str, batch: list[LabRun]) -> None:
+        # lowest seed first, then plan order: a cut-short plan leaves whole seeds, not scattered runs
+        ready.append(((seed_of[folder], order[(batch[0].run_dir, batch[0].stage)]), folder, part, batch))
+
+    for folder, plan in folders.items():
+        if plan["first"]:
+            queue(folder, "first", plan["first"])
+        else:
+            for r in plan["middle"]:
+                queue(folder, "middle", [r])
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        while ready or pending:
+            ready.sort(key=lambda item: item[0])
+            while ready and len(pending) < jobs and not late():
+                _, folder, part, batch = ready.pop(0)
+                pending[pool.submit(_execute_all, batch)] = (folder, part, batch)
+            if not pending:
+                break  # past the time limit: what is still queued does not start
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for f in done:
+                folder, part, batch = pending.pop(f)
+                error = None if f.exception() is None else str(f.exception())
+                finished(batch, error)
+                plan = folders[folder]
+                if part == "first":
+                    if error is None:
+                        for r in plan["middle"]:
+                            queue(folder, "middle", [r])
+                        if not plan["middle"] and plan["last"]:
+                            queue(folder, "last", plan["last"])
+                elif part == "middle":
+                    left_in_folder[folder] -= 1
+                    if left_in_folder[folder] == 0 and plan["last"]:
+                        queue(folder, "last", plan["last"])
+    bar.close()
+    return _close(outcome, folders, start)
+
+
+def _close(outcome: LabOutcome, folders: dict, start: float) -> LabOutcome:
+    """Every run neither finished nor the one that failed did not start."""
+    ended = {(r.run_dir, r.stage) for r in outcome.done + [r for r, _ in outcome.failed]}
+    outcome.not_started = [r for plan in folders.values() for part in ("first", "middle", "last")
+                           for r in plan[part] if (r.run_dir, r.stage) not in ended]
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+# --------------------------------------------------------------------------------------------
+# the lab's tables and summary
+
+
+def diagnostics(runs: Iterable[LabRun]) -> pd.DataFrame:
+    """Per run folder: the measured false-negative rate, the ceiling (test AUC of ranking by the
+    true affinity), and the teacher's flags against the truth (``08_false_negatives``)."""
+    rows = []
+    for run_dir in dict.fromkeys(r.run_dir for r in runs):
+        folder = RunFolder(run_dir)
+        if not folder.metrics_path(DATA).exists():
+            continue
+        data = folder.read_metrics(DATA)
+        lab = next((r for r in runs if r.run_dir == run_dir), None)
+        row = {"taste_breadth": lab.shown.get("taste_breadth") if lab else None,
+               "seed": lab.params.get("seed") if lab else None,
+               "fn_rate": data.get("false_negative_fraction_random_mixtures"),
+               **{f"ceiling_auc_{k}": v for k, v in (data.get("true_affinity_auc") or {}).items()}}
+        if folder.metrics_path(FALSE_NEGATIVES).exists():
+            fn = folder.read_metrics(FALSE_NEGATIVES)
+            row.update({k: fn.get(k) for k in ("flagged_fraction", "flag_precision", "flag_recall",
+                                               "d_true_fn_mean", "d_true_negative_mean",
+                                               "teacher_true_affinity_spearman")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _mean_std(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return ""
+    return f"{values.mean():+.4f} ± {values.std(ddof=1):.4f}" if len(values) > 1 else f"{values.mean():+.4f}"
+
+
+def summary_markdown(table: pd.DataFrame, diag: pd.DataFrame, info: dict) -> str:
+    """The lab's results as markdown: gain over N-pair (test AUC, mean ± std over seeds) per method
+    and false-negative rate at convergence and within the fixed budget, epochs to best, the teacher
+    against the truth."""
+    out = [f"# False-negative lab · {info.get('machine', '')} · seeds {info.get('seeds')} · "
+           f"{info.get('wall_seconds', 0):.0f} s wall · {info.get('runs_done', '?')} runs", ""]
+    unique = table.drop_duplicates(subset=["stage", "taste_breadth", "seed", "protocol", "metric"])
+    for metric, title in (("auc", "at convergence (early stopping)"), ("auc_budget", "within the fixed budget")):
+        part = unique[unique.metric == metric]
+        for protocol in ("random", "hard"):
+            sub = part[part.protocol == protocol]
+            if sub.empty:
+                continue
+            base = sub[sub.method == "npair"].set_index(["taste_breadth", "seed"])["value"]
+            sub = sub.join(base.rename("npair"), on=["taste_breadth", "seed"]).dropna(subset=["npair"])
+            sub = sub.assign(gain=sub["value"] - sub["npair"])
+            rate = unique[(unique.metric == "auc")].groupby("taste_breadth")["fn_rate"].mean()
+            pivot = sub.groupby(["method", "taste_breadth"])["gain"].apply(_mean_std).unstack()
+            pivot.columns = [f"{rate.get(b, float('nan')):.1%} FN (breadth {b:g})" for b in pivot.columns]
+            npair = sub[sub.method == "npair"].groupby("taste_breadth")["value"].agg(["mean", "std"])
+            out += [f"## Test AUC gain over N-pair, {protocol} negatives, {title}", "",
+                    "N-pair itself: " + ", ".join(f"breadth {b:g}: {m:.4f} ± {sd:.4f}"
+                                                  for b, (m, sd) in npair.iterrows()), "",
+                    _table(pivot), ""]
+    epochs = unique[unique.metric == "best_epoch"].groupby("method")["value"].agg(["mean", "min", "max"])
+    if not epochs.empty:
+        out += ["## Epochs to best (all folders)", "", _table(epochs.round(1)), ""]
+    if not diag.empty:
+        cols = [c for c in ("fn_rate", "ceiling_auc_random", "ceiling_auc_hard", "flagged_fraction",
+                            "flag_precision", "flag_recall", "d_true_fn_mean", "d_true_negative_mean")
+                if c in diag]
+        out += ["## Data and the teacher's flags (mean over seeds)", "",
+                _table(diag.groupby("taste_breadth")[cols].mean().round(4)), ""]
+    return "\n".join(out)
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401  (pandas' to_markdown needs it)
+    except ImportError:
+        return False
+    return True
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_markdown() if _has_tabulate() else frame.to_string()
+
+
+def collect(names: Iterable[str], root, seeds: Iterable[int], scale: str = "demo", device: str = "auto",
+            **kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Results (every experiment's rows) and diagnostics of the plans ``names`` under ``root``."""
+    plans = {n: EXPERIMENTS[n](root, seeds=seeds, scale=scale, device=device, **kwargs) for n in names}
+    table = pd.concat([results(runs, experiment=n) for n, runs in plans.items()], ignore_index=True)
+    return table, diagnostics([r for runs in plans.values() for r in runs])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fndkit.fnlab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="+", choices=sorted(EXPERIMENTS), help="experiments")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--root", default="outputs/fnlab", help="run folders: <root>/breadth<b>/seed<k>")
+    parser.add_argument("--scale", default="demo", choices=sorted(CONVERGED_EPOCHS))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (one GPU is shared by them)")
+    parser.add_argument("--time-limit", type=float, default=None, help="seconds after which no run starts")
+    parser.add_argument("--breadths", nargs="+", type=float, default=None,
+                        help=f"taste breadths (default: each experiment's own, {BREADTHS})")
+    parser.add_argument("--collect-only", action="store_true", help="only read finished runs into the tables")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    root = resolve_path(args.root)
+    kwargs = {"breadths": tuple(args.breadths)} if args.breadths else {}
+    try:
+        plans = [r for n in args.names for r in EXPERIMENTS[n](root, seeds=args.seeds, scale=args.scale,
+                                                               device=args.device, **kwargs)]
+        outcome = LabOutcome()
+        if not args.collect_only:
+            outcome = run_lab(plans, jobs=args.jobs, time_limit=args.time_limit, progress=not args.no_progress)
+            print(outcome.describe(), flush=True)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    table, diag = collect(args.names, root, args.seeds, args.scale, args.device, **kwargs)
+    root.mkdir(parents=True, exist_ok=True)
+    write_results(table, root / "results.csv")
+    write_results(gain_summary(table.drop_duplicates(subset=["stage", "taste_breadth", "seed", "protocol",
+                                                             "metric"])), root / "gains.csv")
+    write_results(diag, root / "diagnostics.csv")
+    machine = (f"cuda-{torch.cuda.get_device_name(0)}" if args.device != "cpu" and torch.cuda.is_available()
+               else f"cpu-{os.cpu_count()}c")
+    info = {"experiments": args.names, "seeds": args.seeds, "scale": args.scale, "jobs": args.jobs,
+            "machine": machine, "platform": platform.platform(), "torch": torch.__version__,
+            "wall_seconds": round(outcome.seconds, 1), "runs_done": len(outcome.done),
+            "runs_failed": [e for _, e in outcome.failed],
+            "runs_not_started": [run_label(r) for r in outcome.not_started]}
+    if args.collect_only and (root / "lab.json").exists():  # keep what the run itself recorded
+        info = read_json(root / "lab.json")
+    else:
+        write_json(root / "lab.json", info)
+    text = summary_markdown(table, diag, info)
+    with atomic_path(root / "summary.md") as tmp:
+        tmp.write_text(text + "\n")
+    print(text)
+    print(f"\ntables: {root / 'results.csv'}, {root / 'gains.csv'}, {root / 'diagnostics.csv'}; "
+          f"summary: {root / 'summary.md'}")
+    return 1 if outcome.failed else 0
+
+
+__all__ = ["ABLATION_BREADTHS", "ALPHAS", "BREADTHS", "EXPERIMENTS", "LabOutcome", "LabRun", "collect",
+           "diagnostics", "execute_in_process", "run_lab", "summary_markdown",
            "fn_ablation_runs", "fn_rate_runs", "gain_summary", "lab_folder", "results", "student_run",
            "unique_runs", "write_results"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

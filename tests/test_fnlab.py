@@ -432,3 +432,73 @@ def test_snapshots_and_fixed_budget_of_one_run(tmp_path):
         assert budget["test"]["random"]["auc"] == pytest.approx(m["test"]["random"]["auc"])
     else:
         assert budget["test"]["random"]["auc"] != m["test"]["random"]["auc"]
+
+
+# --------------------------------------------------------------------------------------------
+# the lab's own runner: worker processes, reuse, failures, the time limit, its tables
+
+
+@pytest.fixture(scope="module")
+def lab_cli(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    code = fnlab.main(["fn_rate", "--scale", "tiny", "--seeds", "0", "--breadths", "1.0", "--root", str(root),
+                       "--jobs", "2", "--device", "cpu", "--no-progress"])
+    return root, code
+
+
+def _tiny_plan(root):
+    return fnlab.fn_rate_runs(root, seeds=[0], scale="tiny", breadths=(1.0,), device="cpu")
+
+
+def test_lab_command_runs_the_plan_in_workers_and_writes_its_tables(lab_cli):
+    root, code = lab_cli
+    assert code == 0
+    plan = fnlab.unique_runs(_tiny_plan(root))
+    info = read_json(root / "lab.json")
+    assert info["runs_done"] == len(plan) == 9 and info["runs_failed"] == [] and info["runs_not_started"] == []
+    folder = RunFolder(fnlab.lab_folder(root, 1.0, 0))
+    table = pd.read_csv(root / "results.csv")
+    assert set(table.method) == {"teacher", "npair", "fnd α=1.25", "fnd α=2", "fnd α=3", "oracle-drop", "oracle-pull"}
+
+    def auc(method, protocol="random"):
+        return table.query("method == @method and protocol == @protocol and metric == 'auc'")["value"].item()
+
+    assert auc("npair") == pytest.approx(folder.read_metrics("student_npair")["test"]["random"]["auc"], abs=1e-12)
+    assert auc("teacher", "hard") == pytest.approx(folder.read_metrics("teacher")["test"]["hard"]["auc"], abs=1e-12)
+    gains = pd.read_csv(root / "gains.csv").set_index(["method", "protocol"])
+    assert gains.loc[("oracle-pull", "random"), "gain_mean"] == pytest.approx(auc("oracle-pull") - auc("npair"), abs=1e-12)
+    assert gains.loc[("npair", "hard"), "gain_mean"] == 0.0
+    # the diagnostics ran after every student of the folder: they list all six
+    students = {r.stage for r in plan if r.notebook == "03_student"}
+    assert {s["stage"] for s in folder.read_metrics("false_negatives")["students"]} == students
+    diag = pd.read_csv(root / "diagnostics.csv")
+    assert diag["flag_precision"].item() == folder.read_metrics("false_negatives")["flag_precision"]
+    assert diag["fn_rate"].item() == folder.read_metrics("data")["false_negative_fraction_random_mixtures"]
+    summary = (root / "summary.md").read_text()
+    assert "Test AUC gain over N-pair, random negatives, at convergence" in summary
+    assert "within the fixed budget" in summary and "Epochs to best" in summary
+
+
+def test_run_lab_reuses_finished_runs_and_reports_a_failure_by_name(lab_cli):
+    root, _ = lab_cli
+    plan = _tiny_plan(root)
+    trained = sorted(root.rglob("checkpoint.pt"))
+    before = {p: p.stat().st_mtime_ns for p in trained}
+    bad = fnlab.student_run(root, 1.0, 0, "npair", "tiny", device="cpu")
+    bad = fnlab.LabRun(bad.notebook, "student_bad", {**bad.params, "loss": "no-such-loss", "out_name": "student_bad"},
+                       method="bad")
+    out = fnlab.run_lab([*plan, bad], jobs=1, progress=False)
+    assert len(out.done) == 9 and len(out.failed) == 1 and not out.not_started
+    assert "breadth1/seed0/student_bad" in out.failed[0][1] and "no-such-loss" in out.failed[0][1]
+    assert {p: p.stat().st_mtime_ns for p in trained} == before  # every model reused, none retrained
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_run_lab_starts_nothing_after_its_time_limit(tmp_path, jobs):
+    plan = _tiny_plan(tmp_path)
+    out = fnlab.run_lab(plan, jobs=jobs, time_limit=1e-9, progress=False)
+    assert not out.done and not out.failed
+    assert {(r.run_dir, r.stage) for r in out.not_started} == {(r.run_dir, r.stage) for r in plan}
+    assert not (fnlab.lab_folder(tmp_path, 1.0, 0) / "data").exists()
+    with pytest.raises(ValueError, match="jobs=0 must be a whole number"):
+        fnlab.run_lab(plan, jobs=0)

@@ -49,6 +49,7 @@ from .evaluate import evaluate
 from .models.backbones import BACKBONES, count_parameters
 from .models.registry import MODELS, build_model
 from .pipeline import KERNEL_ARGUMENTS, NOTEBOOK_DIR, _describe_failure, kernel_environment
+from .report import markdown_table
 from .rundir import COLD_START, TEACHER, RunFolder, resolve_path
 from .stages import training  # noqa: F401  (imports every registered model and objective)
 from .stages.cold_start import supports_cold_start
@@ -623,7 +624,82 @@ def write_report(results: pd.DataFrame, sweep: Sweep, info: dict) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text("<html><head><meta charset='utf-8'><title>fndkit paper report</title></head><body>"
                        + "\n".join(parts) + "</body></html>\n")
+    with atomic_path(sweep.folder / "results.md") as tmp:
+        tmp.write_text(results_markdown(results, sweep, info, table=table, tests=tests) + "\n")
     return target
+
+
+def _cell(mean: float, std: float, count: int) -> str:
+    return f"{mean:.4f} ± {std:.4f}" if count > 1 else f"{mean:.4f}"
+
+
+def results_markdown(results: pd.DataFrame, sweep: Sweep, info: dict, table: pd.DataFrame | None = None,
+                     tests: pd.DataFrame | None = None) -> str:
+    """The sweep as markdown (``results.md``, and the README's results section with ``--readme``):
+    where and how it ran, the claims, one table per experiment (mean ± std over seeds), the paired
+    tests."""
+    table = summary(results) if table is None else table
+    tests = paired_tests(sweep) if tests is None else tests
+    paper = [n for n in info["experiments"] if n in EXPERIMENTS]
+    command = (f"python -m fndkit.experiments {' '.join(info['experiments'])} --seeds "
+               f"{' '.join(map(str, sweep.seeds))}" + (" --quick" if sweep.quick else ""))
+    lines = [f"Machine `{sweep.machine}` ({info.get('platform', '')}); seeds {list(sweep.seeds)}; scale "
+             f"{sweep.scale}; `{command}`; {info['wall_seconds_total'] / 60:.0f} min of wall time over all "
+             f"calls. Mean ± std over seeds where there are several.", ""]
+    if table.empty:
+        return "\n".join(lines + ["No run has finished yet."])
+    lines += ["**The paper's claims on these numbers**", "",
+              markdown_table(pd.DataFrame(claims(table, tests, sweep), columns=["claim", "verdict", "numbers"])), ""]
+    for name in paper:
+        part = table[table.experiment == name]
+        if part.empty:
+            continue
+        if name == "table3":
+            cold = part[part.protocol == "cold"]
+            rows = {}
+            for r in cold.itertuples():
+                p = json.loads(r.parameters)
+                rows.setdefault((r.method, p["strategy"]), {})[f"{p['n_interactions']} outfit(s)"] = \
+                    _cell(r.mean, r.std, r.count)
+            if rows:
+                frame = pd.DataFrame([{"model": m, "strategy": st, **v} for (m, st), v in rows.items()])
+                lines += [f"**{name}** (cold-start AUC, mean over repetitions)", "", markdown_table(frame), ""]
+            continue
+        rows = {}
+        for r in part.itertuples():
+            key = (r.method, "" if r.parameters == "{}" else r.parameters)
+            if r.protocol in ("random", "hard") and r.metric in ("auc", "ndcg_lpae"):
+                rows.setdefault(key, {})[f"{'AUC' if r.metric == 'auc' else 'NDCG'} {r.protocol}"] = \
+                    _cell(r.mean, r.std, r.count)
+            elif r.metric in ("best_epoch", "params", "score_seconds_mean", "peak_gpu_mib"):
+                rows.setdefault(key, {})[r.metric.replace("_", " ")] = f"{r.mean:.4g}"
+        frame = pd.DataFrame([{"method": m, "parameters": p, **v} for (m, p), v in rows.items()]).fillna("")
+        order = ["method", "parameters", "AUC random", "NDCG random", "AUC hard", "NDCG hard"]
+        frame = frame[[c for c in order if c in frame] + [c for c in frame if c not in order]]
+        lines += [f"**{name}**", "", markdown_table(frame), ""]
+    if not tests.empty:
+        shown = tests[["a", "b", "protocol", "users", "mean_diff", "wilcoxon_p"]]
+        lines += ["**Paired tests** (Wilcoxon signed-rank over users' per-user AUC, pooled over seeds)", "",
+                  markdown_table(shown), ""]
+    return "\n".join(lines).rstrip()
+
+
+README_START = "<!-- results: written by `python -m fndkit.experiments ... --readme README.md`; do not edit by hand -->"
+README_END = "<!-- results end -->"
+
+
+def update_readme(path: str | os.PathLike, markdown: str) -> Path:
+    """Replace what lies between :data:`README_START` and :data:`README_END` in ``path`` by
+    ``markdown`` (atomically); everything else in the file stays as it is."""
+    path = Path(path)
+    text = path.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} has no results block: put the lines {README_START!r} and {README_END!r} "
+                         f"where the results belong")
+    with atomic_path(path) as tmp:
+        tmp.write_text(text[:start + len(README_START)] + "\n" + markdown.rstrip() + "\n" + text[end:])
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,11 +710,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="demo")
     parser.add_argument("--quick", action="store_true", help="tiny data, one seed, tiny epochs (tests)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--readme", default=None, help="also write the results into this file's results "
+                        "block (README.md)")
     args = parser.parse_args(argv)
     try:
         sweep = Sweep(Path(args.root), seeds=tuple(args.seeds[:1] if args.quick else args.seeds),
                       scale=args.scale, quick=args.quick, device=args.device)
         results = run_sweep(args.names, sweep)
+        if args.readme:
+            update_readme(args.readme, (sweep.folder / "results.md").read_text())
     except (ExperimentError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

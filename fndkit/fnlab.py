@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import atomic_path, read_json, write_json
 from .config import DataConfig
+from .report import markdown_table
 from .rundir import DATA, FALSE_NEGATIVES, TEACHER, RunFolder, resolve_path
 from .stages import data as data_stage
 from .stages import false_negatives as fn_stage
@@ -227,7 +228,8 @@ def gain_summary(table: pd.DataFrame, metric: str = "auc", baseline: str = "npai
     (same seed, data and teacher), mean ± std over seeds, and the mean value itself.
 
     Columns: method, taste_breadth, fn_rate (mean over seeds), protocol, value_mean, gain_mean,
-    gain_std, seeds. The baseline's own rows have gain 0.
+    gain_std, seeds (those where the baseline ran too: the gain's count). The baseline's own rows
+    have gain 0.
     """
     part = table[table["metric"] == metric]
     if part.empty:
@@ -238,9 +240,10 @@ def gain_summary(table: pd.DataFrame, metric: str = "auc", baseline: str = "npai
     base = base[~base.index.duplicated()]
     joined = part.join(base.rename("baseline"), on=keys)
     joined = joined.assign(gain=joined["value"] - joined["baseline"])
+    joined = joined.assign(paired_seed=joined["seed"].where(joined["gain"].notna()))  # N-pair ran there too
     out = (joined.groupby(["method", "taste_breadth", "protocol"], sort=False)
            .agg(fn_rate=("fn_rate", "mean"), value_mean=("value", "mean"), gain_mean=("gain", "mean"),
-                gain_std=("gain", "std"), seeds=("seed", "nunique")).reset_index())
+                gain_std=("gain", "std"), seeds=("paired_seed", "nunique")).reset_index())
     out["gain_std"] = out["gain_std"].fillna(0.0)
     return out
 
@@ -475,15 +478,17 @@ def _mean_std(values: pd.Series) -> str:
     values = values.dropna()
     if values.empty:
         return ""
-    return f"{values.mean():+.4f} ± {values.std(ddof=1):.4f}" if len(values) > 1 else f"{values.mean():+.4f}"
+    n = len(values)
+    return f"{values.mean():+.4f} ± {values.std(ddof=1):.4f} ({n})" if n > 1 else f"{values.mean():+.4f} (1)"
 
 
 def summary_markdown(table: pd.DataFrame, diag: pd.DataFrame, info: dict) -> str:
     """The lab's results as markdown: gain over N-pair (test AUC, mean ± std over seeds) per method
     and false-negative rate at convergence and within the fixed budget, epochs to best, the teacher
     against the truth."""
-    out = [f"# False-negative lab · {info.get('machine', '')} · seeds {info.get('seeds')} · "
-           f"{info.get('wall_seconds', 0):.0f} s wall · {info.get('runs_done', '?')} runs", ""]
+    wall = f" · {info['wall_seconds']:.0f} s wall" if "wall_seconds" in info else ""
+    out = [f"# False-negative lab · {info.get('machine', '')} · seeds {info.get('seeds')}{wall} · "
+           f"{info.get('runs_done', '?')} runs", ""]
     unique = table.drop_duplicates(subset=["stage", "taste_breadth", "seed", "protocol", "metric"])
     for metric, title in (("auc", "at convergence (early stopping)"), ("auc_budget", "within the fixed budget")):
         part = unique[unique.metric == metric]
@@ -495,10 +500,10 @@ def summary_markdown(table: pd.DataFrame, diag: pd.DataFrame, info: dict) -> str
             sub = sub.join(base.rename("npair"), on=["taste_breadth", "seed"]).dropna(subset=["npair"])
             sub = sub.assign(gain=sub["value"] - sub["npair"])
             rate = unique[(unique.metric == "auc")].groupby("taste_breadth")["fn_rate"].mean()
-            pivot = sub.groupby(["method", "taste_breadth"])["gain"].apply(_mean_std).unstack()
+            pivot = sub.groupby(["method", "taste_breadth"])["gain"].apply(_mean_std).unstack().fillna("")
             pivot.columns = [f"{rate.get(b, float('nan')):.1%} FN (breadth {b:g})" for b in pivot.columns]
             npair = sub[sub.method == "npair"].groupby("taste_breadth")["value"].agg(["mean", "std"])
-            out += [f"## Test AUC gain over N-pair, {protocol} negatives, {title}", "",
+            out += [f"## Test AUC gain over N-pair, {protocol} negatives, {title} (mean ± std (seeds))", "",
                     "N-pair itself: " + ", ".join(f"breadth {b:g}: {m:.4f} ± {sd:.4f}"
                                                   for b, (m, sd) in npair.iterrows()), "",
                     _table(pivot), ""]
@@ -514,16 +519,8 @@ def summary_markdown(table: pd.DataFrame, diag: pd.DataFrame, info: dict) -> str
     return "\n".join(out)
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401  (pandas' to_markdown needs it)
-    except ImportError:
-        return False
-    return True
-
-
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_markdown() if _has_tabulate() else frame.to_string()
+    return markdown_table(frame.reset_index())
 
 
 def collect(names: Iterable[str], root, seeds: Iterable[int], scale: str = "demo", device: str = "auto",
@@ -532,6 +529,35 @@ def collect(names: Iterable[str], root, seeds: Iterable[int], scale: str = "demo
     plans = {n: EXPERIMENTS[n](root, seeds=seeds, scale=scale, device=device, **kwargs) for n in names}
     table = pd.concat([results(runs, experiment=n) for n, runs in plans.items()], ignore_index=True)
     return table, diagnostics([r for runs in plans.values() for r in runs])
+
+
+def merge_tables(folders: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The tables of several labs' folders (``results.csv``, ``diagnostics.csv``, ``lab.json`` as
+    :func:`main` writes them, e.g. seeds run on different machines), each row labelled with its
+    folder's machine; a (stage, breadth, seed) found in two folders is taken from the first."""
+    tables, diags, machines = [], [], {}
+    for folder in map(resolve_path, folders):
+        if not (folder / "results.csv").exists():
+            raise ValueError(f"{folder} has no results.csv: give folders that `python -m fndkit.fnlab` "
+                             f"wrote its tables into")
+        info = read_json(folder / "lab.json") if (folder / "lab.json").exists() else {}
+        machine = info.get("machine") or folder.name
+        t = pd.read_csv(folder / "results.csv")
+        t["machine"] = machine
+        tables.append(t)
+        if (folder / "diagnostics.csv").exists():
+            d = pd.read_csv(folder / "diagnostics.csv")
+            diags.append(d.assign(machine=machine))
+        machines[machine] = sorted(int(x) for x in t["seed"].dropna().unique())
+    table = pd.concat(tables, ignore_index=True)
+    order = table.drop_duplicates(subset=["stage", "taste_breadth", "seed"])[["stage", "taste_breadth", "seed",
+                                                                              "machine"]]
+    table = table.merge(order, on=["stage", "taste_breadth", "seed", "machine"])  # first folder wins
+    diag = pd.concat(diags, ignore_index=True).drop_duplicates(subset=["taste_breadth", "seed"]) if diags else \
+        pd.DataFrame()
+    label = " + ".join(f"{m} (seeds {s})" for m, s in machines.items())
+    return table, diag, {"machine": label, "seeds": sorted({x for s in machines.values() for x in s}),
+                         "runs_done": int(len(order))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -548,8 +574,23 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"taste breadths (default: each experiment's own, {BREADTHS})")
     parser.add_argument("--collect-only", action="store_true", help="only read finished runs into the tables")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                        help="run nothing: merge the tables these lab folders hold (e.g. seeds run on "
+                             "different machines) into --root")
     args = parser.parse_args(argv)
     root = resolve_path(args.root)
+    if args.merge:
+        try:
+            table, diag, info = merge_tables(args.merge)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if any(resolve_path(m) == root for m in args.merge):
+            print(f"error: --root {root} is one of the merged folders; give another", file=sys.stderr)
+            return 2
+        table = table[table["experiment"].isin(args.names) & table["seed"].isin(args.seeds)]
+        root.mkdir(parents=True, exist_ok=True)
+        return _write_tables(root, table, diag, {**info, "experiments": args.names, "merged": args.merge}, 0)
     kwargs = {"breadths": tuple(args.breadths)} if args.breadths else {}
     try:
         plans = [r for n in args.names for r in EXPERIMENTS[n](root, seeds=args.seeds, scale=args.scale,
@@ -562,11 +603,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     table, diag = collect(args.names, root, args.seeds, args.scale, args.device, **kwargs)
+    if table.empty and (root / "results.csv").exists():
+        print(f"error: no finished run of {args.names} (seeds {args.seeds}) under {root}; its results.csv "
+              f"and the other tables are left as they are (wrong --root, --seeds or --scale?)", file=sys.stderr)
+        return 2
     root.mkdir(parents=True, exist_ok=True)
-    write_results(table, root / "results.csv")
-    write_results(gain_summary(table.drop_duplicates(subset=["stage", "taste_breadth", "seed", "protocol",
-                                                             "metric"])), root / "gains.csv")
-    write_results(diag, root / "diagnostics.csv")
     machine = (f"cuda-{torch.cuda.get_device_name(0)}" if args.device != "cpu" and torch.cuda.is_available()
                else f"cpu-{os.cpu_count()}c")
     info = {"experiments": args.names, "seeds": args.seeds, "scale": args.scale, "jobs": args.jobs,
@@ -578,17 +619,27 @@ def main(argv: list[str] | None = None) -> int:
         info = read_json(root / "lab.json")
     else:
         write_json(root / "lab.json", info)
+    return _write_tables(root, table, diag, info, 1 if outcome.failed else 0)
+
+
+def _write_tables(root: Path, table: pd.DataFrame, diag: pd.DataFrame, info: dict, code: int) -> int:
+    write_results(table, root / "results.csv")
+    write_results(gain_summary(table.drop_duplicates(subset=["stage", "taste_breadth", "seed", "protocol",
+                                                             "metric"])), root / "gains.csv")
+    write_results(diag, root / "diagnostics.csv")
+    if "merged" in info:
+        write_json(root / "lab.json", info)
     text = summary_markdown(table, diag, info)
     with atomic_path(root / "summary.md") as tmp:
         tmp.write_text(text + "\n")
     print(text)
     print(f"\ntables: {root / 'results.csv'}, {root / 'gains.csv'}, {root / 'diagnostics.csv'}; "
           f"summary: {root / 'summary.md'}")
-    return 1 if outcome.failed else 0
+    return code
 
 
 __all__ = ["ABLATION_BREADTHS", "ALPHAS", "BREADTHS", "EXPERIMENTS", "LabOutcome", "LabRun", "collect",
-           "diagnostics", "execute_in_process", "run_lab", "summary_markdown",
+           "diagnostics", "execute_in_process", "merge_tables", "run_lab", "summary_markdown",
            "fn_ablation_runs", "fn_rate_runs", "gain_summary", "lab_folder", "results", "student_run",
            "unique_runs", "write_results"]
 

@@ -60,6 +60,29 @@ def test_report_has_figures_tables_tests_and_claims(quick):
         assert needle in html, needle
 
 
+def test_results_markdown_carries_the_tables_and_goes_into_the_readme_block(quick, tmp_path):
+    sweep, results = quick
+    md = (sweep.folder / "results.md").read_text()
+    assert "Machine `test-machine`" in md and "--seeds 0 --quick" in md
+    table = X.summary(results)
+    npair = table[(table.experiment == "table2") & (table.method == "npair") & (table.protocol == "random")
+                  & (table.metric == "auc")]["mean"].item()
+    row = next(line for line in md.splitlines() if line.startswith("| npair |"))
+    assert f"{npair:.4f}" in row  # Table 2's N-pair AUC, as the summary has it
+    assert "**table3** (cold-start AUC" in md and "| w-avg |" in md
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{X.README_START}\nold numbers\n{X.README_END}\n\n## after\n")
+    X.update_readme(readme, md)
+    text = readme.read_text()
+    assert "old numbers" not in text and md.strip() in text
+    assert text.startswith("# x\n\n" + X.README_START) and text.endswith(X.README_END + "\n\n## after\n")
+    X.update_readme(readme, "second")  # idempotent: the block is replaced, not appended
+    assert readme.read_text().count(X.README_START) == 1 and "second" in readme.read_text() and md not in readme.read_text()
+    readme.write_text("# no block\n")
+    with pytest.raises(ValueError, match="has no results block"):
+        X.update_readme(readme, md)
+
+
 def test_second_call_skips_finished_runs(quick, monkeypatch):
     sweep, results = quick
     calls = []

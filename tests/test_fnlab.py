@@ -361,6 +361,11 @@ def test_student_table_and_gain_summary():
     g = fnlab.gain_summary(pd.DataFrame(rows)).set_index("method")
     assert g.loc["fnd", "gain_mean"] == pytest.approx(0.015) and g.loc["npair", "gain_mean"] == 0.0
     assert g.loc["fnd", "gain_std"] == pytest.approx(np.std([0.03, 0.0], ddof=1)) and g.loc["fnd", "seeds"] == 2
+    # a seed without an N-pair run has no gain: it counts for neither the mean nor the seeds
+    extra = pd.DataFrame([{"method": "fnd", "taste_breadth": 1.0, "fn_rate": 0.07, "seed": 2, "protocol": "random",
+                           "metric": "auc", "value": 0.99}])
+    g = fnlab.gain_summary(pd.concat([pd.DataFrame(rows), extra])).set_index("method")
+    assert g.loc["fnd", "gain_mean"] == pytest.approx(0.015) and g.loc["fnd", "seeds"] == 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -502,3 +507,42 @@ def test_run_lab_starts_nothing_after_its_time_limit(tmp_path, jobs):
     assert not (fnlab.lab_folder(tmp_path, 1.0, 0) / "data").exists()
     with pytest.raises(ValueError, match="jobs=0 must be a whole number"):
         fnlab.run_lab(plan, jobs=0)
+
+
+def test_lab_command_never_replaces_tables_with_nothing(tmp_path, capsys):
+    (tmp_path / "results.csv").write_text("experiment,method\nfn_rate,npair\n")  # a finished lab's table
+    code = fnlab.main(["fn_rate", "--scale", "tiny", "--seeds", "0", "--root", str(tmp_path), "--collect-only"])
+    assert code == 2 and "no finished run" in capsys.readouterr().err
+    assert (tmp_path / "results.csv").read_text() == "experiment,method\nfn_rate,npair\n"
+
+
+def test_lab_command_merges_seeds_run_on_different_machines(tmp_path):
+    def lab(folder, machine, rows):
+        folder.mkdir()
+        pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
+        pd.DataFrame([{"taste_breadth": 1.0, "seed": r["seed"], "fn_rate": 0.07} for r in rows]).to_csv(
+            folder / "diagnostics.csv", index=False)
+        write_json(folder / "lab.json", {"machine": machine})
+
+    def row(method, seed, value):
+        return {"experiment": "fn_rate", "method": method, "stage": f"student_{method}", "taste_breadth": 1.0,
+                "fn_rate": 0.07, "negatives": "shared", "alpha": 1.25, "seed": seed, "protocol": "random",
+                "metric": "auc", "value": value}
+
+    lab(tmp_path / "gpu", "cuda-X", [row("npair", 0, 0.90), row("fnd", 0, 0.92), row("npair", 1, 0.91),
+                                     row("fnd", 1, 0.90)])
+    lab(tmp_path / "cpu", "cpu-2c", [row("npair", 1, 0.50), row("npair", 2, 0.80), row("fnd", 2, 0.83)])
+    code = fnlab.main(["fn_rate", "--seeds", "0", "1", "2", "--root", str(tmp_path / "both"),
+                       "--merge", str(tmp_path / "gpu"), str(tmp_path / "cpu")])
+    assert code == 0
+    table = pd.read_csv(tmp_path / "both" / "results.csv")
+    assert len(table) == 6  # seed 1's N-pair comes from the first folder only
+    assert table.set_index(["method", "seed"]).loc[("npair", 1), "value"] == 0.91
+    assert table.set_index(["method", "seed"]).loc[("fnd", 2), "machine"] == "cpu-2c"
+    gains = pd.read_csv(tmp_path / "both" / "gains.csv").set_index("method")
+    assert gains.loc["fnd", "seeds"] == 3
+    assert gains.loc["fnd", "gain_mean"] == pytest.approx(np.mean([0.02, -0.01, 0.03]))
+    summary = (tmp_path / "both" / "summary.md").read_text()
+    assert "cuda-X (seeds [0, 1]) + cpu-2c (seeds [1, 2])" in summary
+    assert fnlab.main(["fn_rate", "--root", str(tmp_path / "gpu"), "--merge", str(tmp_path / "gpu")]) == 2
+    assert fnlab.main(["fn_rate", "--root", str(tmp_path / "x"), "--merge", str(tmp_path / "nothing")]) == 2

@@ -522,9 +522,10 @@ def claims(table: pd.DataFrame, tests: pd.DataFrame, sweep: Sweep) -> list[dict]
         p = row["wilcoxon_p"] if row is not None else float("nan")
         verdict = ("supported" if diff > 0 and p < 0.05 else
                    "direction only (not significant)" if diff > 0 else "not supported")
+        spread = len(sweep.seeds) > 1  # one seed has no spread to show
+        show = lambda v: f"{v[0]:.4f} ± {v[1]:.4f}" if spread else f"{v[0]:.4f}"  # noqa: E731
         out.append({"claim": claim, "verdict": verdict,
-                    "numbers": f"{a_val[0]:.4f} ± {a_val[1]:.4f} vs {b_val[0]:.4f} ± {b_val[1]:.4f} "
-                               f"(Δ {diff:+.4f}, Wilcoxon p = {p:.3g})"})
+                    "numbers": f"{show(a_val)} vs {show(b_val)} (Δ {diff:+.4f}, Wilcoxon p = {p:.3g})"})
 
     judge("FND beats the N-pair student (Table 2, random negatives)", _value(table, "table2", "fnd"),
           _value(table, "table2", "npair"), test_row("student_fnd", "student_npair", "random"))

@@ -166,17 +166,6 @@ class Baseline(OutfitModel):
             raise ValueError(f"model config has keys {sorted(unknown)} that {cls.__name__} does not take")
         return cls(**args)
 
-    # -- items ----------------------------------------------------------------------------
-    @property
-    def input_size(self) -> int | None:
-        return getattr(self.backbone, "input_size", None)
-
-    def encode_items(self, images: torch.Tensor) -> torch.Tensor:
-        """Item features f = CNN(image): [K, 3, H, W] -> [K, d]."""
-        features = self.backbone(images)
-        if features.shape != (images.shape[0], self.dim):
-            raise ValueError(f"backbone returned {tuple(features.shape)}, expected ({images.shape[0]}, {self.dim})")
-        return features
 
     def categories(self, n_slots: int) -> tuple[int, ...]:
         """Each slot's category for outfits of ``n_slots`` slots."""

@@ -58,11 +58,22 @@ class OutfitModel(nn.Module):
 
     kind: ClassVar[str] = ""             # registry name, set by @register_model
     personalized: ClassVar[bool] = True
-    input_size: int | None = None        # image side the item CNN expects (None = any)
+
+    # -- items: a model with a ``backbone`` CNN and ``dim`` needs nothing more ------------------
+    @property
+    def input_size(self) -> int | None:
+        """Image side length the item CNN (``self.backbone``) expects (None = any)."""
+        return getattr(getattr(self, "backbone", None), "input_size", None)
+
+    def encode_items(self, images: torch.Tensor) -> torch.Tensor:
+        """Item features f = CNN(image) with ``self.backbone``: [K, 3, H, W] -> [K, dim]."""
+        features = self.backbone(images)
+        if features.shape != (images.shape[0], self.dim):
+            raise ValueError(f"backbone returned {tuple(features.shape)}, expected "
+                             f"({images.shape[0]}, {self.dim})")
+        return features
 
     # -- required ------------------------------------------------------------------------
-    def encode_items(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
 
     def score_items(self, users: torch.Tensor, features: torch.Tensor,
                     mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract

@@ -81,19 +81,6 @@ class OutfitRecommender(OutfitModel):
         self.projection_dim = projection_dim
         return self.projection
 
-    @property
-    def input_size(self) -> int | None:
-        """Image side length the backbone expects (None = any)."""
-        return getattr(self.backbone, "input_size", None)
-
-    def encode_items(self, images: torch.Tensor) -> torch.Tensor:
-        """Item features x = f(image): images [K, 3, H, W] -> [K, d]."""
-        features = self.backbone(images)
-        if features.shape != (images.shape[0], self.dim):
-            raise ValueError(f"backbone returned {tuple(features.shape)}, expected "
-                             f"({images.shape[0]}, {self.dim})")
-        return features
-
     def encode_outfits(self, item_features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Outfit vectors o = T(X), eqs. (4)-(8): item_features [B, S, d], mask [B, S] bool
         (True = real item) -> [B, d]."""

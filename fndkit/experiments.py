@@ -1,20 +1,22 @@
-"""Reproduce the paper's evidence: Tables 2–5 and Figures 4–7 over seeds, as sweeps of notebooks.
+"""Reproduce the paper's evidence: Tables 2–5 and Figures 4–7 over seeds, as plans of jobs.
 
-    python -m fndkit.experiments table2 fig4 --seeds 0 1 2 [--root outputs/paper] [--quick]
-    python -m fndkit.experiments all --seeds 0          # every experiment, one seed
+    python -m fndkit paper table2 fig4 --seeds 0 1 2 [--root outputs/paper] [--quick]
+    python -m fndkit paper all --seeds 0                # every experiment, one seed
     make paper                                          # every experiment, 3 seeds
 
-Each experiment is a list of :class:`Run` s — one papermill execution of an existing notebook with
-its parameters — so every run leaves an executed notebook. Runs of one seed share one run folder
+Each experiment is a plan builder: per seed, a list of :class:`~fndkit.jobs.Job` s (a stage's
+typed ``Params``) that :func:`fndkit.jobs.run_plan` executes — as notebooks by default, so every
+run leaves an executed notebook, or in-process (``--via process``, no kernels; with
+``--workers K`` in K processes). Runs of one seed share one run folder
 (``<root>/<machine>/seed<k>/``): one dataset, one autoencoder and one teacher per seed serve every
 student of every experiment, and a stage trained for one experiment (the α = 1.25 FND student of
 Fig. 4 is Table 2's FND row) is trained once. Budgets are fair: every student trains until its
 validation AUC plateaus (early stopping; the epoch budget is large enough that runs stop on their
 own), and the tables report epochs-to-best.
 
-Resumable: a finished run with the same parameters is skipped (``ledger.json``), an interrupted
-sweep continues where it stopped, and a failing run stops the sweep with a message naming it and
-its executed notebook. Results: ``results.csv`` (one tidy row per experiment, method, parameters,
+Resumable: a finished run with the same parameters is skipped (``ledger.json``, written by this
+process only), an interrupted sweep continues where it stopped, and a failing run stops the sweep
+with a message naming it and its executed notebook or traceback. Results: ``results.csv`` (one tidy row per experiment, method, parameters,
 seed, protocol, metric) and ``report.html`` (figures laid out like the paper's, mean ± std tables,
 Wilcoxon signed-rank tests over users' AUC, and a "claims" section), both under
 ``<root>/<machine>/``. Results from different machines are kept apart.
@@ -23,7 +25,6 @@ Wilcoxon signed-rank tests over users' AUC, and a "claims" section), both under
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -40,17 +41,16 @@ import plotly.express as px
 import plotly.graph_objects as go
 import torch
 from scipy.stats import wilcoxon
-from tqdm.auto import tqdm
 
 from .artifacts import atomic_path, read_json, write_json
 from . import fnlab
 from .config import PAPER_DEFAULTS, SCALE_PRESETS
 from .evaluate import evaluate
 from .models.backbones import BACKBONES, count_parameters
+from .jobs import VIA, Job, JobError, params_for, run_plan
 from .models.registry import MODELS, build_model
-from .pipeline import KERNEL_ARGUMENTS, NOTEBOOK_DIR, _describe_failure, kernel_environment
 from .report import markdown_table
-from .rundir import COLD_START, TEACHER, RunFolder, resolve_path
+from .rundir import AUTOENCODER, COLD_START, DATA, TEACHER, RunFolder, resolve_path
 from .stages import training  # noqa: F401  (imports every registered model and objective)
 from .stages.cold_start import supports_cold_start
 
@@ -62,27 +62,10 @@ QUICK_PAIRS = (("erase", "replace"),)                               # --quick: o
 # Epoch budgets: large enough that early stopping (the preset's patience) ends every run first.
 BUDGET = {"tiny": 2, "demo": 60, "polyvore630": 60, "polyvore519": 60, "real": 60}
 COLD_REPETITIONS = {"tiny": 2, "demo": 10}
-TRAINING_NOTEBOOKS = ("03_student", "04_contrastive", "07_baselines")
 
 
 class ExperimentError(RuntimeError):
     """A run of a sweep failed; the message names the run and its executed notebook."""
-
-
-@dataclass(frozen=True)
-class Run:
-    """One notebook execution of a sweep: which notebook, the stage it fills, its parameters."""
-
-    notebook: str
-    stage: str
-    params: dict = field(default_factory=dict)
-    folder: str | None = None   # its run folder when not the seed's (the false-negative lab's)
-
-    @property
-    def key(self) -> str:
-        blob = json.dumps({"notebook": self.notebook, "stage": self.stage, "params": self.params},
-                          sort_keys=True, default=str)
-        return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -95,6 +78,8 @@ class Sweep:
     quick: bool = False
     device: str = "auto"
     machine: str = ""
+    via: str = "notebook"     # how each job runs: "notebook" (executed copies) or "process"
+    workers: int = 1          # worker processes (one GPU is shared by them)
 
     def __post_init__(self):
         self.root = resolve_path(self.root)
@@ -105,6 +90,8 @@ class Sweep:
         if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
             raise ValueError(f"seeds={self.seeds!r} must be one or more integers >= 0")
         self.machine = self.machine or machine_label(self.device)
+        if self.via not in VIA:
+            raise ValueError(f"via={self.via!r} must be one of {VIA}")
 
     @property
     def folder(self) -> Path:
@@ -143,18 +130,35 @@ def personalized(kind: str) -> bool:
     return bool(MODELS[kind].personalized)
 
 
-def method_run(method: str, sweep: Sweep, hard: bool = False, **extra) -> Run:
-    """The run that trains ``method`` (npair, bpr, fnd, fnd-cl, or a baseline's name)."""
+def stage_job(sweep: Sweep, seed: int, kind: str, stage: str, method: str = "", **values) -> Job:
+    """The job of stage ``kind`` filling ``stage`` in the seed's run folder (training stages get
+    ``out_name=stage``; every stage but the data the sweep's device)."""
+    values = {"run_dir": str(sweep.seed_dir(seed)), "seed": seed, **values}
+    if kind != "data":
+        values.setdefault("device", sweep.device)
+    if kind in ("student", "contrastive", "baseline"):
+        values["out_name"] = stage
+    return Job(params_for(kind, **values), label=stage, method=method)
+
+
+def renamed(job: Job, stage: str) -> Job:
+    """``job`` filling another stage folder."""
+    return Job(job.params.replace(out_name=stage), label=stage, method=job.method, shown=job.shown)
+
+
+def method_run(method: str, sweep: Sweep, seed: int = 0, hard: bool = False, **extra) -> Job:
+    """The job that trains ``method`` (npair, bpr, fnd, fnd-cl, or a baseline's name); a
+    baseline's stage is its model's name, as 07_baselines names it."""
     params = {"epochs": sweep.epochs, **extra}
     suffix = "-hard" if hard else ""
     if hard:
         params["hard_fraction"] = 0.5
     if method in ("npair", "bpr", "fnd"):
-        return Run("03_student", f"student_{method}{suffix}", {"loss": method, **params})
+        return stage_job(sweep, seed, "student", f"student_{method}{suffix}", method, loss=method, **params)
     if method == "fnd-cl":
-        return Run("04_contrastive", f"contrastive{suffix}", params)
+        return stage_job(sweep, seed, "contrastive", f"contrastive{suffix}", method, **params)
     if method in MODELS:
-        return Run("07_baselines", f"baseline_{method}{suffix}", {"model": method, **params})
+        return stage_job(sweep, seed, "baseline", f"{method}{suffix}", method, model=method, **params)
     raise ValueError(f"method {method!r} is unknown; choose npair, bpr, fnd, fnd-cl or one of {baselines()}")
 
 
@@ -178,66 +182,64 @@ def student_families(scale_preset: str) -> dict[str, str]:
     return {"teacher": teacher, **dict(zip(("XS", "S", "M"), students))}
 
 
-def _table2(sweep: Sweep) -> list[tuple[str, dict, Run]]:
-    return [(m, {}, method_run(m, sweep)) for m in table2_methods(sweep)]
+def _table2(sweep: Sweep, seed: int) -> list[tuple[str, dict, Job]]:
+    return [(m, {}, method_run(m, sweep, seed)) for m in table2_methods(sweep)]
 
 
-def _table3(sweep: Sweep) -> list[tuple[str, dict, Run]]:
-    trained = _table2(sweep)
-    stages = [TEACHER] + [r.stage for m, _, r in trained if m not in MODELS or supports_cold_start(m)]
-    cold = Run("05_cold_start", COLD_START, {
-        "models": stages, "n_interactions": [1, 5], "curve_interactions": [1, 5],
-        "repetitions": COLD_REPETITIONS.get(sweep.scale, 10)})
+def _table3(sweep: Sweep, seed: int) -> list[tuple[str, dict, Job]]:
+    trained = _table2(sweep, seed)
+    stages = [TEACHER] + [j.label for m, _, j in trained if m not in MODELS or supports_cold_start(m)]
+    cold = stage_job(sweep, seed, "cold_start", COLD_START, models=stages, n_interactions=[1, 5],
+                     curve_interactions=[1, 5], repetitions=COLD_REPETITIONS.get(sweep.scale, 10))
     return trained + [("cold-start", {}, cold)]
 
 
-def _table4(sweep: Sweep) -> list[tuple[str, dict, Run]]:
-    return [(m, {"hard_fraction": 0.5}, method_run(m, sweep, hard=True)) for m in table4_methods(sweep)]
+def _table4(sweep: Sweep, seed: int) -> list[tuple[str, dict, Job]]:
+    return [(m, {"hard_fraction": 0.5}, method_run(m, sweep, seed, hard=True)) for m in table4_methods(sweep)]
 
 
-def _fig4(sweep: Sweep) -> list[tuple[str, dict, Run]]:
+def _fig4(sweep: Sweep, seed: int) -> list[tuple[str, dict, Job]]:
     default = PAPER_DEFAULTS["fixed"]["alpha"]
-    runs = [(m, {}, method_run(m, sweep)) for m in ("npair", "bpr")]
+    runs = [(m, {}, method_run(m, sweep, seed)) for m in ("npair", "bpr")]
     for alpha in (ALPHAS[1:2] if sweep.quick else ALPHAS):
-        run = method_run("fnd", sweep, alpha=alpha)
+        job = method_run("fnd", sweep, seed, alpha=alpha)
         if alpha != default:
-            run = Run(run.notebook, f"student_fnd-alpha{alpha:g}", run.params)
-        runs.append(("fnd", {"alpha": alpha}, run))
+            job = renamed(job, f"student_fnd-alpha{alpha:g}")
+        runs.append(("fnd", {"alpha": alpha}, job))
     return runs
 
 
-def _fig5(sweep: Sweep) -> list[tuple[str, dict, Run]]:
+def _fig5(sweep: Sweep, seed: int) -> list[tuple[str, dict, Job]]:
     runs = []
     for i, a in enumerate(AUGMENTATIONS):
         for b in AUGMENTATIONS[i:]:
             if a == b == "identity" or (sweep.quick and (a, b) not in QUICK_PAIRS):
                 continue  # two identical views teach nothing (paper Fig. 5 leaves it out)
-            run = method_run("fnd-cl", sweep, augmentations=f"{a},{b}")
+            job = method_run("fnd-cl", sweep, seed, augmentations=f"{a},{b}")
             if f"{a},{b}" != PAPER_DEFAULTS["fixed"]["augmentations"]:  # the default is Table 2's FND-CL
-                run = Run(run.notebook, f"contrastive-{a}-{b}", run.params)
-            runs.append(("fnd-cl", {"view1": a, "view2": b}, run))
+                job = renamed(job, f"contrastive-{a}-{b}")
+            runs.append(("fnd-cl", {"view1": a, "view2": b}, job))
     return runs
 
 
-def _fig6(sweep: Sweep) -> list[tuple[str, dict, Run]]:
+def _fig6(sweep: Sweep, seed: int) -> list[tuple[str, dict, Job]]:
     runs = []
     preset = _preset(sweep)
     sizes = {k: v for k, v in student_families(preset).items() if k != "teacher"}
     for size, backbone in list(sizes.items())[:1] if sweep.quick else sizes.items():
         for method in ("fnd",) if sweep.quick else ("npair", "fnd"):
-            run = method_run(method, sweep, backbone=backbone)
+            job = method_run(method, sweep, seed, backbone=backbone)
             if backbone != SCALE_PRESETS[preset]["student_backbone"]:  # the preset's is Table 2's row
-                run = Run(run.notebook, f"student_{method}-{backbone}", run.params)
-            runs.append((method, {"size": size, "backbone": backbone}, run))
+                job = renamed(job, f"student_{method}-{backbone}")
+            runs.append((method, {"size": size, "backbone": backbone}, job))
     return runs
 
 
-def _fig7(sweep: Sweep) -> list[tuple[str, dict, Run]]:
+def _fig7(sweep: Sweep, seed: int) -> list[tuple[str, dict, Job]]:
     runs = []
     for batch in (BATCH_SIZES[1:2] if sweep.quick else BATCH_SIZES):
-        run = method_run("fnd", sweep, batch_size=batch)
-        runs.append(("fnd", {"batch_size": batch}, run if batch == 32 else
-                     Run(run.notebook, f"student_fnd-batch{batch}", run.params)))
+        job = method_run("fnd", sweep, seed, batch_size=batch)
+        runs.append(("fnd", {"batch_size": batch}, job if batch == 32 else renamed(job, f"student_fnd-batch{batch}")))
     return runs
 
 
@@ -246,19 +248,19 @@ def _preset(sweep: Sweep) -> str:
     return first.preset_name() if first.has_data() else sweep.scale
 
 
-EXPERIMENTS: dict[str, Callable[[Sweep], list[tuple[str, dict, Run]]]] = {
-    "table2": _table2, "table3": _table3, "table4": _table4, "table5": lambda sweep: [],
+EXPERIMENTS: dict[str, Callable[[Sweep, int], list[tuple[str, dict, Job]]]] = {
+    "table2": _table2, "table3": _table3, "table4": _table4, "table5": lambda sweep, seed: [],
     "fig4": _fig4, "fig5": _fig5, "fig6": _fig6, "fig7": _fig7,
 }
-"""Experiment name -> its runs as (method, parameters shown in the results, Run)."""
+"""Experiment name -> its plan builder: (sweep, seed) -> (method, parameters shown, Job) triples."""
 
 
-def register_experiment(name: str, runs: Callable[[Sweep], list[tuple[str, dict, Run]]]) -> None:
+def register_experiment(name: str, runs: Callable[[Sweep, int], list[tuple[str, dict, Job]]]) -> None:
     """Add an experiment to the runner (e.g. the false-negative lab's)."""
     EXPERIMENTS[name] = runs
 
 
-def lab_runs(name: str, sweep: Sweep) -> list[fnlab.LabRun]:
+def lab_runs(name: str, sweep: Sweep) -> list[Job]:
     """The false-negative lab's runs (``fn_rate``, ``fn_ablation``): their own run folders, one per
     (taste breadth, seed), under ``<root>/<machine>/fnlab/``; a quick sweep keeps one breadth."""
     kwargs = {"breadths": (1.0,)} if sweep.quick else {}
@@ -268,13 +270,33 @@ def lab_runs(name: str, sweep: Sweep) -> list[fnlab.LabRun]:
                                    device=sweep.device, **kwargs)
 
 
-def prerequisites(sweep: Sweep, seed: int) -> list[Run]:
+def prerequisites(sweep: Sweep, seed: int) -> list[Job]:
     """What every experiment of a seed stands on: its dataset, autoencoder and teacher."""
-    data = {"scale": sweep.scale, "seed": seed}
-    teacher = {"seed": seed, "device": sweep.device}
-    ae = {"seed": seed, "device": sweep.device, **({"epochs": 3} if sweep.quick else {})}
-    return [Run("00_data", "data", data), Run("01_autoencoder", "autoencoder", ae),
-            Run("02_teacher", TEACHER, teacher)]
+    return [stage_job(sweep, seed, "data", DATA, scale=sweep.scale),
+            stage_job(sweep, seed, "autoencoder", AUTOENCODER, **({"epochs": 3} if sweep.quick else {})),
+            stage_job(sweep, seed, "teacher", TEACHER)]
+
+
+def plan(names: Iterable[str], sweep: Sweep) -> list[Job]:
+    """Every job of the experiments ``names`` over the sweep's seeds: per seed its prerequisites,
+    then each experiment's jobs, each stage folder once (the first job asking for it); the lab's
+    experiments in their own run folders."""
+    jobs: list[Job] = []
+    paper = [n for n in names if n in EXPERIMENTS]
+    for seed in sweep.seeds if paper else ():
+        jobs += prerequisites(sweep, seed)
+        for name in paper:
+            jobs += [j for _, _, j in EXPERIMENTS[name](sweep, seed)]
+    for name in names:
+        if name in fnlab.EXPERIMENTS:
+            jobs += lab_runs(name, sweep)
+    seen, unique = set(), []
+    for job in jobs:  # one stage folder, one job: Table 2's FND row is Fig. 4's α = 1.25
+        key = (job.run_dir, job.label or job.name())
+        if key not in seen:
+            seen.add(key)
+            unique.append(job)
+    return unique
 
 
 # ------------------------------------------------------------------------------------------------
@@ -292,31 +314,22 @@ def run_sweep(names: Iterable[str], sweep: Sweep, progress: bool = True) -> pd.D
     ledger_path = sweep.folder / "ledger.json"
     ledger = read_json(ledger_path) if ledger_path.exists() else {}
     started = time.perf_counter()
-    todo: list[tuple[int, Run]] = []
-    paper = [n for n in names if n in EXPERIMENTS]
-    for seed in sweep.seeds if paper else ():
-        planned = prerequisites(sweep, seed)
-        for name in paper:
-            planned += [r for _, _, r in EXPERIMENTS[name](sweep)]
-        seen = set()
-        for run in planned:  # one stage per seed, whichever experiments ask for it
-            if run.stage not in seen:
-                seen.add(run.stage)
-                todo.append((seed, run))
-    for name in names:
-        if name in fnlab.EXPERIMENTS:
-            for lab in fnlab.unique_runs(lab_runs(name, sweep)):
-                params = {k: v for k, v in lab.params.items() if k not in ("run_dir", "seed")}
-                todo.append((lab.params["seed"], Run(lab.notebook, lab.stage, params, folder=lab.run_dir)))
-    seen, unique = set(), []
-    for seed, run in todo:  # the lab's experiments share run folders and teachers too
-        if (run.folder, seed, run.stage) not in seen:
-            seen.add((run.folder, seed, run.stage))
-            unique.append((seed, run))
-    bar = tqdm(unique, desc="experiments", unit="run", disable=not progress)
-    for seed, run in bar:
-        bar.set_postfix_str(f"seed {seed} · {run.stage}")
-        _execute(sweep, seed, run, ledger, ledger_path)
+
+    def entry(job: Job) -> str:
+        return f"{Path(job.run_dir).relative_to(sweep.folder)}/{job.label or job.name()}"
+
+    def finished(job: Job) -> bool:
+        return ledger.get(entry(job)) == job.key and RunFolder(job.run_dir).metrics_path(job.label or job.name()).exists()
+
+    def done(job: Job, metrics: dict, record: dict) -> None:  # one writer: this process
+        ledger[entry(job)] = job.key
+        write_json(ledger_path, ledger)
+
+    todo = [j for j in plan(names, sweep) if not finished(j)]
+    try:
+        run_plan(todo, via=sweep.via, workers=sweep.workers, progress=progress, on_done=done)
+    except JobError as exc:
+        raise ExperimentError(str(exc)) from None
     results = collect(names, sweep)
     with atomic_path(sweep.folder / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
@@ -328,30 +341,6 @@ def run_sweep(names: Iterable[str], sweep: Sweep, progress: bool = True) -> pd.D
     write_json(sweep.folder / "sweep.json", info)
     write_report(results, sweep, info)
     return results
-
-
-def _execute(sweep: Sweep, seed: int, run: Run, ledger: dict, ledger_path: Path) -> None:
-    folder = RunFolder(run.folder or sweep.seed_dir(seed))
-    entry = f"{folder.root.relative_to(sweep.folder)}/{run.stage}"
-    if ledger.get(entry) == run.key and folder.metrics_path(run.stage).exists():
-        return
-    params = {"run_dir": str(folder.root), "seed": seed, **run.params}
-    if run.notebook != "00_data":
-        params.setdefault("device", sweep.device)
-    if run.notebook in TRAINING_NOTEBOOKS:
-        params["out_name"] = run.stage
-    source = NOTEBOOK_DIR / f"{run.notebook}.ipynb"
-    target = folder.notebooks_dir / f"{run.stage}.ipynb"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with kernel_environment():  # passive OpenMP waiting, no kernel log lines on the console
-            pm.execute_notebook(str(source), str(target), parameters=params, progress_bar=False,
-                                cwd=str(NOTEBOOK_DIR), extra_arguments=list(KERNEL_ARGUMENTS))
-    except Exception as exc:  # papermill wraps the kernel's error: name the run and its notebook
-        raise ExperimentError(f"run {entry} failed: {_describe_failure(exc, source)}\n"
-                              f"  executed copy with the traceback: {target}") from None
-    ledger[entry] = run.key
-    write_json(ledger_path, ledger)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -377,13 +366,14 @@ def collect(names: Iterable[str], sweep: Sweep) -> pd.DataFrame:
             if name == "table5":
                 rows += [{**r, "experiment": "table5", "seed": seed} for r in table5_rows(folder, sweep)]
                 continue
-            for method, shown, run in EXPERIMENTS[name](sweep):
-                if not folder.metrics_path(run.stage).exists():
+            for method, shown, job in EXPERIMENTS[name](sweep, seed):
+                stage = job.label
+                if not folder.metrics_path(stage).exists():
                     continue
-                m = folder.read_metrics(run.stage)
-                base = {"experiment": name, "method": method, "stage": run.stage,
+                m = folder.read_metrics(stage)
+                base = {"experiment": name, "method": method, "stage": stage,
                         "parameters": json.dumps(shown, sort_keys=True), "seed": seed}
-                if run.stage == COLD_START:
+                if stage == COLD_START:
                     for r in m["rows"]:
                         rows.append({**base, "method": r["model"], "parameters": json.dumps(
                             {"strategy": r["strategy"], "n_interactions": r["n_interactions"]}),
@@ -448,7 +438,7 @@ def paired_tests(sweep: Sweep) -> pd.DataFrame:
     and w-avg vs avg in cold start."""
     pairs = [("student_fnd", "student_npair", "random"), ("contrastive", "student_fnd", "random"),
              ("student_fnd-hard", "student_npair-hard", "hard"), ("contrastive-hard", "student_fnd-hard", "hard")]
-    pairs += [("contrastive", f"baseline_{b}", "random") for b in baselines(sweep)]
+    pairs += [("contrastive", b, "random") for b in baselines(sweep)]
     rows = []
     for a, b, protocol in pairs:
         rows.append(_paired(sweep, a, b, protocol, lambda f, s, p: _stage_users(f, s, p)))
@@ -533,7 +523,7 @@ def claims(table: pd.DataFrame, tests: pd.DataFrame, sweep: Sweep) -> list[dict]
           test_row("contrastive", "student_fnd", "random"))
     for b in baselines(sweep):
         judge(f"FND-CL beats {b} (Table 2)", _value(table, "table2", "fnd-cl"), _value(table, "table2", b),
-              test_row("contrastive", f"baseline_{b}", "random"))
+              test_row("contrastive", b, "random"))
     judge("FND beats N-pair on hard negatives (Table 4)", _value(table, "table4", "fnd", "hard",
           parameters='{"hard_fraction": 0.5}'), _value(table, "table4", "npair", "hard",
           parameters='{"hard_fraction": 0.5}'), test_row("student_fnd-hard", "student_npair-hard", "hard"))
@@ -704,19 +694,23 @@ def update_readme(path: str | os.PathLike, markdown: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m fndkit paper", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="+", help=f"experiments: {', '.join(EXPERIMENTS)} or all")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--root", default="outputs/paper")
     parser.add_argument("--scale", default="demo")
     parser.add_argument("--quick", action="store_true", help="tiny data, one seed, tiny epochs (tests)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--via", choices=VIA, default="notebook",
+                        help="notebook: an executed copy of every run (default); process: no kernels")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (one GPU is shared by them)")
     parser.add_argument("--readme", default=None, help="also write the results into this file's results "
                         "block (README.md)")
     args = parser.parse_args(argv)
     try:
         sweep = Sweep(Path(args.root), seeds=tuple(args.seeds[:1] if args.quick else args.seeds),
-                      scale=args.scale, quick=args.quick, device=args.device)
+                      scale=args.scale, quick=args.quick, device=args.device, via=args.via, workers=args.workers)
         results = run_sweep(args.names, sweep)
         if args.readme:
             update_readme(args.readme, (sweep.folder / "results.md").read_text())

@@ -1,7 +1,7 @@
 """The false-negative lab's experiments: when and why does FND help? (issue 13)
 
-Two experiments, each a list of :class:`LabRun` s (one notebook execution with its parameters)
-that the experiments runner executes, and a tidy results table read back from the run folders:
+Two experiments, each a plan: a list of :class:`~fndkit.jobs.Job` s (a stage's typed ``Params``)
+that :func:`fndkit.jobs.run_plan` executes, and a tidy results table read back from the run folders:
 
 - ``fn_rate`` — the false-negative rate (the generator's ``taste_breadth``, :data:`BREADTHS`:
   about 2% … 30% of random mixtures at demo scale) × {N-pair, FND at three α, the two oracles}:
@@ -17,41 +17,34 @@ is large enough that they stop on their own) and also report the best checkpoint
 budget (``budget_epochs``): :func:`results` gives both, with epochs to best. ``08_false_negatives``
 closes each folder with the teacher's flags against the ground truth.
 
-:func:`execute_in_process` makes the notebooks' library calls without a kernel, and
-:func:`run_lab` runs a whole plan that way, one run folder's dataset and teacher first and then its
-students side by side in ``jobs`` worker processes (a GPU is shared by them; on CPU each gets
-``cpu_count // jobs`` threads). Its command line writes the lab's tables and a summary::
+:func:`run_lab` runs a plan with the one executor, in this process or in ``jobs`` worker
+processes (one run folder's dataset and teacher first, then its students side by side; a GPU is
+shared by them; on CPU each gets ``cpu_count // jobs`` threads). Its command line writes the lab's
+tables and a summary::
 
-    python -m fndkit.fnlab fn_rate fn_ablation --seeds 0 1 2 --jobs 12 --device cuda
+    python -m fndkit lab fn_rate fn_ablation --seeds 0 1 2 --jobs 12 --device cuda
 
-The experiments runner (``python -m fndkit.experiments fn_rate``) executes the notebooks
-themselves instead, one at a time, leaving an executed copy of each.
+The paper's runner (``python -m fndkit paper fn_rate``) runs the same jobs as notebooks, leaving an
+executed copy of each.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import platform
 import sys
-import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .artifacts import atomic_path, read_json, write_json
-from .config import DataConfig
+from .jobs import Job, PlanOutcome, execute_job, params_for, run_plan, unique_jobs
 from .report import markdown_table
 from .rundir import DATA, FALSE_NEGATIVES, TEACHER, RunFolder, resolve_path
-from .stages import data as data_stage
-from .stages import false_negatives as fn_stage
 from .stages import training
 
 BREADTHS = (0.7, 1.0, 1.3, 1.7)          # ≈ 2%, 7%, 15%, 30% false negatives at demo scale
@@ -66,24 +59,9 @@ SNAPSHOT_EPOCHS = {"tiny": [1, 2], "demo": [1, 2, 5, 10, 20, 30]}
 METRICS = ("auc", "ndcg_lpae")
 
 
-@dataclass(frozen=True)
-class LabRun:
-    """One notebook execution: the notebook, the stage it fills, its full parameters (``run_dir``
-    and ``seed`` included), and for the results table the method and what it varies."""
-
-    notebook: str
-    stage: str
-    params: dict
-    method: str = ""
-    shown: dict = field(default_factory=dict)
-
-    @property
-    def run_dir(self) -> str:
-        return self.params["run_dir"]
-
-    def as_tuple(self) -> tuple[str, dict]:
-        """``(notebook, parameters)``: what papermill needs."""
-        return self.notebook, dict(self.params)
+# A lab plan is a list of jobs; the old names stay for one release.
+LabRun = Job
+LabOutcome = PlanOutcome
 
 
 def lab_folder(root: str | os.PathLike, breadth: float, seed: int) -> Path:
@@ -100,44 +78,44 @@ def _check(seeds: Iterable[int], scale: str) -> list[int]:
     return [int(s) for s in seeds]
 
 
-def _folder_runs(root, breadth: float, seed: int, scale: str, device: str) -> list[LabRun]:
+def _folder_runs(root, breadth: float, seed: int, scale: str, device: str) -> list[Job]:
     """Dataset and teacher of one run folder."""
     run_dir = str(lab_folder(root, breadth, seed))
     shown = {"taste_breadth": float(breadth)}
-    return [LabRun("00_data", DATA, {"run_dir": run_dir, "seed": seed, "scale": scale,
-                                     "taste_breadth": float(breadth)}, shown=shown),
-            LabRun("02_teacher", TEACHER, {"run_dir": run_dir, "seed": seed, "device": device,
-                                           "epochs": TEACHER_EPOCHS[scale],
-                                           "snapshot_epochs": SNAPSHOT_EPOCHS[scale]},
-                   method="teacher", shown=shown)]
+    return [Job(params_for("data", run_dir=run_dir, seed=seed, scale=scale, taste_breadth=float(breadth)),
+                label=DATA, shown=shown),
+            Job(params_for("teacher", run_dir=run_dir, seed=seed, device=device, epochs=TEACHER_EPOCHS[scale],
+                           snapshot_epochs=SNAPSHOT_EPOCHS[scale]), label=TEACHER, method="teacher", shown=shown)]
 
 
 def student_run(root, breadth: float, seed: int, loss: str, scale: str = "demo", alpha: float = 1.25,
                 negatives: str = "shared", backbone: str = STUDENT_BACKBONE, device: str = "auto",
-                method: str | None = None) -> LabRun:
-    """The 03_student run of one method in one run folder (stage name from the method)."""
+                method: str | None = None, **extra) -> Job:
+    """The 03_student job of one method in one run folder (stage name from the method); ``extra``:
+    any other :class:`~fndkit.stages.training.StudentParams` field (lr, batch_size, tau …)."""
     stage = training.default_student_name(loss, alpha) + ("-per_pair" if negatives == "per_pair" else "")
     if loss == "fnd" and alpha == 1.25:
         stage += "-alpha1.25"  # every α explicit: the lab compares them
-    params = {"run_dir": str(lab_folder(root, breadth, seed)), "seed": seed, "device": device,
-              "loss": loss, "alpha": float(alpha), "backbone": backbone, "negatives": negatives,
-              "epochs": CONVERGED_EPOCHS[scale], "budget_epochs": FIXED_EPOCHS[scale], "out_name": stage}
+    params = params_for("student", run_dir=str(lab_folder(root, breadth, seed)), seed=seed, device=device,
+                        loss=loss, alpha=float(alpha), backbone=backbone, negatives=negatives,
+                        epochs=CONVERGED_EPOCHS[scale], budget_epochs=FIXED_EPOCHS[scale], out_name=stage,
+                        **extra)
     name = method or (f"{loss} α={alpha:g}" if loss in training.ALPHA_LOSSES else loss)
     if negatives == "per_pair":
         name += " per-pair"
-    return LabRun("03_student", stage, params, method=name,
-                  shown={"taste_breadth": float(breadth), "alpha": float(alpha), "negatives": negatives})
+    return Job(params, label=stage, method=name,
+               shown={"taste_breadth": float(breadth), "alpha": float(alpha), "negatives": negatives})
 
 
-def _diagnostics(root, breadth: float, seed: int, device: str) -> LabRun:
-    return LabRun("08_false_negatives", FALSE_NEGATIVES,
-                  {"run_dir": str(lab_folder(root, breadth, seed)), "seed": seed, "device": device,
-                   "alphas": [0.5, 1.0, *ALPHAS]}, shown={"taste_breadth": float(breadth)})
+def _diagnostics(root, breadth: float, seed: int, device: str) -> Job:
+    return Job(params_for("false_negatives", run_dir=str(lab_folder(root, breadth, seed)), seed=seed,
+                          device=device, alphas=[0.5, 1.0, *ALPHAS]),
+               label=FALSE_NEGATIVES, shown={"taste_breadth": float(breadth)})
 
 
 def fn_rate_runs(root: str | os.PathLike, seeds: Iterable[int] = (0, 1, 2), scale: str = "demo",
                  breadths: Iterable[float] = BREADTHS, alphas: Iterable[float] = ALPHAS,
-                 device: str = "auto") -> list[LabRun]:
+                 device: str = "auto") -> list[Job]:
     """``fn_rate``: per taste breadth and seed, the dataset, the teacher, then N-pair, FND at each
     α, ``oracle-drop`` and ``oracle-pull`` (the lab's student backbone), then the diagnostics."""
     seeds = _check(seeds, scale)
@@ -155,7 +133,7 @@ def fn_rate_runs(root: str | os.PathLike, seeds: Iterable[int] = (0, 1, 2), scal
 
 def fn_ablation_runs(root: str | os.PathLike, seeds: Iterable[int] = (0, 1, 2), scale: str = "demo",
                      breadths: Iterable[float] = ABLATION_BREADTHS, alpha: float = 2.0,
-                     device: str = "auto") -> list[LabRun]:
+                     device: str = "auto") -> list[Job]:
     """``fn_ablation``: flags or rescaling (FND, ``fnd-sign``, ``fnd-magnitude`` at ``alpha``, the
     oracles), and per-pair against shared negatives for N-pair and FND."""
     seeds = _check(seeds, scale)
@@ -175,22 +153,16 @@ def fn_ablation_runs(root: str | os.PathLike, seeds: Iterable[int] = (0, 1, 2), 
 EXPERIMENTS = {"fn_rate": fn_rate_runs, "fn_ablation": fn_ablation_runs}
 
 
-def unique_runs(runs: Iterable[LabRun]) -> list[LabRun]:
-    """Each (run folder, stage) once, in first-seen order: experiments share folders and stages."""
-    seen, out = set(), []
-    for r in runs:
-        key = (r.run_dir, r.stage)
-        if key not in seen:
-            seen.add(key)
-            out.append(r)
-    return out
+def unique_runs(runs: Iterable[Job]) -> list[Job]:
+    """Each job once, in first-seen order: experiments share folders and stages."""
+    return unique_jobs(runs)
 
 
 # --------------------------------------------------------------------------------------------
 # results
 
 
-def results(runs: Iterable[LabRun], experiment: str = "") -> pd.DataFrame:
+def results(runs: Iterable[Job], experiment: str = "") -> pd.DataFrame:
     """Tidy rows from the finished students of ``runs``: experiment, method, stage, taste_breadth,
     fn_rate (the folder's measured rate), negatives, alpha, seed, protocol, metric, value.
     Metrics: auc and ndcg_lpae per protocol (converged), ``auc_budget`` (best within the fixed
@@ -199,18 +171,18 @@ def results(runs: Iterable[LabRun], experiment: str = "") -> pd.DataFrame:
     not finished yet are left out."""
     rows = []
     for r in runs:
-        if r.notebook not in ("03_student", "02_teacher"):
+        if r.kind not in ("student", "teacher"):
             continue
         folder = RunFolder(r.run_dir)
-        if not folder.metrics_path(r.stage).exists():
+        if not folder.metrics_path(r.label).exists():
             continue
-        m = folder.read_metrics(r.stage)
+        m = folder.read_metrics(r.label)
         data = folder.read_metrics(DATA) if folder.metrics_path(DATA).exists() else {}
-        base = {"experiment": experiment, "method": r.method, "stage": r.stage,
+        base = {"experiment": experiment, "method": r.method, "stage": r.label,
                 "taste_breadth": r.shown.get("taste_breadth"),
                 "fn_rate": data.get("false_negative_fraction_random_mixtures"),
-                "negatives": r.params.get("negatives", "shared"), "alpha": r.params.get("alpha"),
-                "seed": r.params["seed"]}
+                "negatives": getattr(r.params, "negatives", "shared"), "alpha": getattr(r.params, "alpha", None),
+                "seed": r.params.seed}
         for protocol, values in m["test"].items():
             rows += [{**base, "protocol": protocol, "metric": k, "value": float(values[k])} for k in METRICS]
             budget = (m.get("budget") or {}).get("test", {}).get(protocol)
@@ -248,38 +220,9 @@ def gain_summary(table: pd.DataFrame, metric: str = "auc", baseline: str = "npai
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# without a kernel
-
-
-def execute_in_process(run: LabRun, progress: bool = False) -> dict:
-    """Make the library calls ``run.notebook`` makes with ``run.params``, in this process (no
-    papermill, no figures). Returns the stage's metrics. For tests and quick sweeps; a finished
-    stage with the same parameters is reused, as in the notebooks."""
-    p = dict(run.params)
-    folder = RunFolder(p.pop("run_dir"))
-    if run.notebook == "00_data":
-        cfg = DataConfig(scale=p.get("scale", "demo"), seed=p.get("seed", 0),
-                         taste_breadth=p.get("taste_breadth", 1.0))
-        ds = data_stage.run(folder, cfg)
-        summary = data_stage.summary(ds, seed=cfg.seed)
-        folder.write_metrics(DATA, summary)
-        return summary
-    if run.notebook == "02_teacher":
-        cfg = training.teacher_config(folder, epochs=p.get("epochs"), seed=p.get("seed", 0),
-                                      device=p.get("device", "auto"), negatives=p.get("negatives", "shared"),
-                                      loss="npair")
-        return training.run(folder, TEACHER, cfg, snapshot_epochs=p.get("snapshot_epochs", ()), progress=progress)
-    if run.notebook == "03_student":
-        cfg = training.student_config(folder, loss=p["loss"], alpha=p.get("alpha"), backbone=p.get("backbone"),
-                                      epochs=p.get("epochs"), seed=p.get("seed", 0), device=p.get("device", "auto"),
-                                      negatives=p.get("negatives", "shared"), hard_fraction=p.get("hard_fraction"))
-        return training.run(folder, p.get("out_name") or training.student_name(folder, cfg), cfg,
-                            budget_epochs=p.get("budget_epochs"), progress=progress)
-    if run.notebook == "08_false_negatives":
-        return fn_stage.run(folder, teacher=p.get("teacher", TEACHER), alphas=p.get("alphas", fn_stage.ALPHAS),
-                            seed=p.get("seed", 0), device=p.get("device", "auto"))["metrics"]
-    raise ValueError(f"notebook {run.notebook!r} is not part of the false-negative lab")
+def execute_in_process(run: Job, progress: bool = False) -> dict:
+    """One job in this process (the executor's ``via="process"``): the stage's ``execute``."""
+    return execute_job(run, via="process", progress=progress)
 
 
 def write_results(table: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -290,168 +233,26 @@ def write_results(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------------------------
-# running a plan in worker processes
-
-PREREQUISITE_NOTEBOOKS = ("00_data", "02_teacher")   # in this order, once per run folder
-LAST_NOTEBOOKS = ("08_false_negatives",)             # after every student of its folder
-
-
-@dataclass
-class LabOutcome:
-    """What :func:`run_lab` did: runs finished (or reused), failed (with the error), and not
-    started (the time limit, or a failed dataset / teacher of their folder)."""
-
-    done: list[LabRun] = field(default_factory=list)
-    failed: list[tuple[LabRun, str]] = field(default_factory=list)
-    not_started: list[LabRun] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def describe(self) -> str:
-        lines = [f"{len(self.done)} runs finished, {len(self.failed)} failed, {len(self.not_started)} not started "
-                 f"({self.seconds:.0f} s)"]
-        lines += [f"  FAILED {err}" for _, err in self.failed]
-        return "\n".join(lines)
-
-
-def run_label(run: LabRun) -> str:
+def run_label(run: Job) -> str:
     """``breadth1/seed0/student_fnd-alpha2`` (the folder's last two parts and the stage)."""
-    parts = Path(run.run_dir).parts[-2:]
-    return "/".join([*parts, run.stage])
+    return run.describe()
 
 
-def _plan_by_folder(runs: Iterable[LabRun]) -> dict[str, dict[str, list[LabRun]]]:
-    folders: dict[str, dict[str, list[LabRun]]] = {}
-    for r in unique_runs(runs):
-        part = ("first" if r.notebook in PREREQUISITE_NOTEBOOKS else
-                "last" if r.notebook in LAST_NOTEBOOKS else "middle")
-        folders.setdefault(r.run_dir, {"first": [], "middle": [], "last": []})[part].append(r)
-    for plan in folders.values():
-        plan["first"].sort(key=lambda r: PREREQUISITE_NOTEBOOKS.index(r.notebook))
-    return folders
-
-
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def _execute_all(runs: list[LabRun]) -> int:
-    """Worker entry: ``runs`` one after the other (a folder's dataset, then its teacher); an error
-    names the run that raised it."""
-    for r in runs:
-        try:
-            execute_in_process(r)
-        except Exception as exc:
-            raise RuntimeError(f"{run_label(r)}: {type(exc).__name__}: {exc}") from exc
-    return len(runs)
-
-
-def run_lab(runs: Iterable[LabRun], jobs: int = 1, time_limit: float | None = None,
-            progress: bool = True) -> LabOutcome:
-    """Execute a lab plan in this process (``jobs`` = 1) or in ``jobs`` worker processes.
-
-    Per run folder: its dataset and teacher first, then its students (each a task of its own, run
-    side by side with other folders' work), then its diagnostics. Finished stages with the same
-    configuration are reused, so an interrupted plan continues where it stopped. A failing run is
-    reported and the rest go on (a folder whose dataset or teacher failed starts nothing more).
-    ``time_limit`` (seconds): no run starts after it; runs already going finish.
-    """
-    if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1:
-        raise ValueError(f"jobs={jobs!r} must be a whole number >= 1 (worker processes)")
-    if time_limit is not None and not time_limit > 0:
-        raise ValueError(f"time_limit={time_limit!r} must be a number of seconds > 0, or None")
-    folders = _plan_by_folder(runs)
-    total = sum(len(p) for plan in folders.values() for p in plan.values())
-    outcome, start = LabOutcome(), time.perf_counter()
-    late = (lambda: False) if time_limit is None else (lambda: time.perf_counter() - start > time_limit)
-    bar = tqdm(total=total, desc="false-negative lab", unit="run", disable=not progress)
-
-    def finished(batch: list[LabRun], error: str | None) -> None:
-        if error is None:
-            outcome.done += batch
-        else:
-            outcome.failed.append((batch[0], error))
-        bar.update(len(batch))
-        if not progress:  # one line per finished task, for logs
-            print(f"[{len(outcome.done) + len(outcome.failed)}/{total} · {time.perf_counter() - start:.0f} s] "
-                  f"{'done' if error is None else 'FAILED'} {' + '.join(run_label(r) for r in batch)}", flush=True)
-
-    if jobs == 1:
-        for plan in folders.values():
-            for part in ("first", "middle", "last"):
-                for r in plan[part]:
-                    if late() or (part != "first" and not all(x in outcome.done for x in plan["first"])):
-                        continue
-                    bar.set_postfix_str(run_label(r))
-                    try:
-                        execute_in_process(r, progress=False)
-                        finished([r], None)
-                    except Exception as exc:  # noqa: BLE001 - reported with the run, the others go on
-                        finished([r], f"{run_label(r)}: {type(exc).__name__}: {exc}")
-        bar.close()
-        return _close(outcome, folders, start)
-
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-    order = {(r.run_dir, r.stage): i for i, r in enumerate(unique_runs(runs))}
-    seed_of = {d: plan["first"][0].params.get("seed", 0) if plan["first"] else 0 for d, plan in folders.items()}
-    ready: list[tuple[tuple, str, str, list[LabRun]]] = []   # (priority, folder, part, batch)
-    pending: dict[Future, tuple[str, str, list[LabRun]]] = {}
-    left_in_folder = {d: len(plan["middle"]) for d, plan in folders.items()}
-
-    def queue(folder: str, part: str, batch: list[LabRun]) -> None:
-        # lowest seed first, then plan order: a cut-short plan leaves whole seeds, not scattered runs
-        ready.append(((seed_of[folder], order[(batch[0].run_dir, batch[0].stage)]), folder, part, batch))
-
-    for folder, plan in folders.items():
-        if plan["first"]:
-            queue(folder, "first", plan["first"])
-        else:
-            for r in plan["middle"]:
-                queue(folder, "middle", [r])
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
-        while ready or pending:
-            ready.sort(key=lambda item: item[0])
-            while ready and len(pending) < jobs and not late():
-                _, folder, part, batch = ready.pop(0)
-                pending[pool.submit(_execute_all, batch)] = (folder, part, batch)
-            if not pending:
-                break  # past the time limit: what is still queued does not start
-            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for f in done:
-                folder, part, batch = pending.pop(f)
-                error = None if f.exception() is None else str(f.exception())
-                finished(batch, error)
-                plan = folders[folder]
-                if part == "first":
-                    if error is None:
-                        for r in plan["middle"]:
-                            queue(folder, "middle", [r])
-                        if not plan["middle"] and plan["last"]:
-                            queue(folder, "last", plan["last"])
-                elif part == "middle":
-                    left_in_folder[folder] -= 1
-                    if left_in_folder[folder] == 0 and plan["last"]:
-                        queue(folder, "last", plan["last"])
-    bar.close()
-    return _close(outcome, folders, start)
-
-
-def _close(outcome: LabOutcome, folders: dict, start: float) -> LabOutcome:
-    """Every run neither finished nor the one that failed did not start."""
-    ended = {(r.run_dir, r.stage) for r in outcome.done + [r for r, _ in outcome.failed]}
-    outcome.not_started = [r for plan in folders.values() for part in ("first", "middle", "last")
-                           for r in plan[part] if (r.run_dir, r.stage) not in ended]
-    outcome.seconds = time.perf_counter() - start
-    return outcome
+def run_lab(runs: Iterable[Job], jobs: int = 1, time_limit: float | None = None,
+            progress: bool = True) -> PlanOutcome:
+    """Execute a lab plan in this process (``jobs`` = 1) or in ``jobs`` worker processes
+    (:func:`fndkit.jobs.run_plan`, ``via="process"``). A failing run is reported and the rest go
+    on (a folder whose dataset or teacher failed starts nothing more). ``time_limit`` (seconds):
+    no run starts after it; runs already going finish."""
+    return run_plan(runs, via="process", workers=jobs, time_limit=time_limit, progress=progress,
+                    on_failure="continue")
 
 
 # --------------------------------------------------------------------------------------------
 # the lab's tables and summary
 
 
-def diagnostics(runs: Iterable[LabRun]) -> pd.DataFrame:
+def diagnostics(runs: Iterable[Job]) -> pd.DataFrame:
     """Per run folder: the measured false-negative rate, the ceiling (test AUC of ranking by the
     true affinity), and the teacher's flags against the truth (``08_false_negatives``)."""
     rows = []
@@ -462,7 +263,7 @@ def diagnostics(runs: Iterable[LabRun]) -> pd.DataFrame:
         data = folder.read_metrics(DATA)
         lab = next((r for r in runs if r.run_dir == run_dir), None)
         row = {"taste_breadth": lab.shown.get("taste_breadth") if lab else None,
-               "seed": lab.params.get("seed") if lab else None,
+               "seed": lab.params.seed if lab else None,
                "fn_rate": data.get("false_negative_fraction_random_mixtures"),
                **{f"ceiling_auc_{k}": v for k, v in (data.get("true_affinity_auc") or {}).items()}}
         if folder.metrics_path(FALSE_NEGATIVES).exists():
@@ -561,14 +362,15 @@ def merge_tables(folders: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, pd
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fndkit.fnlab", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m fndkit lab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="+", choices=sorted(EXPERIMENTS), help="experiments")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--root", default="outputs/fnlab", help="run folders: <root>/breadth<b>/seed<k>")
     parser.add_argument("--scale", default="demo", choices=sorted(CONVERGED_EPOCHS))
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes (one GPU is shared by them)")
+    parser.add_argument("--workers", "--jobs", dest="jobs", type=int, default=1,
+                        help="worker processes (one GPU is shared by them)")
     parser.add_argument("--time-limit", type=float, default=None, help="seconds after which no run starts")
     parser.add_argument("--breadths", nargs="+", type=float, default=None,
                         help=f"taste breadths (default: each experiment's own, {BREADTHS})")

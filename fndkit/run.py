@@ -7,13 +7,13 @@
     python -m fndkit.run chain --run-dir R --scale polyvore630 --report out.json   # timed, see timed_chain
 
 **One parameter schema.** ``train --stage KIND`` takes exactly the parameters of the notebook
-that trains that stage (02_teacher, 03_student, 04_contrastive, 07_baselines): their names and
-defaults are read from the notebook's ``parameters`` cell (``papermill.inspect_notebook``), a
-name the notebook lacks is refused with the list of valid ones, and ``-p key=value`` values are
-read as papermill's ``-p`` reads them (``True``, ``False``, ``None``, an int, a float, else a
-string; ``-y`` takes YAML for lists). Then it calls what the notebook calls
-(:func:`fndkit.stages.training.plan_stage`, ``seed_everything(seed)`` first), so one process
-gives the notebook's metrics for the same seed.
+that trains that stage (02_teacher, 03_student, 04_contrastive, 07_baselines): the stage's
+``Params`` dataclass (:mod:`fndkit.stages.training`), which *is* that notebook's ``parameters``
+cell (a hygiene test holds them equal); a name it lacks is refused with the list of valid ones,
+and ``-p key=value`` values are read as papermill's ``-p`` reads them (``True``, ``False``,
+``None``, an int, a float, else a string; ``-y`` takes YAML for lists). Then it calls what the
+notebook calls (:func:`fndkit.stages.training.execute`), so one process gives the notebook's
+metrics for the same seed.
 
 **Several processes.** Under torchrun each process joins the process group
 (:func:`fndkit.distributed.init_from_env`: NCCL on GPUs, gloo on CPU) and trains its share of
@@ -24,7 +24,6 @@ writes the run folder and prints.
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import resource
 import sys
@@ -32,7 +31,6 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-import papermill as pm
 import torch
 import yaml
 
@@ -42,13 +40,12 @@ from .config import ConfigError, DataConfig
 from .data.schema import DatasetError
 from .evaluate import evaluate, shared_item_cache
 from .models.backbones import images_to_tensor
-from .pipeline import notebook_path
 from .repro import resolve_device, run_metadata, seed_everything
 from .rundir import RunFolder, StageError
 from .stages import autoencoder as autoencoder_stage
 from .stages import cold_start as cold_start_stage
 from .stages import data as data_stage
-from .stages.training import STAGE_NOTEBOOKS, metrics_line, plan_stage
+from .stages.training import PARAMS, metrics_line
 
 # Errors whose message says what to do: printed without a traceback.
 USER_ERRORS = (ConfigError, StageError, DatasetError, distributed.DistributedError, ValueError, FileNotFoundError)
@@ -72,21 +69,11 @@ def parse_value(text: str) -> Any:
 
 
 def notebook_parameters(kind: str) -> dict[str, Any]:
-    """Names and default values of the ``parameters`` cell of the notebook behind stage ``kind``."""
-    if kind not in STAGE_NOTEBOOKS:
-        raise ConfigError(f"--stage {kind!r} is unknown; choose one of {', '.join(STAGE_NOTEBOOKS)}")
-    path = notebook_path(STAGE_NOTEBOOKS[kind])
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the command line reads the parameters of the stage's "
-                                f"notebook, so run it from a checkout of fndkit (with notebooks/)")
-    defaults = {}
-    for name, info in pm.inspect_notebook(str(path)).items():
-        try:
-            defaults[name] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError):
-            raise ConfigError(f"{path.name}: the default of {name} ({info['default']}) is not a literal; "
-                              f"the parameters cell must hold plain values") from None
-    return defaults
+    """Names and default values of the ``parameters`` cell of the notebook behind stage ``kind``
+    (its ``Params`` dataclass: no notebook is read, so this works for an installed package)."""
+    if kind not in PARAMS:
+        raise ConfigError(f"--stage {kind!r} is unknown; choose one of {', '.join(PARAMS)}")
+    return PARAMS[kind].defaults()
 
 
 def stage_parameters(kind: str, run_dir: str, out_name: str | None = None, params: Sequence[str] = (),
@@ -94,7 +81,7 @@ def stage_parameters(kind: str, run_dir: str, out_name: str | None = None, param
     """The notebook's parameters with ``run_dir``, ``out_name``, ``-p key=value`` and ``-y YAML``
     applied; unknown names refused, naming the valid ones."""
     defaults = notebook_parameters(kind)
-    where = f"--stage {kind} (notebooks/{STAGE_NOTEBOOKS[kind]}.ipynb)"
+    where = f"--stage {kind} (notebooks/{PARAMS[kind].notebook}.ipynb)"
     given: dict[str, Any] = {}
     for item in params:
         key, sep, value = item.partition("=")
@@ -124,8 +111,9 @@ def train(kind: str, params: dict[str, Any], progress: bool = True) -> dict:
     """What the notebook does with ``params``, in this process (or in each torchrun process)."""
     distributed.init_from_env(params.get("device", "auto"))
     try:
-        seed_everything(params["seed"])
-        plan = plan_stage(kind, params)
+        typed = PARAMS[kind].from_dict(params)
+        seed_everything(typed.seed)
+        plan = typed.plan()
         if distributed.is_main():
             print(f"training {plan.stage} in {RunFolder(plan.run_dir).root} with {distributed.world_size()} "
                   f"process(es), global batch {plan.cfg.batch_size}")
@@ -213,7 +201,7 @@ def timed_chain(run_dir: str | os.PathLike, scale: str = "polyvore630", seed: in
         "scale": scale, "seed": seed, "run_dir": str(run.root), "device": device,
         "bounds": {"epochs": epochs, "max_steps_per_epoch": max_steps_per_epoch,
                    "autoencoder_epochs": autoencoder_epochs, "cold_start_repetitions": cold_repetitions},
-        "command": " ".join([os.path.basename(sys.executable), "-m", "fndkit.run", *sys.argv[1:]]),
+        "command": " ".join([os.path.basename(sys.executable), "-m", "fndkit", "timed-chain", *sys.argv[2:]]),
         "machine": run_metadata(device), "stages": {}, "scoring": {}, "status": "running"}
     if torch.cuda.is_available():
         record["machine"]["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2 ** 30, 1)
@@ -237,10 +225,10 @@ def timed_chain(run_dir: str | os.PathLike, scale: str = "polyvore630", seed: in
         n_train = int(ds.outfits_of("train").size)
         trained = {}
         for kind, extra in (("teacher", {}), ("student", {"loss": "fnd"}), ("contrastive", {})):
-            params = {**notebook_parameters(kind), "run_dir": str(run.root), "seed": seed, "device": device,
-                      "epochs": epochs, "max_steps_per_epoch": max_steps_per_epoch, **extra}
+            params = PARAMS[kind](run_dir=str(run.root), seed=seed, device=device, epochs=epochs,
+                                  max_steps_per_epoch=max_steps_per_epoch, **extra)
             seed_everything(seed)
-            plan = plan_stage(kind, params)
+            plan = params.plan()
             metrics, cost = _measured(plan.run, progress=progress)
             history = run.read_history(plan.stage)
             steps = min(n_train // plan.cfg.batch_size, max_steps_per_epoch or n_train)
@@ -296,7 +284,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train one stage as its notebook does (torchrun: several processes)")
     tr.add_argument("--run-dir", required=True, help="the run folder (what the notebook calls run_dir)")
-    tr.add_argument("--stage", required=True, choices=sorted(STAGE_NOTEBOOKS))
+    tr.add_argument("--stage", required=True, choices=sorted(PARAMS))
     tr.add_argument("--out-name", default=None, help="the stage folder (the notebook's out_name)")
     tr.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                     help="a notebook parameter, read as papermill's -p reads it")
@@ -304,7 +292,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="notebook parameters as a YAML mapping (for lists)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     pa = sub.add_parser("params", help="the parameters of a stage and their defaults")
-    pa.add_argument("--stage", required=True, choices=sorted(STAGE_NOTEBOOKS))
+    pa.add_argument("--stage", required=True, choices=sorted(PARAMS))
     ch = sub.add_parser("chain", help="the whole chain at one scale, timed stage by stage (JSON)")
     ch.add_argument("--run-dir", required=True, help="a new or empty folder")
     ch.add_argument("--scale", default="polyvore630")
@@ -323,10 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "params":
-            helps = pm.inspect_notebook(str(notebook_path(STAGE_NOTEBOOKS[args.stage])))
+            print(f"# {args.stage}: notebooks/{PARAMS[args.stage].notebook}.ipynb")
             for name, value in notebook_parameters(args.stage).items():
-                comment = helps[name].get("help") or ""
-                print(f"{name} = {value!r}" + (f"  # {comment}" if comment else ""))
+                print(f"{name} = {value!r}")
         elif args.command == "train":
             params = stage_parameters(args.stage, args.run_dir, args.out_name, args.param, args.yaml)
             train(args.stage, params, progress=not args.no_progress)

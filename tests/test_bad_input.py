@@ -44,6 +44,7 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 from test_polyvore import COLD_USERS, MAIN_USERS, Release, write_lmdb, write_subset
 
+from fndkit import jobs as pipeline_jobs
 from fndkit import pipeline, stages
 from fndkit.config import DataConfig
 from fndkit.pipeline import NOTEBOOK_DIR
@@ -482,10 +483,10 @@ def ctrl_c(where: str):
             calls.append(Path(target).stem)
             Path(target).write_text("{}")
 
-        ctx.monkeypatch.setattr(pipeline.pm, "execute_notebook", execute)
+        ctx.monkeypatch.setattr(pipeline_jobs.pm, "execute_notebook", execute)
         ctx.monkeypatch.setattr(pipeline, "write_report", lambda run_dir: None)
-        steps = [pipeline.Step("00_data", "00_data"), pipeline.Step("02_teacher", "02_teacher")]
-        ctx.monkeypatch.setattr(pipeline, "default_chain", lambda scale, seed=0: steps)
+        steps = [job for job in pipeline.default_chain("tiny") if job.label in ("00_data", "02_teacher")]
+        ctx.monkeypatch.setattr(pipeline, "default_chain", lambda scale, seed=0, run_dir=None: steps)
         code = pipeline.main(["--run-dir", str(ctx.run / "chain"), "--scale", "tiny"])
         assert code == 130
         pipeline.run_chain(ctx.run / "chain2", steps, progress=False)  # the exception main() turns into 130

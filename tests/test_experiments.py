@@ -16,7 +16,9 @@ pytestmark = pytest.mark.notebook
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper")
-    sweep = X.Sweep(root, seeds=(0,), quick=True, device="cpu", machine="test-machine")
+    # in-process jobs (no kernels): the notebook path of the same executor is covered below and
+    # in tests/test_jobs.py
+    sweep = X.Sweep(root, seeds=(0,), quick=True, device="cpu", machine="test-machine", via="process")
     # every experiment of the paper and the false-negative lab's fn_rate (fn_ablation reuses its
     # machinery and folders; tests/test_fnlab.py covers its runs)
     results = X.run_sweep([*X.EXPERIMENTS, "fn_rate"], sweep, progress=False)
@@ -84,9 +86,11 @@ def test_results_markdown_carries_the_tables_and_goes_into_the_readme_block(quic
 
 
 def test_second_call_skips_finished_runs(quick, monkeypatch):
+    from fndkit import jobs
+
     sweep, results = quick
     calls = []
-    monkeypatch.setattr(X.pm, "execute_notebook", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(jobs, "execute_job", lambda *a, **k: calls.append(a))
     again = X.run_sweep(["table2", "fig4"], sweep, progress=False)
     assert calls == []
     assert again[again.experiment == "table2"].value.tolist() == \
@@ -107,14 +111,18 @@ def test_paired_test_matches_scipy_on_the_runs_per_user_auc(quick):
         assert row.wilcoxon_p == pytest.approx(wilcoxon(d).pvalue)
 
 
-def test_failed_run_names_run_and_notebook(tmp_path):
-    sweep = X.Sweep(tmp_path, seeds=(0,), quick=True, device="cpu", machine="m")
-    X.register_experiment("broken", lambda s: [("npair", {}, X.Run("03_student", "student_x", {"lr": -1.0}))])
+def test_failed_run_names_run_and_notebook(quick):
+    """As a notebook (the sweep's finished prerequisites are skipped, so only the bad run starts):
+    the error names the run, the notebook, the cell and the bad value."""
+    sweep = X.Sweep(quick[0].root, seeds=(0,), quick=True, device="cpu", machine="test-machine", via="notebook")
+    X.register_experiment("broken", lambda s, seed: [
+        ("npair", {}, X.stage_job(s, seed, "student", "student_x", loss="npair", lr=-1.0))])
     try:
-        with pytest.raises(X.ExperimentError, match=r"run seed0/student_x failed: 03_student.ipynb failed .*lr=-1"):
+        with pytest.raises(X.ExperimentError, match=r"seed0/student_x: 03_student.ipynb failed in cell .*lr=-1"):
             X.run_sweep(["broken"], sweep, progress=False)
     finally:
         X.EXPERIMENTS.pop("broken")
+    assert (sweep.seed_dir(0) / "notebooks" / "student_x.ipynb").exists()
 
 
 def test_unknown_experiment_is_named(tmp_path):

@@ -383,8 +383,8 @@ def test_early_stop_survives_a_kill_before_the_metrics(runs, tmp_path):
 
 
 def test_seed_reaches_every_notebook():
-    assert all(s.parameters.get("seed") == 3 for s in pipeline.default_chain("tiny", seed=3))
-    assert all("seed" not in s.parameters for s in pipeline.default_chain("tiny"))
+    assert all(job.params.seed == 3 for job in pipeline.default_chain("tiny", seed=3))
+    assert all(job.params.seed == 0 for job in pipeline.default_chain("tiny"))
     assert pipeline.main(["--seed", "-1"]) == 2
 
 

@@ -407,14 +407,14 @@ def test_lab_plans_name_real_notebook_parameters(tmp_path):
     runs = fnlab.fn_rate_runs(tmp_path, seeds=[0, 1], scale="tiny") + fnlab.fn_ablation_runs(tmp_path, seeds=[0], scale="tiny")
     params = {nb: set(pm.inspect_notebook(str(NOTEBOOK_DIR / f"{nb}.ipynb"))) for nb in {r.notebook for r in runs}}
     for r in runs:
-        unknown = set(r.params) - params[r.notebook]
+        unknown = set(r.params.to_dict()) - params[r.notebook]
         assert not unknown, (r.notebook, unknown)
     rate = fnlab.fn_rate_runs(tmp_path, seeds=[0, 1], scale="tiny")
     folders = {r.run_dir for r in rate}
     assert len(folders) == len(fnlab.BREADTHS) * 2
     students = [r for r in rate if r.notebook == "03_student"]
     assert len(students) == len(folders) * (1 + len(fnlab.ALPHAS) + 2)
-    assert {r.params["loss"] for r in students} == {"npair", "fnd", "oracle-drop", "oracle-pull"}
+    assert {r.params.loss for r in students} == {"npair", "fnd", "oracle-drop", "oracle-pull"}
     assert len({(r.run_dir, r.stage) for r in students}) == len(students)  # no stage trained twice
     both = fnlab.unique_runs(rate + fnlab.fn_ablation_runs(tmp_path, seeds=[0, 1], scale="tiny"))
     assert sum(r.notebook == "02_teacher" for r in both) == len({r.run_dir for r in both})  # one teacher per folder
@@ -490,7 +490,7 @@ def test_run_lab_reuses_finished_runs_and_reports_a_failure_by_name(lab_cli):
     trained = sorted(root.rglob("checkpoint.pt"))
     before = {p: p.stat().st_mtime_ns for p in trained}
     bad = fnlab.student_run(root, 1.0, 0, "npair", "tiny", device="cpu")
-    bad = fnlab.LabRun(bad.notebook, "student_bad", {**bad.params, "loss": "no-such-loss", "out_name": "student_bad"},
+    bad = fnlab.LabRun(bad.params.replace(loss="no-such-loss", out_name="student_bad"), label="student_bad",
                        method="bad")
     out = fnlab.run_lab([*plan, bad], jobs=1, progress=False)
     assert len(out.done) == 9 and len(out.failed) == 1 and not out.not_started
@@ -505,7 +505,7 @@ def test_run_lab_starts_nothing_after_its_time_limit(tmp_path, jobs):
     assert not out.done and not out.failed
     assert {(r.run_dir, r.stage) for r in out.not_started} == {(r.run_dir, r.stage) for r in plan}
     assert not (fnlab.lab_folder(tmp_path, 1.0, 0) / "data").exists()
-    with pytest.raises(ValueError, match="jobs=0 must be a whole number"):
+    with pytest.raises(ValueError, match="workers=0 must be a whole number"):
         fnlab.run_lab(plan, jobs=0)
 
 

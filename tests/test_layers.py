@@ -1,5 +1,7 @@
 """The package's imports go one way: config/artifacts → data → models → losses/objectives →
-train/evaluate/coldstart/rundir → stages → viz/report/pipeline, with no circles.
+train/evaluate/coldstart/rundir → stages → viz/report → jobs (the executor) → plan builders
+(pipeline, experiments, fnlab, bench, run) → the command line, with no circles: nothing below the
+plan builders imports them.
 
 Every ``import`` statement counts, function-local ones too: hiding an upward import inside a
 function is still an upward import. Third-party imports are not checked.
@@ -19,8 +21,10 @@ LAYERS = [
     {"fndkit.losses", "fndkit.augment", "fndkit.metrics", "fndkit.objectives", "fndkit.baselines"},
     {"fndkit.train", "fndkit.evaluate", "fndkit.coldstart", "fndkit.rundir"},
     {"fndkit.stages"},
-    {"fndkit.viz", "fndkit.report", "fndkit.pipeline", "fndkit.experiments", "fndkit.bench", "fndkit.run",
-     "fndkit.fnlab", "fndkit.progress"},
+    {"fndkit.viz", "fndkit.report", "fndkit.progress"},
+    {"fndkit.jobs"},                                  # Job, the stages' Params by kind, run_plan
+    {"fndkit.pipeline", "fndkit.experiments", "fndkit.bench", "fndkit.run", "fndkit.fnlab"},  # plan builders
+    {"fndkit.__main__"},                              # the command line
 ]
 
 

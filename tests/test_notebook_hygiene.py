@@ -35,3 +35,38 @@ def test_committed_without_outputs(path):
         if cell["cell_type"] == "code":
             assert cell.get("outputs") == [] and cell.get("execution_count") is None
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+def _cell_defaults(path: Path) -> dict:
+    nb = json.loads(path.read_text())
+    source = "".join(next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
+    return {t.id: ast.literal_eval(node.value) for node in ast.parse(source).body if isinstance(node, ast.Assign)
+            for t in node.targets}
+
+
+def _params_of(stem: str):
+    from fndkit.jobs import STAGES
+    found = [cls for cls, _ in STAGES.values() if cls.notebook == stem]
+    assert len(found) == 1, f"{stem} has {len(found)} Params classes"
+    return found[0]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_is_the_stage_params(path):
+    """The cell's names, order and defaults are the stage's Params fields: one schema."""
+    cls = _params_of(path.stem)
+    cell = _cell_defaults(path)
+    assert list(cell) == cls.field_names()
+    assert cell == cls.defaults()
+    assert cls().to_dict() == cell
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_builds_params_from_its_cell(path):
+    """The cell after the parameters builds the stage's Params from the notebook's globals, so a
+    papermill parameter cannot be dropped on the way to the stage."""
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    at = next(i for i, c in enumerate(code) if "parameters" in c["metadata"].get("tags", []))
+    after = "".join(code[at + 1]["source"]) + "".join(code[at + 2]["source"])
+    assert "Params.from_namespace(globals())" in after

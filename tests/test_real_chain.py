@@ -22,7 +22,8 @@ from torchvision.models import AlexNet_Weights, alexnet
 
 from fndkit.artifacts import load_checkpoint
 from fndkit.models.backbones import file_sha256
-from fndkit.pipeline import Step, run_chain
+from fndkit.jobs import Job, params_for
+from fndkit.pipeline import run_chain
 from fndkit.rundir import RunFolder
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]
@@ -50,19 +51,19 @@ def chain(tmp_path_factory):
     # only the conv layers: what the test checks, 10 MB instead of the real file's 233 MB
     saved = {k: v for k, v in alexnet(weights=None).state_dict().items() if k.startswith("features.")}
     torch.save(saved, hub)
+    def step(label, kind, **values):
+        return Job(params_for(kind, run_dir=str(base / "run"), **values), label=label)
+
     steps = [
-        Step("00_data", "00_data", {"source": str(release.root), "subset": "519", "image_size": 224}),
-        Step("01_autoencoder", "01_autoencoder", {"epochs": 1, "latent_dim": 16, "k_neighbours": 3,
-                                                  "device": "cpu"}),
-        Step("02_teacher", "02_teacher", FAST),
-        Step("03_student", "03_student_fnd", {"loss": "fnd", **FAST}),
-        Step("03_student", "03_student_npair", {"loss": "npair", **FAST}),
+        step("00_data", "data", source=str(release.root), subset="519", image_size=224),
+        step("01_autoencoder", "autoencoder", epochs=1, latent_dim=16, k_neighbours=3, device="cpu"),
+        step("02_teacher", "teacher", **FAST),
+        step("03_student_fnd", "student", loss="fnd", **FAST),
+        step("03_student_npair", "student", loss="npair", **FAST),
         # 519's pair is (erase, erase); (erase, replace) runs the 224 px neighbour table too
-        Step("04_contrastive", "04_contrastive", {"augmentations": "erase,replace", "out_name": "contrastive",
-                                                  **FAST}),
-        Step("06_explorer", "06_explorer", {"n_negatives": 10, "perplexity": 5}),
-        Step("05_cold_start", "05_cold_start", {"repetitions": 2, "curve_interactions": [1, 5],
-                                                "device": "cpu"}),
+        step("04_contrastive", "contrastive", augmentations="erase,replace", out_name="contrastive", **FAST),
+        step("06_explorer", "explorer", n_negatives=10, perplexity=5),
+        step("05_cold_start", "cold_start", repetitions=2, curve_interactions=[1, 5], device="cpu"),
     ]
     mp = pytest.MonkeyPatch()
     mp.setenv("TORCH_HOME", str(base / "torch"))   # the kernels inherit it

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -11,6 +13,30 @@ from ..artifacts import atomic_path, save_checkpoint
 from ..models import autoencoder as ae
 from ..repro import resolve_device, seed_everything
 from ..rundir import AUTOENCODER, RunFolder
+from .params import StageParams
+
+
+@dataclass(frozen=True)
+class Params(StageParams):
+    """notebooks/01_autoencoder's parameters cell."""
+
+    kind: ClassVar[str] = "autoencoder"
+    notebook: ClassVar[str] = "01_autoencoder"
+
+    run_dir: str = "outputs/demo"
+    latent_dim: int = 64
+    epochs: int = 10
+    k_neighbours: int = 5
+    seed: int = 0
+    device: str = "auto"
+    overwrite: bool = False
+
+
+def execute(params: Params, progress: bool = True) -> dict:
+    """01_autoencoder for ``params`` (see :func:`run`)."""
+    return run(params.run_dir, latent_dim=params.latent_dim, epochs=params.epochs,
+               k_neighbours=params.k_neighbours, seed=params.seed, device=params.device,
+               overwrite=params.overwrite, progress=progress)
 
 
 def run(run_dir: str | os.PathLike, latent_dim: int = 64, epochs: int = 10, k_neighbours: int = 5,

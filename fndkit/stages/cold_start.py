@@ -3,7 +3,8 @@ model and no training (paper §3.5, §4.3), using the neighbourhood maths of :mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -19,8 +20,9 @@ from ..evaluate import item_cache
 from ..metrics import per_user_auc, ranking_metrics_all
 from ..models.recommender import outfit_vectors_cached
 from ..models.registry import MODELS, model_class
-from ..repro import resolve_device
-from ..rundir import RunFolder, StageError
+from ..repro import resolve_device, seed_everything
+from ..rundir import COLD_START, RunFolder, StageError
+from .params import StageParams
 
 
 COLD_SPLITS = ("auto", "released", "pooled")
@@ -314,3 +316,50 @@ def table3(result: dict, n_interactions=(1, 5), protocol: str = "random"):
     df = df[df["n_interactions"].isin(list(n_interactions))]
     df["AUC"] = [f"{m * 100:.2f} ± {s * 100:.2f}" for m, s in zip(df["auc_mean"], df["auc_std"])]
     return df.pivot_table(index=["model", "strategy"], columns="n_interactions", values="AUC", aggfunc="first")
+
+
+DEFAULT_MODELS = ["teacher", "student_npair", "student_fnd", "contrastive", "lpae-u", "lpae-g", "bi-lstm",
+                  "type-aware", "sce-net"]
+
+
+@dataclass(frozen=True)
+class Params(StageParams):
+    """notebooks/05_cold_start's parameters cell: the stages whose folders exist are used."""
+
+    kind: ClassVar[str] = "cold_start"
+    notebook: ClassVar[str] = "05_cold_start"
+
+    run_dir: str = "outputs/demo"
+    models: list = field(default_factory=lambda: list(DEFAULT_MODELS))
+    n_interactions: list = field(default_factory=lambda: [1, 5])
+    repetitions: int = 10
+    delta: float = 0.0
+    tau: float = 0.2
+    curve_interactions: list = field(default_factory=lambda: [1, 2, 5, 10])
+    cold_split: str = "auto"
+    seed: int = 0
+    device: str = "auto"
+
+
+def present_models(run_folder: RunFolder, models) -> tuple[list[str], list[str]]:
+    """``models`` split into those trained in ``run_folder`` and those missing (in that order)."""
+    trained = set(run_folder.trained_models())
+    present = [m for m in models if m in trained]
+    return present, sorted(set(models) - set(present))
+
+
+def execute(params: Params, progress: bool = True) -> dict:
+    """05_cold_start for ``params``: the Table-3 experiment over the listed models present in the
+    run folder (all of them when none is: :func:`run` then names what is missing); writes
+    ``cold_start/metrics.json``."""
+    seed_everything(params.seed)
+    folder = RunFolder(params.run_dir)
+    present, missing = present_models(folder, params.models)
+    if missing and progress:
+        print(f"not trained in this run folder, skipped: {missing}")
+    result = run(folder, present or list(params.models), n_interactions=params.n_interactions,
+                 repetitions=params.repetitions, delta=params.delta, tau=params.tau, seed=params.seed,
+                 curve_interactions=params.curve_interactions, device=params.device,
+                 cold_split=params.cold_split, progress=progress)
+    folder.write_metrics(COLD_START, result)
+    return result

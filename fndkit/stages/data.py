@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -16,7 +18,9 @@ from ..data.sampling import attach_candidates, check_split_invariants
 from ..data.schema import DatasetError, OutfitDataset
 from ..data.synthetic import false_negative_fraction, make_dataset
 from ..metrics import ranking_metrics_all
-from ..rundir import RunFolder, StageError, check_overwrite, resolve_path
+from ..repro import seed_everything
+from ..rundir import DATA, RunFolder, StageError, check_overwrite, resolve_path
+from .params import StageParams
 
 
 _FORMATS_HINT = (f"point it at a Polyvore-U root (holding images/ and tuples_630/ …; format "
@@ -127,3 +131,41 @@ def affinity_table(ds: OutfitDataset, split: str = "test", protocol: str = "rand
     aff = ds.truth.true_affinity(cand.user, cand.items)
     kind = np.where(cand.label == 1, "positive", "random-mixture negative")
     return pd.DataFrame({"user": cand.user, "true_affinity": aff, "kind": kind})
+
+
+@dataclass(frozen=True)
+class Params(StageParams):
+    """notebooks/00_data's parameters cell (see :class:`~fndkit.config.DataConfig` for each)."""
+
+    kind: ClassVar[str] = "data"
+    notebook: ClassVar[str] = "00_data"
+
+    run_dir: str = "outputs/demo"
+    source: str = "synthetic"
+    format: str = "auto"
+    subset: str = "630"
+    scale: str = "demo"
+    variable_size: bool = False
+    taste_breadth: float = 1.0
+    image_size: int = 32
+    cold_subset: str = ""
+    seed: int = 0
+    overwrite: bool = False
+
+    def data_config(self) -> DataConfig:
+        return DataConfig(source=self.source, subset=str(self.subset), scale=self.scale,
+                          variable_size=self.variable_size, image_size=self.image_size, seed=self.seed,
+                          cold_subset=str(self.cold_subset) if self.cold_subset else None,
+                          format=self.format, taste_breadth=self.taste_breadth)
+
+
+def execute(params: Params, progress: bool = True) -> dict:
+    """00_data for ``params``: build (or reuse) the dataset, write ``data/metrics.json`` (the
+    :func:`summary`) and return it."""
+    seed_everything(params.seed)
+    cfg = params.data_config()
+    run_folder = RunFolder(params.run_dir)
+    ds = run(run_folder, cfg, overwrite=params.overwrite)
+    result = summary(ds, seed=params.seed)
+    run_folder.write_metrics(DATA, result)
+    return result

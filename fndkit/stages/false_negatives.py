@@ -22,7 +22,8 @@ and writes ``false_negatives/metrics.json``.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar, Iterable
 
 import numpy as np
 import pandas as pd
@@ -33,8 +34,9 @@ from ..data.sampling import NegativeSampler
 from ..data.schema import OutfitDataset
 from ..models.contract import OutfitModel
 from ..objectives import prepare_teacher
-from ..repro import resolve_device
+from ..repro import resolve_device, seed_everything
 from ..rundir import FALSE_NEGATIVES, TEACHER, RunFolder, StageError
+from .params import StageParams
 
 ALPHAS = (0.5, 1.0, 1.25, 1.5, 2.0, 3.0)
 
@@ -288,3 +290,33 @@ def run(run_dir: str | os.PathLike, teacher: str = TEACHER, alphas: Iterable[flo
 def _mean(values) -> float:
     values = np.asarray(values, dtype=np.float64)
     return float(values.mean()) if values.size else float("nan")
+
+
+@dataclass(frozen=True)
+class Params(StageParams):
+    """notebooks/08_false_negatives's parameters cell."""
+
+    kind: ClassVar[str] = "false_negatives"
+    notebook: ClassVar[str] = "08_false_negatives"
+
+    run_dir: str = "outputs/demo"
+    teacher: str = TEACHER
+    alpha: float | None = None
+    alphas: list = field(default_factory=lambda: list(ALPHAS))
+    n_per_positive: int = 4
+    max_positives: int | None = 4000
+    seed: int = 0
+    device: str = "auto"
+
+
+def execute_full(params: Params) -> dict:
+    """08_false_negatives for ``params``: everything :func:`run` returns (tables included)."""
+    seed_everything(params.seed)
+    return run(params.run_dir, teacher=params.teacher, alphas=params.alphas, alpha=params.alpha,
+               n_per_positive=params.n_per_positive, max_positives=params.max_positives, seed=params.seed,
+               device=params.device)
+
+
+def execute(params: Params, progress: bool = True) -> dict:
+    """08_false_negatives for ``params``; returns the metrics it writes."""
+    return execute_full(params)["metrics"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from ..objectives import NEEDS_TEACHER, OBJECTIVES, make_objective, prepare_teac
 from ..repro import resolve_device, seed_everything
 from ..rundir import RunFolder, StageStatus, resolve_path
 from ..train import Callback, Snapshots, build_model, fit
+from .params import StageParams
 
 FLAG_KEYS = ("flagged_fraction", "flag_precision", "flag_recall", "true_fn_fraction")
 
@@ -307,3 +308,128 @@ def _budget_metrics(run: RunFolder, stage: str, budget: int, result: dict, metri
     model, payload = run.load_model(str(path), device=device)
     return {"epochs": budget, "best_epoch": payload["metrics"]["epoch"],
             "test": evaluate(model, ds, split="test", device=device)}
+
+
+# ------------------------------------------------------------------------------------------------
+# the stage contract: each training notebook's parameters cell as a dataclass
+
+
+@dataclass(frozen=True)
+class _TrainingParams(StageParams):
+    """What every training notebook's cell shares; ``None`` means the scale's preset."""
+
+    def plan(self) -> StagePlan:
+        """The stage these parameters describe (folder name, config), without training."""
+        return plan_stage(self.kind, self.to_dict())
+
+
+@dataclass(frozen=True)
+class TeacherParams(_TrainingParams):
+    """notebooks/02_teacher's parameters cell."""
+
+    kind: ClassVar[str] = "teacher"
+    notebook: ClassVar[str] = "02_teacher"
+
+    run_dir: str = "outputs/demo"
+    backbone: str | None = None
+    weights: str | None = "auto"
+    epochs: int | None = None
+    max_steps_per_epoch: int | None = None
+    batch_size: int = 32
+    lr: float = 0.01
+    tau: float = 0.1
+    n_negatives: int | None = None
+    hard_fraction: float = 0.0
+    negatives: str = "shared"
+    snapshot_epochs: list = field(default_factory=lambda: [1, 2, 5, 10, 20])
+    seed: int = 0
+    device: str = "auto"
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class StudentParams(_TrainingParams):
+    """notebooks/03_student's parameters cell."""
+
+    kind: ClassVar[str] = "student"
+    notebook: ClassVar[str] = "03_student"
+
+    run_dir: str = "outputs/demo"
+    loss: str = "fnd"
+    alpha: float | None = None
+    tau: float = 0.1
+    backbone: str | None = None
+    weights: str | None = "auto"
+    teacher_dir: str | None = None
+    out_name: str | None = None
+    epochs: int | None = None
+    max_steps_per_epoch: int | None = None
+    batch_size: int = 32
+    lr: float = 0.01
+    n_negatives: int | None = None
+    hard_fraction: float = 0.0
+    negatives: str = "shared"
+    budget_epochs: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ContrastiveParams(_TrainingParams):
+    """notebooks/04_contrastive's parameters cell."""
+
+    kind: ClassVar[str] = "contrastive"
+    notebook: ClassVar[str] = "04_contrastive"
+
+    run_dir: str = "outputs/demo"
+    augmentations: str | None = None
+    lam: float = 0.2
+    tau_cl: float = 0.1
+    alpha: float | None = None
+    tau: float = 0.1
+    loss: str = "fnd"
+    teacher_dir: str | None = None
+    autoencoder_dir: str | None = None
+    out_name: str | None = None
+    backbone: str | None = None
+    weights: str | None = "auto"
+    epochs: int | None = None
+    max_steps_per_epoch: int | None = None
+    batch_size: int = 32
+    lr: float = 0.01
+    n_negatives: int | None = None
+    hard_fraction: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class BaselineParams(_TrainingParams):
+    """notebooks/07_baselines's parameters cell (``None``: the model's own default)."""
+
+    kind: ClassVar[str] = "baseline"
+    notebook: ClassVar[str] = "07_baselines"
+
+    run_dir: str = "outputs/demo"
+    model: str = "lpae-u"
+    backbone: str | None = None
+    epochs: int | None = None
+    batch_size: int = 32
+    lr: float | None = None
+    tau: float | None = None
+    hard_fraction: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    overwrite: bool = False
+    out_name: str | None = None
+
+
+PARAMS = {p.kind: p for p in (TeacherParams, StudentParams, ContrastiveParams, BaselineParams)}
+
+
+def execute(params: _TrainingParams, progress: bool = True, callbacks: Iterable[Callback] = ()) -> dict:
+    """A training notebook's work for ``params``: seed, plan the stage, train (or reuse) it."""
+    seed_everything(params.seed)
+    return params.plan().run(progress=progress, callbacks=callbacks)

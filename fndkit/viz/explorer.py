@@ -24,8 +24,9 @@ import html
 import io
 import json
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import ipywidgets as w
 import numpy as np
@@ -35,6 +36,9 @@ from PIL import Image
 
 from ..artifacts import atomic_path
 from ..data.schema import OutfitDataset
+from ..repro import seed_everything
+from ..rundir import EXPLORER, RunFolder
+from ..stages.params import StageParams
 from . import projection as P
 from .figures import save_figure
 from .pictures import outfit_strip
@@ -461,3 +465,43 @@ def outfit_gallery(source: Any, model: str = "teacher", user: int | None = None,
     if user is None:
         user = int(models.dataset.candidate_set(split, protocol).user.min())
     return OutfitGallery(models, int(user), k=k, split=split, protocol=protocol, device=device)
+
+
+@dataclass(frozen=True)
+class Params(StageParams):
+    """notebooks/06_explorer's parameters cell."""
+
+    kind: ClassVar[str] = "explorer"
+    notebook: ClassVar[str] = "06_explorer"
+
+    run_dir: str = "outputs/demo"
+    model: str = "teacher"
+    student: str | None = "student_fnd"
+    users: list = field(default_factory=list)
+    method: str = "tsne"
+    perplexity: int = 15
+    n_neighbours: int = 15
+    n_negatives: int = 40
+    seed: int = 0
+
+
+def run_explorer(params: Params) -> tuple[SpaceExplorer, dict]:
+    """06_explorer for ``params``: the explorer, its static export (HTML and PNG) and
+    ``explorer/metrics.json`` (the flag counts per user); returns the explorer and the metrics."""
+    seed_everything(params.seed)
+    run = RunFolder(params.run_dir)
+    explorer = SpaceExplorer(run, model=params.model, student=params.student, users=params.users,
+                             method=params.method, perplexity=params.perplexity,
+                             n_neighbours=params.n_neighbours, n_negatives=params.n_negatives, seed=params.seed)
+    export_static(explorer.frame, run.path(EXPLORER, f"space_{params.method}"))
+    metrics = {"model": params.model, "student": explorer.models.student_name, "alpha": explorer.models.alpha,
+               "method": params.method, "perplexity": params.perplexity, "n_neighbours": params.n_neighbours,
+               "n_negatives": params.n_negatives, "seed": params.seed, "users": explorer.users,
+               "per_user": P.flag_counts(explorer.frame)}
+    run.write_metrics(EXPLORER, metrics)
+    return explorer, metrics
+
+
+def execute(params: Params, progress: bool = True) -> dict:
+    """06_explorer without a kernel: the export and the metrics (see :func:`run_explorer`)."""
+    return run_explorer(params)[1]

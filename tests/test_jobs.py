@@ -1,0 +1,155 @@
+"""The one executor: every Params field reaches its stage, the in-process and the notebook paths
+write the same metrics, and run_plan orders, dedupes, blocks and limits as documented."""
+
+import json
+
+import papermill as pm
+import pytest
+
+from fndkit import jobs
+from fndkit.config import DataConfig
+from fndkit.jobs import NOTEBOOK_DIR, STAGES, Job, JobError, params_for, run_plan
+from fndkit.rundir import RunFolder
+from fndkit.stages import autoencoder, cold_start, data, false_negatives, training
+from fndkit.viz import explorer
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    run = RunFolder(tmp_path_factory.mktemp("jobs") / "run")
+    data.run(run, DataConfig(scale="tiny"))
+    return run
+
+
+class Captured(Exception):
+    """Raised by a stand-in for the stage's work: carries what the stage passed on."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("captured")
+        self.call = (args, kwargs)
+
+
+def _capture(*args, **kwargs):
+    raise Captured(*args, **kwargs)
+
+
+def _explorer_capture(run, **kwargs):
+    raise Captured(str(run.root), **kwargs)
+
+
+# each stage kind: where its work starts (patched to capture its arguments)
+TARGETS = {"data": (data, "run"), "autoencoder": (autoencoder, "run"), "teacher": (training, "run"),
+           "student": (training, "run"), "contrastive": (training, "run"), "baseline": (training, "run"),
+           "false_negatives": (false_negatives, "run"), "cold_start": (cold_start, "run"),
+           "explorer": (explorer, "SpaceExplorer")}
+
+# a valid value other than the default for every field (several fields where one needs another)
+OTHER = {
+    "source": {"source": "/tmp/somewhere"}, "format": {"source": "/tmp/somewhere", "format": "folder"},
+    "subset": "519", "scale": "tiny", "variable_size": True, "taste_breadth": 1.3, "image_size": 64,
+    "cold_subset": "53", "seed": 1, "overwrite": True, "latent_dim": 8, "epochs": 3, "k_neighbours": 2,
+    "device": "cpu", "backbone": "cnn-tiny", "weights": "/tmp/weights.pt", "max_steps_per_epoch": 2,
+    "batch_size": 16, "lr": 0.02, "tau": 0.3, "n_negatives": 5, "hard_fraction": 0.5, "negatives": "per_pair",
+    "snapshot_epochs": [1], "loss": "npair", "alpha": 2.0, "teacher_dir": "/tmp/teacher", "out_name": "elsewhere",
+    "budget_epochs": 1, "augmentations": "erase,erase", "lam": 0.3, "tau_cl": 0.2, "autoencoder_dir": "/tmp/ae",
+    "model": "fhn", "models": ["teacher"], "n_interactions": [2], "repetitions": 3, "delta": 0.1,
+    "curve_interactions": [1], "cold_split": "pooled", "teacher": "student_npair", "alphas": [1.0],
+    "n_per_positive": 2, "max_positives": 10, "student": None, "users": [1, 2], "method": "pca",
+    "perplexity": 5, "n_neighbours": 4, "n_negatives_explorer": 7,
+}
+
+
+def _what_reaches_the_stage(monkeypatch, params) -> str:
+    module, name = TARGETS[params.kind]
+    monkeypatch.setattr(module, name, _explorer_capture if params.kind == "explorer" else _capture)
+    with pytest.raises(Captured) as caught:
+        STAGES[params.kind][1](params, progress=False)
+    return json.dumps(caught.value.call, sort_keys=True, default=lambda o: repr(getattr(o, "__dict__", o)))
+
+
+@pytest.mark.parametrize("kind", sorted(STAGES))
+def test_every_params_field_reaches_the_stage(kind, tiny_data, monkeypatch):
+    """Change one field at a time: what the stage receives must change (a dropped field fails)."""
+    cls = STAGES[kind][0]
+    base = cls(run_dir=str(tiny_data.root))
+    reference = _what_reaches_the_stage(monkeypatch, base)
+    for name in cls.field_names():
+        if name == "run_dir":
+            continue
+        other = OTHER["n_negatives_explorer"] if (kind == "explorer" and name == "n_negatives") else OTHER[name]
+        changes = other if isinstance(other, dict) else {name: other}
+        if kind == "explorer" and name == "student":
+            changes = {"student": "contrastive"}
+        changed = _what_reaches_the_stage(monkeypatch, base.replace(**changes))
+        assert changed != reference, f"{kind}: {name} does not reach the stage"
+
+
+def test_run_dir_reaches_the_stage(tiny_data, tmp_path, monkeypatch):
+    a = _what_reaches_the_stage(monkeypatch, params_for("autoencoder", run_dir=str(tiny_data.root)))
+    b = _what_reaches_the_stage(monkeypatch, params_for("autoencoder", run_dir=str(tmp_path)))
+    assert a != b
+
+
+def test_unknown_parameter_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) alhpa for the student stage .*valid: .*alpha"):
+        params_for("student", alhpa=2.0)
+    with pytest.raises(ValueError, match="stage kind 'nope' is unknown"):
+        params_for("nope")
+
+
+def _comparable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in ("stage", "epoch_seconds")}
+
+
+@pytest.mark.notebook
+def test_process_and_notebook_paths_write_the_same_metrics(tiny_data):
+    common = {"run_dir": str(tiny_data.root), "loss": "npair", "epochs": 1, "max_steps_per_epoch": 3,
+              "device": "cpu", "seed": 3}
+    here = Job(params_for("student", out_name="by_process", **common))
+    there = Job(params_for("student", out_name="by_notebook", **common))
+    run_plan([here], via="process", progress=False)
+    run_plan([there], via="notebook", progress=False)
+    a = tiny_data.read_metrics("by_process")
+    b = tiny_data.read_metrics("by_notebook")
+    assert _comparable(a) == _comparable(b)
+    assert (tiny_data.notebooks_dir / "by_notebook.ipynb").exists()
+    injected = pm.inspect_notebook(str(NOTEBOOK_DIR / "03_student.ipynb"))
+    assert set(injected) == set(there.params.to_dict())
+
+
+def test_plan_orders_by_prerequisites_and_dedupes(tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    plan = [Job(params_for("student", run_dir=a, loss="npair")), Job(params_for("teacher", run_dir=a)),
+            Job(params_for("cold_start", run_dir=a)), Job(params_for("data", run_dir=b)),
+            Job(params_for("data", run_dir=a)), Job(params_for("teacher", run_dir=a))]
+    ordered = jobs.ordered(plan)
+    assert [(j.run_dir, j.kind) for j in ordered] == [(a, "data"), (a, "teacher"), (a, "student"),
+                                                      (a, "cold_start"), (b, "data")]
+
+
+def test_failed_prerequisite_blocks_its_folder_only(tmp_path, monkeypatch):
+    ran = []
+
+    def fake(job, via="process", progress=False, **kw):
+        ran.append((job.run_dir, job.kind))
+        if job.kind == "data" and job.run_dir.endswith("bad"):
+            raise JobError(f"{job.describe()} failed: broken on purpose", job)
+        return {"ok": True}
+
+    monkeypatch.setattr(jobs, "execute_job", fake)
+    bad, good = str(tmp_path / "bad"), str(tmp_path / "good")
+    plan = [Job(params_for(kind, run_dir=folder)) for folder in (bad, good) for kind in ("data", "teacher")]
+    out = run_plan(plan, progress=False, on_failure="continue")
+    assert ran == [(bad, "data"), (good, "data"), (good, "teacher")]
+    assert [j.run_dir for j, _ in out.done] == [good, good]
+    assert "broken on purpose" in out.failed[0][1] and [(j.run_dir, j.kind) for j in out.not_started] == [(bad, "teacher")]
+    with pytest.raises(JobError, match="broken on purpose"):
+        run_plan(plan, progress=False, on_failure="stop")
+
+
+@pytest.mark.parametrize("bad, message", [({"via": "kernel"}, "via='kernel'"), ({"workers": 0}, "workers=0"),
+                                          ({"time_limit": -1}, "time_limit=-1"),
+                                          ({"on_failure": "ignore"}, "on_failure='ignore'")])
+def test_bad_plan_arguments_are_named(bad, message):
+    with pytest.raises(ValueError, match=message):
+        run_plan([], **bad)

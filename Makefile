@@ -32,12 +32,12 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: setup
-	$(PY) -m fndkit.pipeline --run-dir $(RUN_DIR) --scale $(SCALE)
+	$(PY) -m fndkit chain --run-dir $(RUN_DIR) --scale $(SCALE)
 
 # The paper's Tables 2-5 and Figures 4-7 over 3 seeds (resumable: rerun to continue); SEEDS=0 for one pass.
 SEEDS ?= 0 1 2
 paper: setup
-	$(PY) -m fndkit.experiments all --seeds $(SEEDS) --root outputs/paper
+	$(PY) -m fndkit paper all --seeds $(SEEDS) --root outputs/paper
 
 test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -47,7 +47,7 @@ BENCH_SCALE ?= polyvore630
 BENCH_DEVICE ?= auto
 # OpenMP threads wait passively, as the demo's kernels do (fndkit/pipeline.py), unless you set it.
 bench: setup
-	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m fndkit.bench --scale $(BENCH_SCALE) --device $(BENCH_DEVICE)
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m fndkit bench --scale $(BENCH_SCALE) --device $(BENCH_DEVICE)
 
 lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )

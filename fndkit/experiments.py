@@ -675,7 +675,7 @@ def results_markdown(results: pd.DataFrame, sweep: Sweep, info: dict, table: pd.
     return "\n".join(lines).rstrip()
 
 
-README_START = "<!-- results: written by `python -m fndkit.experiments ... --readme README.md`; do not edit by hand -->"
+README_START = "<!-- results: written by `python -m fndkit paper ... --readme README.md`; do not edit by hand -->"
 README_END = "<!-- results end -->"
 
 

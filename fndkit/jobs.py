@@ -11,8 +11,9 @@ is executed here, by one code path:
   ``Params`` and calls the same ``execute`` — so the two paths write the same ``metrics.json``.
 - Order by prerequisites, per run folder: data → autoencoder → teacher → students (student,
   contrastive, baseline) → diagnostics (false negatives, explorer) → cold start (:data:`RANK`). A
-  job starts only when every job of a lower rank in its folder has finished; when one of them
-  failed, the folder's later jobs do not start.
+  job starts only when every job of a lower rank in its folder has ended; when a prerequisite
+  (data, autoencoder, teacher: :data:`PREREQUISITE_RANK` and below) failed, the folder's later jobs
+  do not start, while a failed student still lets the diagnostics and cold start run on the rest.
 - Duplicates (the same kind and parameters) run once.
 - ``workers`` > 1: worker processes (spawned, so CUDA works; on CPU each gets ``cores // workers``
   threads), lowest seed first so that a plan cut short by ``time_limit`` leaves whole seeds.
@@ -70,6 +71,7 @@ STAGES: dict[str, tuple[type[StageParams], Callable[..., dict]]] = {
 }
 RANK = {"data": 0, "autoencoder": 1, "teacher": 2, "student": 3, "contrastive": 3, "baseline": 3,
         "false_negatives": 4, "explorer": 4, "cold_start": 5}
+PREREQUISITE_RANK = 2   # data, autoencoder, teacher: what every later job of a folder stands on
 VIA = ("process", "notebook")
 
 
@@ -271,23 +273,32 @@ def run_plan(jobs: Iterable[Job], via: str = "process", workers: int = 1, time_l
     return _run_pool(plan, via, workers, time_limit, progress, on_failure, on_done)
 
 
-def _blocked(job: Job, plan: list[Job], ended_ok: set[str]) -> bool:
-    """Whether a job of a lower rank in ``job``'s folder has not finished well."""
-    return any(other.run_dir == job.run_dir and RANK[other.kind] < RANK[job.kind] and other.key not in ended_ok
+def _waits(job: Job, plan: list[Job], ended: set[str], ok: set[str]) -> bool:
+    """Whether a job of a lower rank in ``job``'s folder has not ended yet."""
+    return any(other.run_dir == job.run_dir and RANK[other.kind] < RANK[job.kind] and other.key not in ended
+               for other in plan)
+
+
+def _blocked(job: Job, plan: list[Job], ended: set[str], ok: set[str]) -> bool:
+    """Whether a prerequisite of ``job`` in its folder ended without finishing."""
+    return any(other.run_dir == job.run_dir and RANK[other.kind] < RANK[job.kind]
+               and RANK[other.kind] <= PREREQUISITE_RANK and other.key in ended and other.key not in ok
                for other in plan)
 
 
 def _run_here(plan, via, time_limit, progress, on_failure, on_done, kernel_name, log_output, scale) -> PlanOutcome:
     outcome, start = PlanOutcome(), time.perf_counter()
     ok: set[str] = set()
+    ended: set[str] = set()
     folders = list(dict.fromkeys(j.run_dir for j in plan))
     # one folder: the chain's live line; several: a bar over jobs
     live = ChainProgress(RunFolder(folders[0]), [j.label or j.name() for j in plan], scale=scale,
                          enabled=progress) if len(folders) == 1 else None
     bar = tqdm(total=len(plan), desc="plan", unit="job", disable=not progress or live is not None)
     for job in plan:
-        if (time_limit is not None and time.perf_counter() - start > time_limit) or _blocked(job, plan, ok):
+        if (time_limit is not None and time.perf_counter() - start > time_limit) or _blocked(job, plan, ended, ok):
             outcome.not_started.append(job)
+            ended.add(job.key)
             continue
         label = job.label or job.name()
         bar.set_postfix_str(job.describe())
@@ -307,6 +318,7 @@ def _run_here(plan, via, time_limit, progress, on_failure, on_done, kernel_name,
             raise JobInterrupted(f"interrupted (Ctrl-C) during {label}", job, target) from None
         except JobError as exc:
             outcome.failed.append((job, str(exc)))
+            ended.add(job.key)
             bar.update(1)
             if on_failure == "stop":
                 bar.close()
@@ -316,6 +328,7 @@ def _run_here(plan, via, time_limit, progress, on_failure, on_done, kernel_name,
                 raise
             continue
         ok.add(job.key)
+        ended.add(job.key)
         outcome.done.append((job, metrics))
         outcome.records.append(record)
         bar.update(1)
@@ -343,6 +356,7 @@ def _run_pool(plan, via, workers, time_limit, progress, on_failure, on_done) -> 
     order = {j.key: i for i, j in enumerate(plan)}
     ok: set[str] = set()
     ended: set[str] = set()
+    blocked: list[Job] = []
     pending: dict[Future, Job] = {}
     bar = tqdm(total=len(plan), desc="plan", unit="job", disable=not progress)
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -350,8 +364,11 @@ def _run_pool(plan, via, workers, time_limit, progress, on_failure, on_done) -> 
 
     def ready() -> list[Job]:
         running = {j.key for j in pending.values()}
-        free = [j for j in plan if j.key not in ended and j.key not in running
-                and not any(o.run_dir == j.run_dir and RANK[o.kind] < RANK[j.kind] and o.key not in ok for o in plan)]
+        for j in plan:  # a failed prerequisite: its folder's later jobs never start
+            if j.key not in ended and j.key not in running and _blocked(j, plan, ended, ok):
+                ended.add(j.key)
+                blocked.append(j)
+        free = [j for j in plan if j.key not in ended and j.key not in running and not _waits(j, plan, ended, ok)]
         return sorted(free, key=lambda j: (j.seed, order[j.key]))  # lowest seed first: whole seeds
 
     stopping = False
@@ -388,7 +405,7 @@ def _run_pool(plan, via, workers, time_limit, progress, on_failure, on_done) -> 
                 if on_done is not None:
                     on_done(job, metrics, record)
     bar.close()
-    outcome.not_started = [j for j in plan if j.key not in ended]
+    outcome.not_started = blocked + [j for j in plan if j.key not in ended]
     outcome.seconds = time.perf_counter() - start
     if stopping and outcome.failed:
         job, message = outcome.failed[0]

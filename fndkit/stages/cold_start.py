@@ -20,7 +20,7 @@ from ..evaluate import item_cache
 from ..metrics import per_user_auc, ranking_metrics_all
 from ..models.recommender import outfit_vectors_cached
 from ..models.registry import MODELS, model_class
-from ..repro import resolve_device, seed_everything
+from ..repro import resolve_device
 from ..rundir import COLD_START, RunFolder, StageError
 from .params import StageParams
 
@@ -351,8 +351,7 @@ def present_models(run_folder: RunFolder, models) -> tuple[list[str], list[str]]
 def execute(params: Params, progress: bool = True) -> dict:
     """05_cold_start for ``params``: the Table-3 experiment over the listed models present in the
     run folder (all of them when none is: :func:`run` then names what is missing); writes
-    ``cold_start/metrics.json``."""
-    seed_everything(params.seed)
+    ``cold_start/metrics.json``. (:func:`run` seeds its own episodes from ``params.seed``.)"""
     folder = RunFolder(params.run_dir)
     present, missing = present_models(folder, params.models)
     if missing and progress:

@@ -730,5 +730,5 @@ def check_same_dataset(payload: dict, dataset: OutfitDataset, where: Any) -> Non
                          f"it on this run_dir")
 
 
-__all__ = ["RunFolder", "StageError", "StageBusy", "StageClaim", "StageStatus", "DatasetError", "project_root", "resolve_path",
-           "check_same_dataset", "check_overwrite"]
+__all__ = ["RunFolder", "StageError", "StageBusy", "StageClaim", "StageStatus", "DatasetError", "project_root",
+           "resolve_path", "check_same_dataset", "check_overwrite"]

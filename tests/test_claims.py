@@ -270,7 +270,8 @@ def test_corrupt_claim_is_an_error_while_young_and_stale_once_old(tmp_path, caps
     old = time.time() - 2 * rundir.CLAIM_LEASE_S
     os.utime(claim, (old, old))
     assert run.begin_stage("student", {"loss": "npair"}) == (StageStatus.NEW, None)
-    assert "taking over the claim of pid ? on host ? (an unreadable claim file, untouched for 120 s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "taking over the claim of pid ? on host ? (an unreadable claim file, untouched for 120 s)" in out
     run.end_stage("student")
     assert files(folder) == ["config.json"]
 

@@ -30,13 +30,12 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
-import papermill as pm
 import plotly.express as px
 import plotly.graph_objects as go
 import torch

@@ -124,8 +124,8 @@ def run_chain(run_dir: str | Path, jobs: list[Job], force: bool = False, kernel_
     except KeyboardInterrupt:
         record["status"], record["interrupted"] = "interrupted", {"step": "the report", "executed_copy": None}
         write_json(record_path, record)
-        raise PipelineInterrupted(f"interrupted (Ctrl-C) during the report; rerun the same command to "
-                                  f"continue") from None
+        raise PipelineInterrupted("interrupted (Ctrl-C) during the report; rerun the same command to "
+                                  "continue") from None
     record["status"] = "finished"
     write_json(record_path, record)
     return record

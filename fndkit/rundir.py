@@ -65,7 +65,7 @@ import numpy as np
 
 from . import baselines  # noqa: F401  (a run folder may hold baseline checkpoints: register them)
 from .artifacts import TMP_MARK, explain_write_error, jsonable, load_checkpoint, read_json, write_json
-from .config import TrainConfig
+from .config import PAPER_DEFAULTS, TrainConfig
 from .data.schema import DatasetError, OutfitDataset
 from .models.registry import load_model
 
@@ -269,6 +269,13 @@ class RunFolder:
         """What the dataset is: ``synthetic``, ``polyvore`` or ``folder`` (its recorded source)."""
         meta = self.data_description().get("meta", {})
         return str(meta.get("source", "unknown"))
+
+    def paper_defaults(self) -> dict:
+        """α and the augmentation pair the paper used for this kind of dataset: the one resolver
+        (:data:`~fndkit.config.PAPER_DEFAULTS`; fixed-size outfits are Polyvore-630's kind,
+        variable-size ones Polyvore-519's)."""
+        variable = bool(self.data_description().get("stats", {}).get("variable_size", False))
+        return PAPER_DEFAULTS["variable" if variable else "fixed"]
 
     def preset_name(self) -> str:
         """The training preset for this run folder, chosen by what the dataset is (its recorded

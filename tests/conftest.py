@@ -1,6 +1,18 @@
-"""Shared pytest options: slow tests run only with --runslow; GPU tests only where CUDA exists."""
+"""Shared pytest options and fixtures: slow tests run only with --runslow; GPU tests only where
+CUDA exists; ``tiny`` is the tiny synthetic dataset with its evaluation candidates (a fresh one per
+test module, so a module that changes it cannot move another's numbers)."""
 
 import pytest
+
+from fndkit.data.sampling import attach_candidates
+from fndkit.data.synthetic import make_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    ds = make_dataset("tiny", seed=0)
+    attach_candidates(ds, seed=0)
+    return ds
 
 
 def pytest_addoption(parser):

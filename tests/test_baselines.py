@@ -19,8 +19,7 @@ from fndkit.baselines.lpae import LOGDET_WEIGHT, anchor_search
 from fndkit.baselines.outfitnet import OutfitNetObjective
 from fndkit.baselines.type_aware import type_pair_index
 from fndkit.config import ConfigError, DataConfig
-from fndkit.data.sampling import NegativeSampler, attach_candidates
-from fndkit.data.synthetic import make_dataset
+from fndkit.data.sampling import NegativeSampler
 from fndkit.evaluate import item_cache
 from fndkit.losses import bpr_loss
 from fndkit.metrics import ranking_metrics_all
@@ -49,13 +48,6 @@ def outfits(m=5, s=3, seed=0, missing=()):
         mask[row, slot] = False
         f[row, slot] = 0
     return f, mask
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    ds = make_dataset("tiny", seed=0)
-    attach_candidates(ds, seed=0)
-    return ds
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ import pytest
 
 from fndkit import augment, bench, objectives
 from fndkit.config import train_config
-from fndkit.data.sampling import attach_candidates
-from fndkit.data.synthetic import make_dataset
 from fndkit.evaluate import score_rows
 from fndkit.train import build_model
 
@@ -31,13 +29,6 @@ def cli_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def result(cli_run):
     return cli_run[0]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    ds = make_dataset(scale="tiny", seed=0)
-    attach_candidates(ds, seed=0)
-    return ds
 
 
 def test_scoring_counts_and_agreement(result, tiny):

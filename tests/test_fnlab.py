@@ -28,13 +28,6 @@ from fndkit.stages import training
 from fndkit.train import build_model
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    ds = make_dataset("tiny", seed=0)
-    attach_candidates(ds, seed=0)
-    return ds
-
-
 def cfg(**kw):
     base = dict(backbone="cnn-small", dim=16, heads=2, epochs=1, batch_size=8, max_steps_per_epoch=2,
                 device="cpu", patience=3)

@@ -7,21 +7,13 @@ import pytest
 import torch
 
 from fndkit.config import TrainConfig
-from fndkit.data.sampling import NegativeSampler, attach_candidates
-from fndkit.data.synthetic import make_dataset
+from fndkit.data.sampling import NegativeSampler
 from fndkit.losses import false_negative_weights, fnd_loss, npair_loss
 from fndkit.models.contract import make_image_fn
 import fndkit.baselines  # noqa: F401  (registers the Table-2 baselines)
 from fndkit.models.registry import MODELS
 from fndkit.objectives import FND, NPair, OBJECTIVES, TrainBatch, make_objective, prepare_teacher
 from fndkit.train import build_model, fit
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    ds = make_dataset("tiny", seed=0)
-    attach_candidates(ds, seed=0)
-    return ds
 
 
 def cfg(**kw):

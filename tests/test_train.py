@@ -8,18 +8,9 @@ import pytest
 import torch
 
 from fndkit.config import TrainConfig
-from fndkit.data.sampling import attach_candidates
-from fndkit.data.synthetic import make_dataset
 from fndkit.evaluate import evaluate, score_rows
 from fndkit.objectives import make_objective, prepare_teacher
 from fndkit.train import Callback, build_model, fit, load_model
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    ds = make_dataset("tiny", seed=0)
-    attach_candidates(ds, seed=0)
-    return ds
 
 
 def small_cfg(**kw):

@@ -35,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.schema import ArrayImages
+from .contract import evaluating
 from .backbones import images_to_tensor as backbone_input
 
 _MAX_CHANNELS = 128
@@ -262,13 +263,9 @@ def encode_items(model: ConvAutoencoder, images: Any, item_ids: Any, batch_size:
                  device: str = "cpu") -> np.ndarray:
     """Latent codes of ``item_ids``: float32 array [K, latent_dim] (eval mode, no gradients)."""
     store, ids = _image_store(images), _ids(item_ids, "item_ids")
-    was_training = model.training
-    model.to(device).eval()
-    try:
+    with evaluating(model.to(device)):
         codes = [model.encode(_load(store, ids[s:s + batch_size], model, device)).cpu()
                  for s in range(0, ids.size, batch_size)]
-    finally:
-        model.train(was_training)
     if not codes:
         return np.zeros((0, model.latent_dim), dtype=np.float32)
     return torch.cat(codes).numpy().astype(np.float32)
@@ -282,16 +279,12 @@ def reconstruction_error(model: ConvAutoencoder, images: Any, item_ids: Any,
     store, ids = _image_store(images), _ids(item_ids, "item_ids")
     if ids.size == 0:
         raise ValueError("item_ids is empty; no reconstruction error to measure")
-    was_training = model.training
-    model.to(device).eval()
     total, count = 0.0, 0
-    try:
+    with evaluating(model.to(device)):
         for s in range(0, ids.size, batch_size):
             recon, target = model.reconstruct(_load(store, ids[s:s + batch_size], model, device))
             total += float(F.mse_loss(recon, target, reduction="sum"))
             count += target.numel()
-    finally:
-        model.train(was_training)
     return total / count
 
 

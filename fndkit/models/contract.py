@@ -29,7 +29,8 @@ baseline with its own cold-start rule implements ``cold_start_scores`` (see ``co
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Iterable
+import contextlib
+from typing import Callable, ClassVar, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -40,6 +41,19 @@ from .backbones import images_to_tensor
 
 ImageFn = Callable[[np.ndarray], torch.Tensor]
 Features = tuple[torch.Tensor, torch.Tensor]  # item features [B, S, d], mask [B, S] (True = item)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no gradients while the body runs; the model's own mode restored after, even
+    when the body raises (scoring inside a training loop must not leave dropout off)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 def make_image_fn(images, size: int | None = None,
@@ -143,16 +157,12 @@ class OutfitModel(nn.Module):
         """Evaluation scores [M] of ``users[m]`` for ``items[m]`` from an ItemFeatureCache."""
         users = np.asarray(users, dtype=np.int64)
         items = np.asarray(items, dtype=np.int64)
-        was_training = self.training
-        self.eval()
-        try:
-            chunks = []
+        chunks = []
+        with evaluating(self):
             for lo in range(0, len(items), batch_size):
                 feats, mask = cache.lookup(items[lo:lo + batch_size])
                 u = torch.as_tensor(users[lo:lo + batch_size], device=feats.device)
                 chunks.append(self.score_items(u, feats, mask))
-        finally:
-            self.train(was_training)
         return torch.cat(chunks) if chunks else torch.zeros(0, device=self.device)
 
     @torch.no_grad()
@@ -202,15 +212,10 @@ class ItemFeatureCache:
         if progress:
             starts = tqdm(starts, desc="encoding items", unit="batch")
         chunks = []
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for start in starts:
-                    chunk = self.item_ids[start:start + batch_size]
-                    chunks.append(model.encode_items(image_fn(chunk)))
-        finally:
-            model.train(was_training)
+        with evaluating(model):
+            for start in starts:
+                chunk = self.item_ids[start:start + batch_size]
+                chunks.append(model.encode_items(image_fn(chunk)))
         self.features = (torch.cat(chunks) if chunks
                          else torch.zeros(0, getattr(model, "dim", 0), device=model.device))
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import build_backbone, count_parameters
-from .contract import (Features, ImageFn, ItemFeatureCache, OutfitModel,  # noqa: F401 (re-exported)
+from .contract import (Features, ImageFn, ItemFeatureCache, OutfitModel, evaluating,  # noqa: F401 (re-exported)
                        make_image_fn, per_pair_negatives)
 from .registry import register_model
 from .set_transformer import SetTransformer
@@ -201,15 +201,10 @@ def outfit_vectors_cached(model: OutfitRecommender, items: np.ndarray, cache: It
     unique_rows, inverse = np.unique(items, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     chunks = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(unique_rows), batch_size):
-                features, mask = cache.lookup(unique_rows[start:start + batch_size])
-                chunks.append(model.encode_outfits(features, mask))
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(unique_rows), batch_size):
+            features, mask = cache.lookup(unique_rows[start:start + batch_size])
+            chunks.append(model.encode_outfits(features, mask))
     vectors = torch.cat(chunks)
     return vectors[torch.from_numpy(inverse).to(vectors.device)]
 

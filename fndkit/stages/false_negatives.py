@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import write_json
-from ..config import PAPER_DEFAULTS
 from ..data.sampling import NegativeSampler
 from ..data.schema import OutfitDataset
 from ..models.contract import OutfitModel
@@ -242,8 +241,7 @@ def run(run_dir: str | os.PathLike, teacher: str = TEACHER, alphas: Iterable[flo
         raise StageError(_NO_TRUTH.format(name=ds.name))
     alphas = [float(a) for a in alphas]
     if alpha is None:
-        variable = bool(run.data_description().get("stats", {}).get("variable_size", False))
-        alpha = PAPER_DEFAULTS["variable" if variable else "fixed"]["alpha"]
+        alpha = run.paper_defaults()["alpha"]
     if not float(alpha) > 0 or not all(a > 0 for a in alphas):
         raise ValueError(f"alpha={alpha!r} and alphas={alphas!r} must be > 0 (eq. 12)")
     if not isinstance(n_per_positive, int) or n_per_positive < 1:

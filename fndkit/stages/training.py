@@ -28,17 +28,16 @@ FLAG_KEYS = ("flagged_fraction", "flag_precision", "flag_recall", "true_fn_fract
 
 def check_names(cfg: TrainConfig) -> TrainConfig:
     """The model, backbone and objective a config names exist in their registries."""
-    for field, value, known in (("model", cfg.model, MODELS), ("backbone", cfg.backbone, BACKBONES),
-                                ("loss", cfg.loss, OBJECTIVES)):
+    for name, value, known in (("model", cfg.model, MODELS), ("backbone", cfg.backbone, BACKBONES),
+                               ("loss", cfg.loss, OBJECTIVES)):
         if value not in known:
-            raise ConfigError(f"{field}={value!r} is unknown; choose one of {sorted(known)}")
+            raise ConfigError(f"{name}={value!r} is unknown; choose one of {sorted(known)}")
     return cfg
 
 
 def paper_defaults(run: RunFolder) -> dict:
-    """α and the augmentation pair the paper used for this kind of dataset (config.PAPER_DEFAULTS)."""
-    variable = bool(run.data_description().get("stats", {}).get("variable_size", False))
-    return PAPER_DEFAULTS["variable" if variable else "fixed"]
+    """α and the augmentation pair the paper used for this kind of dataset (:meth:`RunFolder.paper_defaults`)."""
+    return RunFolder(run).paper_defaults()
 
 
 def train_config(run_dir: str | os.PathLike, role: str, **params) -> TrainConfig:

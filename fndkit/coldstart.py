@@ -379,10 +379,8 @@ def released_split_protocol(
     outfits, or with no test positive, are skipped in every repetition (listed in
     ``skipped_users``, reported with a warning).
     """
-    if isinstance(n_interactions, bool) or not isinstance(n_interactions, (int, np.integer)) or n_interactions < 1:
-        raise ValueError(f"n_interactions must be an integer >= 1 (paper: 1 or 5); got {n_interactions!r}")
-    if isinstance(repetitions, bool) or not isinstance(repetitions, (int, np.integer)) or repetitions < 1:
-        raise ValueError(f"repetitions must be an integer >= 1 (paper: 10); got {repetitions!r}")
+    check_int("n_interactions", n_interactions, 1, " (paper: 1 or 5)")
+    check_int("repetitions", repetitions, 1, " (paper: 10)")
     users = list(cold_users)
     if len(set(users)) != len(users):
         raise ValueError("cold_users contains duplicates; list each cold starter once")

@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import papermill as pm
 import torch
 from tqdm.auto import tqdm
 
+from .config import check_int
 from .progress import ChainProgress
 from .rundir import RunFolder, resolve_path
 from .stages import autoencoder, cold_start, data, false_negatives, training
@@ -253,8 +253,7 @@ def ordered(jobs: Iterable[Job]) -> list[Job]:
 def _check_plan_arguments(via: str, workers: Any, time_limit: Any, on_failure: str) -> None:
     if via not in VIA:
         raise ValueError(f"via={via!r} must be one of {VIA}")
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise ValueError(f"workers={workers!r} must be a whole number >= 1 (worker processes)")
+    check_int("workers", workers, 1, " (worker processes)")
     if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
         raise ValueError(f"time_limit={time_limit!r} must be a number of seconds > 0, or None")
     if on_failure not in ("stop", "continue"):

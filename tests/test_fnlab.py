@@ -498,7 +498,7 @@ def test_run_lab_starts_nothing_after_its_time_limit(tmp_path, jobs):
     assert not out.done and not out.failed
     assert {(r.run_dir, r.stage) for r in out.not_started} == {(r.run_dir, r.stage) for r in plan}
     assert not (fnlab.lab_folder(tmp_path, 1.0, 0) / "data").exists()
-    with pytest.raises(ValueError, match="workers=0 must be a whole number"):
+    with pytest.raises(ValueError, match="workers=0 must be an integer >= 1"):
         fnlab.run_lab(plan, jobs=0)
 
 

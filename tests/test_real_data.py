@@ -266,7 +266,7 @@ def test_released_protocol_reveals_training_outfits_and_holds_out_the_test():
     assert again.samples == released_split_protocol(["a", "b"], revealable, test, 1, repetitions=5, seed=4).samples
     drawn = [int(e.interacted_ids[0]) for e in again.samples if e.user == "a"]
     assert set(drawn) <= {10, 11, 12} and len(set(drawn)) > 1
-    with pytest.raises(ValueError, match="n_interactions must be an integer >= 1"):
+    with pytest.raises(ValueError, match="n_interactions=0 must be an integer >= 1"):
         released_split_protocol(["a"], revealable, test, 0)
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import write_json
+from ..config import check_int
 from ..data.sampling import NegativeSampler
 from ..data.schema import OutfitDataset
 from ..models.contract import OutfitModel
@@ -246,9 +247,8 @@ def run(run_dir: str | os.PathLike, teacher: str = TEACHER, alphas: Iterable[flo
         raise ValueError(f"alpha={alpha!r} and alphas={alphas!r} must be > 0 (eq. 12)")
     if not isinstance(n_per_positive, int) or n_per_positive < 1:
         raise ValueError(f"n_per_positive={n_per_positive!r} must be an integer >= 1")
-    if max_positives is not None and (not isinstance(max_positives, int) or isinstance(max_positives, bool)
-                                      or max_positives < 1):
-        raise ValueError(f"max_positives={max_positives!r} must be an integer >= 1, or None for all")
+    if max_positives is not None:
+        check_int("max_positives", max_positives, 1, ", or None for all")
     device = resolve_device(device)
     config = {"teacher": teacher, "alphas": alphas, "alpha": float(alpha), "n_per_positive": n_per_positive,
               "max_positives": max_positives, "seed": seed, "dataset_fingerprint": ds.fingerprint()}

@@ -35,6 +35,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from ..artifacts import atomic_path
+from ..config import check_int
 from ..data.schema import OutfitDataset
 from ..repro import seed_everything
 from ..rundir import EXPLORER, RunFolder
@@ -226,8 +227,7 @@ class SpaceExplorer:
         if method not in P.METHODS:
             raise ValueError(f"method={method!r} is unknown; choose one of {', '.join(P.METHODS)}")
         for name, value, low in (("n_neighbours", n_neighbours, 2), ("n_negatives", n_negatives, 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+            check_int(name, value, low)
         self.models = (source if isinstance(source, P.RunModels)
                        else P.load_run_models(source, model=model, student=student, device=device))
         self.dataset = self.models.dataset

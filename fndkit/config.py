@@ -32,18 +32,26 @@ DEFAULT_AUGMENTATIONS = PAPER_DEFAULTS["fixed"]["augmentations"]
 # (8-16-32-32, a third of cnn-small's step time) N-pair 0.919 / 0.844, FND α 1.25 0.905 / 0.855,
 # FND-CL 0.907 / 0.856 (best epochs 17-30). So the demo teaches cnn-tiny with a cnn-small teacher.
 # tiny keeps its older pair: the notebook chain test pins its seeded metrics.
+# The budgets of the paper's sweep and the false-negative lab, per scale (one place for them):
+# "converged_epochs" — large enough that early stopping ends every run first (students and the
+# lab's teachers); "fixed_epochs" — the lab's fixed-budget result of the same run;
+# "snapshot_epochs" — the lab teacher's kept snapshots (its strength against epochs);
+# "cold_repetitions" — Table 3's repetitions.
+_SWEEP = {"converged_epochs": 60, "fixed_epochs": 12, "snapshot_epochs": [1, 2, 5, 10, 20, 30],
+          "cold_repetitions": 10}
+_SWEEP_TINY = {"converged_epochs": 2, "fixed_epochs": 1, "snapshot_epochs": [1, 2], "cold_repetitions": 2}
 SCALE_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"epochs": 2, "teacher_epochs": 2, "teacher_backbone": "cnn-large", "student_backbone": "cnn-small",
-             "patience": 2, "lr_patience": 1},
+             "patience": 2, "lr_patience": 1, **_SWEEP_TINY},
     "demo": {"epochs": 30, "teacher_epochs": 30, "teacher_backbone": "cnn-small", "student_backbone": "cnn-tiny",
-             "patience": 4, "lr_patience": 1},
+             "patience": 4, "lr_patience": 1, **_SWEEP},
     "polyvore630": {"epochs": 30, "teacher_epochs": 30, "teacher_backbone": "cnn-large", "student_backbone": "cnn-small",
-                    "patience": 5, "lr_patience": 2},
+                    "patience": 5, "lr_patience": 2, **_SWEEP},
     "polyvore519": {"epochs": 30, "teacher_epochs": 30, "teacher_backbone": "cnn-large", "student_backbone": "cnn-small",
-                    "patience": 5, "lr_patience": 2},
+                    "patience": 5, "lr_patience": 2, **_SWEEP},
     # real Polyvore-U at 224 px: the paper's AlexNet pair, fine-tuned from ImageNet (§4.1.4)
     "real": {"epochs": 30, "teacher_epochs": 30, "teacher_backbone": "alexnet-large", "student_backbone": "alexnet-xs",
-             "patience": 5, "lr_patience": 2, "weights": "imagenet"},
+             "patience": 5, "lr_patience": 2, "weights": "imagenet", **_SWEEP},
 }
 
 # Initial backbone weights: a notebook's ``weights = "auto"`` takes the preset's ("weights" above,
@@ -203,7 +211,9 @@ class TrainConfig(_Base):
 
 
 def train_config(scale: str, role: str, **overrides) -> TrainConfig:
-    """A TrainConfig from the scale's preset and explicit overrides (``None`` values are ignored).
+    """A TrainConfig from the scale's preset and explicit overrides (``None`` values are ignored;
+    ``weights`` as :func:`preset_weights` reads it): the one place presets become configs
+    (:func:`fndkit.stages.training.train_config` adds a run folder's dataset defaults to it).
 
     ``role`` is "teacher" or "student"; it picks the preset backbone and the validation half.
     """

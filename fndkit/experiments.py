@@ -59,8 +59,6 @@ AUGMENTATIONS = ("identity", "erase", "replace")                    # Fig. 5
 BATCH_SIZES = (16, 32, 64, 128)                                    # Fig. 7
 QUICK_PAIRS = (("erase", "replace"),)                               # --quick: one cell of Fig. 5
 # Epoch budgets: large enough that early stopping (the preset's patience) ends every run first.
-BUDGET = {"tiny": 2, "demo": 60, "polyvore630": 60, "polyvore519": 60, "real": 60}
-COLD_REPETITIONS = {"tiny": 2, "demo": 10}
 
 
 class ExperimentError(RuntimeError):
@@ -84,8 +82,8 @@ class Sweep:
         self.root = resolve_path(self.root)
         if self.quick:
             self.scale = "tiny"
-        if self.scale not in BUDGET:
-            raise ValueError(f"scale={self.scale!r} has no budget; choose one of {sorted(BUDGET)}")
+        if self.scale not in SCALE_PRESETS:
+            raise ValueError(f"scale={self.scale!r} has no budget; choose one of {sorted(SCALE_PRESETS)}")
         if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
             raise ValueError(f"seeds={self.seeds!r} must be one or more integers >= 0")
         self.machine = self.machine or machine_label(self.device)
@@ -101,7 +99,7 @@ class Sweep:
 
     @property
     def epochs(self) -> int:
-        return BUDGET[self.scale]
+        return SCALE_PRESETS[self.scale]["converged_epochs"]
 
 
 def machine_label(device: str = "auto") -> str:
@@ -189,7 +187,7 @@ def _table3(sweep: Sweep, seed: int) -> list[tuple[str, dict, Job]]:
     trained = _table2(sweep, seed)
     stages = [TEACHER] + [j.label for m, _, j in trained if m not in MODELS or supports_cold_start(m)]
     cold = stage_job(sweep, seed, "cold_start", COLD_START, models=stages, n_interactions=[1, 5],
-                     curve_interactions=[1, 5], repetitions=COLD_REPETITIONS.get(sweep.scale, 10))
+                     curve_interactions=[1, 5], repetitions=SCALE_PRESETS[sweep.scale]["cold_repetitions"])
     return trained + [("cold-start", {}, cold)]
 
 

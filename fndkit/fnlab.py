@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from .artifacts import atomic_path, read_json, write_json
+from .config import SCALE_PRESETS
 from .jobs import Job, PlanOutcome, execute_job, params_for, run_plan, unique_jobs
 from .report import markdown_table
 from .rundir import DATA, FALSE_NEGATIVES, TEACHER, RunFolder, resolve_path
@@ -51,11 +52,9 @@ BREADTHS = (0.7, 1.0, 1.3, 1.7)          # ≈ 2%, 7%, 15%, 30% false negatives 
 ALPHAS = (1.25, 2.0, 3.0)
 ABLATION_BREADTHS = (1.0, 1.7)
 STUDENT_BACKBONE = "cnn-tiny"             # the demo preset's student (0.27M; its teacher cnn-small 0.51M)
-# Epoch budgets per scale: "converged" (early stopping ends each run first) and the fixed one.
-CONVERGED_EPOCHS = {"tiny": 2, "demo": 60}
-TEACHER_EPOCHS = {"tiny": 2, "demo": 60}
-FIXED_EPOCHS = {"tiny": 1, "demo": 12}
-SNAPSHOT_EPOCHS = {"tiny": [1, 2], "demo": [1, 2, 5, 10, 20, 30]}
+# The lab runs on the built-in benchmark at these scales; its epoch budgets are the scale presets'
+# (config.SCALE_PRESETS: converged_epochs, fixed_epochs, snapshot_epochs).
+LAB_SCALES = ("tiny", "demo")
 METRICS = ("auc", "ndcg_lpae")
 
 
@@ -73,8 +72,8 @@ def _check(seeds: Iterable[int], scale: str) -> list[int]:
     seeds = list(seeds)
     if not seeds or any(not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
         raise ValueError(f"seeds={seeds!r} must be one or more integers >= 0")
-    if scale not in CONVERGED_EPOCHS:
-        raise ValueError(f"scale={scale!r} has no lab budget; choose one of {sorted(CONVERGED_EPOCHS)}")
+    if scale not in LAB_SCALES:
+        raise ValueError(f"scale={scale!r} has no lab budget; choose one of {sorted(LAB_SCALES)}")
     return [int(s) for s in seeds]
 
 
@@ -84,8 +83,8 @@ def _folder_runs(root, breadth: float, seed: int, scale: str, device: str) -> li
     shown = {"taste_breadth": float(breadth)}
     return [Job(params_for("data", run_dir=run_dir, seed=seed, scale=scale, taste_breadth=float(breadth)),
                 label=DATA, shown=shown),
-            Job(params_for("teacher", run_dir=run_dir, seed=seed, device=device, epochs=TEACHER_EPOCHS[scale],
-                           snapshot_epochs=SNAPSHOT_EPOCHS[scale]), label=TEACHER, method="teacher", shown=shown)]
+            Job(params_for("teacher", run_dir=run_dir, seed=seed, device=device, epochs=SCALE_PRESETS[scale]["converged_epochs"],
+                           snapshot_epochs=SCALE_PRESETS[scale]["snapshot_epochs"]), label=TEACHER, method="teacher", shown=shown)]
 
 
 def student_run(root, breadth: float, seed: int, loss: str, scale: str = "demo", alpha: float = 1.25,
@@ -98,7 +97,8 @@ def student_run(root, breadth: float, seed: int, loss: str, scale: str = "demo",
         stage += "-alpha1.25"  # every α explicit: the lab compares them
     params = params_for("student", run_dir=str(lab_folder(root, breadth, seed)), seed=seed, device=device,
                         loss=loss, alpha=float(alpha), backbone=backbone, negatives=negatives,
-                        epochs=CONVERGED_EPOCHS[scale], budget_epochs=FIXED_EPOCHS[scale], out_name=stage,
+                        epochs=SCALE_PRESETS[scale]["converged_epochs"],
+                        budget_epochs=SCALE_PRESETS[scale]["fixed_epochs"], out_name=stage,
                         **extra)
     name = method or (f"{loss} α={alpha:g}" if loss in training.ALPHA_LOSSES else loss)
     if negatives == "per_pair":
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="+", choices=sorted(EXPERIMENTS), help="experiments")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--root", default="outputs/fnlab", help="run folders: <root>/breadth<b>/seed<k>")
-    parser.add_argument("--scale", default="demo", choices=sorted(CONVERGED_EPOCHS))
+    parser.add_argument("--scale", default="demo", choices=sorted(LAB_SCALES))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", "--jobs", dest="jobs", type=int, default=1,
                         help="worker processes (one GPU is shared by them)")

@@ -11,8 +11,8 @@ import numpy as np
 from .. import distributed
 from ..artifacts import write_json
 from ..augment import parse_pair
-from ..config import (PAPER_DEFAULTS, SCALE_PRESETS, WEIGHTS_AUTO, ConfigError, TrainConfig, check_int,
-                      preset_weights)
+from ..config import PAPER_DEFAULTS, ConfigError, TrainConfig, check_int
+from ..config import train_config as preset_train_config
 from ..evaluate import evaluate
 from ..models.backbones import BACKBONES, count_parameters, is_weights_path
 from ..baselines import BASELINES  # noqa: F401  (importing it registers the baselines and their objectives)
@@ -49,20 +49,12 @@ def train_config(run_dir: str | os.PathLike, role: str, **params) -> TrainConfig
     preset's (ImageNet for the AlexNets on real data, none on synthetic data), ``None`` or
     ``"none"`` means random initialisation, ``"imagenet"`` or a state-dict path are kept (a
     relative path resolved like ``run_dir``)."""
-    if role not in ("teacher", "student"):
-        raise ConfigError(f"role={role!r} must be 'teacher' or 'student'")
     run = RunFolder(run_dir)
-    preset = SCALE_PRESETS[run.preset_name()]
-    base = {"backbone": preset[f"{role}_backbone"],
-            "epochs": preset["teacher_epochs" if role == "teacher" else "epochs"],
-            "patience": preset["patience"], "lr_patience": preset["lr_patience"],
-            "val_split": "val_teacher" if role == "teacher" else "val_student",
-            **paper_defaults(run)}
-    weights = params.pop("weights", WEIGHTS_AUTO)
-    base.update({k: v for k, v in params.items() if v is not None})
-    weights = preset_weights(preset, base["backbone"], weights)
-    base["weights"] = str(resolve_path(weights)) if is_weights_path(weights) else weights
-    return check_names(TrainConfig.from_dict(base))
+    chosen = {k: v for k, v in params.items() if v is not None or k == "weights"}  # weights=None: random init
+    cfg = preset_train_config(run.preset_name(), role, **{**paper_defaults(run), **chosen})
+    if is_weights_path(cfg.weights):
+        cfg = cfg.replace(weights=str(resolve_path(cfg.weights)))
+    return check_names(cfg)
 
 
 def teacher_config(run_dir, **params) -> TrainConfig:

@@ -273,6 +273,9 @@ def decode_store(images: FileImages, folder: str | os.PathLike, *, workers: int 
                                 other.cancel()
                             raise failed(_with_item(exc)) from None
                         finished(c, future.result())
+    except BaseException:   # Ctrl-C in a notebook: keep what is done (a SIGKILL keeps the last second's)
+        _write_done(folder, done)
+        raise
     finally:
         bar.close()
         stats["seconds"] = time.perf_counter() - start

@@ -103,6 +103,19 @@ def test_killed_decode_resumes_with_the_chunks_left(release, tmp_path, monkeypat
     np.testing.assert_array_equal(pixels, files.get(np.arange(N_ITEMS)))
 
 
+def test_parallel_decode_marks_chunks_done_as_they_finish(release, tmp_path, monkeypatch):
+    """What a SIGKILL leaves is the last done.npy written: with several processes it must grow
+    chunk by chunk, not appear only at the end."""
+    snapshots = []
+    real = decode_module._write_done
+    monkeypatch.setattr(decode_module, "DONE_EVERY_S", 0.0)
+    monkeypatch.setattr(decode_module, "_write_done", lambda folder, done: (snapshots.append(int(done.sum())),
+                                                                           real(folder, done))[1])
+    decode_store(files_of(release), tmp_path / "store", workers=2, chunk_items=8, progress=False)
+    assert snapshots[0] == 0 and snapshots[-1] == 5
+    assert sorted(set(snapshots)) == [0, 1, 2, 3, 4, 5]
+
+
 def test_corrupt_jpeg_is_named_and_the_store_stays_unfinished(release, tmp_path):
     files = files_of(release)
     bad = 21

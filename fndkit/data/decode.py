@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
 
@@ -43,6 +43,7 @@ from .images import FileImages
 STORE_FORMAT = 1
 INFO_FILE, PIXELS_FILE, DONE_FILE = "store.json", "images.npy", "done.npy"
 DEFAULT_CHUNK = 256
+DONE_EVERY_S = 1.0   # how often done.npy is rewritten while decoding
 GB = 1e9
 
 
@@ -235,7 +236,7 @@ def decode_store(images: FileImages, folder: str | os.PathLike, *, workers: int 
         done[c] = True
         stats["decoded"] += count
         bar.update(count)
-        if time.perf_counter() - last_write > 1.0:   # a killed run redoes at most a second's chunks
+        if time.perf_counter() - last_write >= DONE_EVERY_S:   # a killed run redoes at most these seconds' chunks
             _write_done(folder, done)
             last_write = time.perf_counter()
 
@@ -264,7 +265,7 @@ def decode_store(images: FileImages, folder: str | os.PathLike, *, workers: int 
                 pending = {pool.submit(_decode_chunk, c * chunk_items, min(n, (c + 1) * chunk_items)): c
                            for c in todo}
                 while pending:
-                    ready, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                    ready, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in ready:
                         c = pending.pop(future)
                         exc = future.exception()

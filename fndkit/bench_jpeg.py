@@ -39,7 +39,7 @@ from .config import train_config
 from .data.decode import available_cores, decode_store, store_bytes
 from .data.images import FileImages
 from .data.polyvore import read_polyvore_u
-from .data.prefetch import prefetch_images
+from .data.prefetch import batch_item_ids, prefetch_images
 from .data.release_fixture import POLYVORE630, write_release
 from .data.sampling import NegativeSampler
 from .data.schema import ArrayImages
@@ -53,6 +53,7 @@ SCALE = "polyvore630-jpeg"
 IMAGE_SIZE = 224
 EPOCH_STEPS_630 = 3_525          # Polyvore-630's training positives / batch 32
 GIB = 2 ** 30
+STORE, ARRAY, FLY = "jpeg store (memory-mapped)", "in-memory array", "JPEG decoded every step"
 
 
 def fixture_dir(items: int) -> Path:
@@ -124,10 +125,20 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def loop_steps(dataset, cfg, device: str, steps: int, warmup: int = 1, seed: int = 0,
+def loop_steps(dataset, cfg, device: str, sources: dict, steps: int, warmup: int = 1, seed: int = 0,
                prefetch: bool | None = None, gpu: GpuBusy | None = None) -> dict:
-    """Seconds per step of ``fit()``'s loop (what :func:`fndkit.train.fit` does per step, without
-    its end-of-epoch validation) over ``warmup + steps`` steps; the first ``warmup`` untimed."""
+    """Seconds per step of ``fit()``'s loop (loader, negative sampling, prefetch on CUDA,
+    objective, backward, SGD step; not its end-of-epoch validation) fed from each image store of
+    ``sources`` (name -> store), over ``warmup + steps`` steps, the first ``warmup`` untimed.
+
+    Several sources are interleaved step by step (one model; each step's batch run once per
+    source, the order alternating), so that whatever else the machine does at that moment slows
+    every source alike and their ratio stays fair on a shared box. Each step synchronises, as
+    ``fit()``'s ``loss.item()`` does. Returns name -> ``{"steps", "step_seconds",
+    "steps_per_second", "images_per_step", "prefetch"}``.
+    """
+    from .models.contract import make_image_fn
+
     prefetch = str(device).startswith("cuda") if prefetch is None else prefetch
     seed_everything(seed)
     model = build_model(cfg, dataset).to(device)
@@ -137,37 +148,46 @@ def loop_steps(dataset, cfg, device: str, steps: int, warmup: int = 1, seed: int
                                 weight_decay=cfg.weight_decay)
     sampler = NegativeSampler(dataset, split=cfg.train_split, n_negatives=cfg.negatives_per_pair,
                               hard_fraction=cfg.hard_fraction, seed=cfg.seed, mode=cfg.negatives)
-    from .models.contract import make_image_fn
-
-    image_fn = make_image_fn(dataset.images, model.input_size, device)
     loader = make_loader(dataset, cfg.train_split, cfg.batch_size, shuffle=True, seed=seed, drop_last=True)
     total = warmup + steps
     raws = []
     while len(raws) < total:   # small fixtures: cycle through the epoch
         raws += [raw for raw, _ in zip(loader, range(total - len(raws)))]
-    batches = (train_batch(raw, sampler, image_fn, device, 0, step) for step, raw in enumerate(raws))
-    if prefetch:
-        batches = prefetch_images(batches, dataset.images, model.input_size, device)
+
+    def batches_from(store):
+        image_fn = make_image_fn(store, model.input_size, device)
+        batches = (train_batch(raw, sampler, image_fn, device, 0, step) for step, raw in enumerate(raws))
+        return iter(prefetch_images(batches, store, model.input_size, device) if prefetch else batches)
+
+    streams = {name: batches_from(store) for name, store in sources.items()}
+    seconds = dict.fromkeys(sources, 0.0)
     images_per_step = []
-    start = None
-    for step, batch in enumerate(batches):
-        if step == warmup:
-            _sync(device)
-            start = time.perf_counter()
-            if gpu is not None:
-                gpu.__enter__()
-        loss, _ = objective(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step >= warmup:
-            images_per_step.append(len(np.unique(np.concatenate([batch.positives.ravel(), batch.negatives.ravel()]))))
-    _sync(device)
-    seconds = time.perf_counter() - start
     if gpu is not None:
-        gpu.__exit__(None, None, None)
-    return {"steps": steps, "step_seconds": seconds / steps, "steps_per_second": steps / seconds,
-            "images_per_step": float(np.mean(images_per_step)), "prefetch": bool(prefetch)}
+        gpu.__enter__()
+    try:
+        for step in range(total):
+            names = list(sources) if step % 2 == 0 else list(sources)[::-1]
+            for name in names:
+                _sync(device)
+                start = time.perf_counter()
+                batch = next(streams[name])
+                loss, _ = objective(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss.item()
+                if step >= warmup:
+                    seconds[name] += time.perf_counter() - start
+            if step >= warmup:
+                images_per_step.append(len(batch_item_ids(batch)))
+    finally:
+        if gpu is not None:
+            gpu.__exit__(None, None, None)
+        for stream in streams.values():
+            stream.close() if hasattr(stream, "close") else None
+    return {name: {"steps": steps, "step_seconds": sec / steps, "steps_per_second": steps / sec,
+                   "images_per_step": float(np.mean(images_per_step)), "prefetch": bool(prefetch)}
+            for name, sec in seconds.items()}
 
 
 def backbone_bound(cfg, dataset, device: str, images: int, steps: int, warmup: int = 1) -> dict:
@@ -255,11 +275,11 @@ def run_jpeg_bench(items: int = POLYVORE630["items"], device: str = "auto", step
             "store_bytes": store_bytes(POLYVORE630["items"], image_size)}
     memory = {"peak_rss_after_decode": peak_rss_bytes()}
 
-    sources = {"jpeg store (memory-mapped)": ArrayImages(pixels)}
+    sources = {STORE: ArrayImages(pixels)}
     say("copying the store into memory (the bound) ...", flush=True)
-    sources["in-memory array"] = ArrayImages(np.array(pixels))
+    sources[ARRAY] = ArrayImages(np.array(pixels))
     if fly_steps:
-        sources["JPEG decoded every step"] = FileImages(files.root, files.names, image_size=image_size)
+        sources[FLY] = FileImages(files.root, files.names, image_size=image_size)
 
     result["steps"] = []
     for role in ("teacher", "student"):
@@ -267,27 +287,30 @@ def run_jpeg_bench(items: int = POLYVORE630["items"], device: str = "auto", step
                            backbone=(backbones or {}).get(role), batch_size=batch_size)
         row = {"role": role, "backbone": cfg.backbone, "batch_size": cfg.batch_size,
                "negatives": cfg.negatives_per_pair, "sources": {}}
-        for name, images in sources.items():
-            n = fly_steps if images.__class__ is FileImages else steps
-            dataset.images = images
-            say(f"{role} ({cfg.backbone}): {n} steps fed from the {name} ...", flush=True)
-            gpu = GpuBusy(cuda and images is sources["jpeg store (memory-mapped)"],
-                          index=torch.device(device).index or 0)
-            row["sources"][name] = loop_steps(dataset, cfg, device, n, warmup=warmup, seed=seed, gpu=gpu)
-            if images is sources["jpeg store (memory-mapped)"]:
-                row["gpu_busy"] = gpu.result()
-        store_s = row["sources"]["jpeg store (memory-mapped)"]["step_seconds"]
-        array_s = row["sources"]["in-memory array"]["step_seconds"]
+        say(f"{role} ({cfg.backbone}): {steps} steps each from the store and from memory, interleaved ...", flush=True)
+        fair = {name: sources[name] for name in (STORE, ARRAY)}
+        row["sources"] = loop_steps(dataset, cfg, device, fair, steps, warmup=warmup, seed=seed)
+        if fly_steps:
+            say(f"{role} ({cfg.backbone}): {fly_steps} steps decoding JPEGs every step ...", flush=True)
+            row["sources"][FLY] = loop_steps(dataset, cfg, device, {FLY: sources[FLY]}, fly_steps,
+                                             warmup=warmup, seed=seed)[FLY]
+        gpu = GpuBusy(cuda, index=torch.device(device).index or 0)
+        if cuda:   # the GPU's busy fraction while the store alone feeds it
+            say(f"{role} ({cfg.backbone}): {steps} steps from the store, sampling nvidia-smi ...", flush=True)
+            row["store_alone"] = loop_steps(dataset, cfg, device, {STORE: sources[STORE]}, steps,
+                                            warmup=warmup, seed=seed, gpu=gpu)[STORE]
+        row["gpu_busy"] = gpu.result()
+        store_s, array_s = row["sources"][STORE]["step_seconds"], row["sources"][ARRAY]["step_seconds"]
         row["store_over_array"] = store_s / array_s
         say(f"{role}: the backbone alone ...", flush=True)
-        images_per_step = int(round(row["sources"]["in-memory array"]["images_per_step"]))
+        images_per_step = int(round(row["sources"][ARRAY]["images_per_step"]))
         row["backbone_only"] = backbone_bound(cfg, dataset, device, images_per_step, steps, warmup)
         row["polyvore630_epoch_seconds_extrapolated"] = {
             "steps": EPOCH_STEPS_630, "jpeg_store": EPOCH_STEPS_630 * store_s,
             "in_memory_array": EPOCH_STEPS_630 * array_s,
             "backbone_only": EPOCH_STEPS_630 * row["backbone_only"]["step_seconds"]}
-        if "JPEG decoded every step" in row["sources"]:
-            row["on_the_fly_over_array"] = row["sources"]["JPEG decoded every step"]["step_seconds"] / array_s
+        if FLY in row["sources"]:
+            row["on_the_fly_over_array"] = row["sources"][FLY]["step_seconds"] / array_s
         row["peak_rss_after"] = peak_rss_bytes()
         result["steps"].append(row)
         dataset.images = files
@@ -317,7 +340,7 @@ def format_jpeg_tables(result: dict) -> str:
         lines.append("Decode once: the store was reused (no decode measured this run).")
     lines += ["", "| model | fed from | steps | s / step | steps / s | vs in-memory array |", "|---|---|---|---|---|---|"]
     for row in result["steps"]:
-        array_s = row["sources"]["in-memory array"]["step_seconds"]
+        array_s = row["sources"][ARRAY]["step_seconds"]
         for name, r in row["sources"].items():
             lines.append(f"| {row['role']} {row['backbone']} | {name} | {r['steps']} | {r['step_seconds']:.3f} | "
                          f"{r['steps_per_second']:.2f} | {r['step_seconds'] / array_s:.2f}× |")

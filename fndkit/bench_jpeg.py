@@ -39,7 +39,7 @@ from .config import train_config
 from .data.decode import available_cores, decode_store, store_bytes
 from .data.images import FileImages
 from .data.polyvore import read_polyvore_u
-from .data.prefetch import batch_item_ids, prefetch_images
+from .feeding import batch_item_ids, prefetch_images
 from .data.release_fixture import POLYVORE630, write_release
 from .data.sampling import NegativeSampler
 from .data.schema import ArrayImages
@@ -54,6 +54,16 @@ IMAGE_SIZE = 224
 EPOCH_STEPS_630 = 3_525          # Polyvore-630's training positives / batch 32
 GIB = 2 ** 30
 STORE, ARRAY, FLY = "jpeg store (memory-mapped)", "in-memory array", "JPEG decoded every step"
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set size so far (as :func:`fndkit.bench.peak_rss_bytes`, which
+    cannot be imported here: fndkit.bench imports this module)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def fixture_dir(items: int) -> Path:
@@ -227,8 +237,6 @@ def run_jpeg_bench(items: int = POLYVORE630["items"], device: str = "auto", step
 
     image_size, backbones (``{"teacher": ..., "student": ...}``) and batch_size replace the real
     pair's 224 px AlexNets and batch 32 (tests run the bench in seconds with small CNNs)."""
-    from .bench import peak_rss_bytes
-
     if not isinstance(items, int) or items < 40:
         raise ValueError(f"items={items!r} must be an integer >= 40 (199537 is Polyvore-630)")
     if not isinstance(steps, int) or steps < 1:

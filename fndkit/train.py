@@ -38,7 +38,7 @@ from . import distributed
 from .artifacts import atomic_path, jsonable, load_checkpoint, save_checkpoint, write_json
 from .config import TrainConfig
 from .data.datasets import make_loader
-from .data.prefetch import prefetch_images
+from .feeding import prefetch_images
 from .data.sampling import NegativeSampler
 from .data.schema import OutfitDataset
 from .distributed import BatchShard
@@ -255,7 +255,7 @@ def fit(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir: s
     global batch, split over the processes; the model trains inside DDP; only rank 0 writes.
 
     prefetch: gather each step's images in a background thread, pinned and copied to the device
-    without blocking, while the previous step computes (:mod:`fndkit.data.prefetch`); None (the
+    without blocking, while the previous step computes (:mod:`fndkit.feeding`); None (the
     default) turns it on for CUDA only. The batches and the result are the same either way.
     """
     device = resolve_device(cfg.device)

@@ -1,4 +1,4 @@
-"""Decode once (fndkit.data.decode), the 00_data store, and the training prefetch (fndkit.data.prefetch).
+"""Decode once (fndkit.data.decode), the 00_data store, and the training prefetch (fndkit.feeding).
 
 A tiny generated release (fndkit.data.release_fixture, 40 JPEGs of 291 px) is decoded into the
 store: its pixels must equal what the on-demand reader (FileImages) decodes, a decode killed after
@@ -22,7 +22,7 @@ from fndkit.data import decode as decode_module
 from fndkit.data.decode import decode_store, is_complete_store, release_fingerprint
 from fndkit.data.images import FileImages
 from fndkit.data.polyvore import read_polyvore_u
-from fndkit.data.prefetch import PrefetchedImages, batch_item_ids, prefetch_images
+from fndkit.feeding import PrefetchedImages, batch_item_ids, prefetch_images
 from fndkit.data.release_fixture import image_name, write_release
 from fndkit.data.sampling import attach_candidates
 from fndkit.data.schema import ArrayImages, DatasetError

@@ -17,9 +17,9 @@ LAYERS = [
     {"fndkit.data"},
     {"fndkit.models"},
     {"fndkit.losses", "fndkit.augment", "fndkit.metrics", "fndkit.objectives", "fndkit.baselines"},
-    {"fndkit.train", "fndkit.evaluate", "fndkit.coldstart", "fndkit.rundir"},
+    {"fndkit.train", "fndkit.evaluate", "fndkit.coldstart", "fndkit.rundir", "fndkit.feeding"},
     {"fndkit.stages"},
-    {"fndkit.viz", "fndkit.report", "fndkit.pipeline", "fndkit.experiments", "fndkit.bench", "fndkit.run",
+    {"fndkit.viz", "fndkit.report", "fndkit.pipeline", "fndkit.experiments", "fndkit.bench", "fndkit.bench_jpeg", "fndkit.run",
      "fndkit.fnlab", "fndkit.progress"},
 ]
 

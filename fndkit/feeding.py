@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from ..models.backbones import images_to_tensor
+from .models.backbones import images_to_tensor
 
 
 def batch_item_ids(batch: Any) -> np.ndarray:

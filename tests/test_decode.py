@@ -136,8 +136,10 @@ def test_store_of_another_size_or_release_is_refused_by_name(release, tmp_path):
     with pytest.raises(DatasetError, match=r"another image size \(image_size 24 there, 32 here"):
         decode_store(files_of(release, size=32), store, chunk_items=16, workers=1, progress=False)
     files = files_of(release)
-    other = files.root / files.names[3]
-    other.write_bytes(other.read_bytes() + b"\0")     # a replaced file: another release
+    listed = release / "tuples_630" / "image_list_top"
+    os.rename(files.root / files.names[3], files.root / "another.jpg")   # another image in the list
+    listed.write_text(listed.read_text().replace(files.names[3], "another.jpg"))
+    files = files_of(release)
     assert release_fingerprint(files) != json.loads((store / "store.json").read_text())["release"]
     with pytest.raises(DatasetError, match=rf"another release \(release .*; delete {store}"):
         decode_store(files, store, chunk_items=16, workers=1, progress=False)
@@ -161,7 +163,7 @@ def test_00_data_decodes_once_and_links_the_store(release, tmp_path, capsys):
     np.testing.assert_array_equal(ds.images.get(np.arange(N_ITEMS)), files_of(release).get(np.arange(N_ITEMS)))
     data_file, store_file = run_dir / "data" / "images.npy", run_dir / "decoded_images" / "images.npy"
     assert os.path.samefile(data_file, store_file)   # linked, not copied
-    assert ds.meta["image_store"]["release"] == release_fingerprint(files_of(release))
+    assert ds.meta["decoded_store"]["release"] == release_fingerprint(files_of(release))
     # on the fly: the files, decoded at every step
     lazy = stages.prepare_data(tmp_path / "lazy", DataConfig(source=str(release), subset="630", image_size=SIZE,
                                                              decode="on_the_fly"))
@@ -223,3 +225,21 @@ def test_fit_with_prefetch_equals_fit_without(tiny, tmp_path):
     assert weights[False][1] == weights[True][1]
     for key, value in weights[False][0].items():
         assert torch.equal(value, weights[True][0][key]), key
+
+
+@pytest.mark.filterwarnings("ignore:the released split breaks")
+def test_00_data_names_a_corrupt_jpeg_by_its_list_line_and_resumes_once_fixed(release, tmp_path):
+    files = files_of(release)
+    bad = 30   # the list of tops holds items 0..13, bottoms 14..26, shoes 27..39
+    path = files.root / files.names[bad]
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    cfg = DataConfig(source=str(release), subset="630", image_size=SIZE)
+    list_file = release / "tuples_630" / "image_list_shoe"
+    with pytest.raises(DatasetError, match=rf"item {bad} \({path}\).*corrupt or truncated.*"
+                                           rf"line {bad - 27 + 1} of {list_file}.*rerunning 00_data resumes"):
+        stages.prepare_data(tmp_path / "run", cfg)
+    assert not (tmp_path / "run" / "data").exists()
+    path.write_bytes(good)
+    ds = stages.prepare_data(tmp_path / "run", cfg)
+    np.testing.assert_array_equal(ds.images.get(np.arange(N_ITEMS)), files.get(np.arange(N_ITEMS)))

@@ -17,7 +17,7 @@ The store folder::
 A killed decode resumes: a chunk is marked in ``done.npy`` (written atomically) only after its
 pixels are written and flushed, so a rerun decodes exactly the chunks not marked. The store counts
 as built only when ``store.json`` says ``"complete": true`` (written last, atomically). A store
-built for another image size or from another release (other file names or file sizes) is refused,
+built for another image size or from another release (other file names) is refused,
 naming both. A corrupt or truncated image stops the decode naming the item and the file (and its
 image-list line, through ``origin``); the chunks done so far stay done.
 """
@@ -61,27 +61,15 @@ def available_cores() -> int:
 
 
 def release_fingerprint(images: FileImages) -> str:
-    """A short hash of what a release's images are: their layout, names in item order and (files)
-    each file's size, or (LMDB) the database's size. Another release, another image list or a
-    replaced file gives another fingerprint; stat-ing 200k files takes about a second."""
+    """A short hash of which release the images are: their layout and their names in item order
+    (the release names each file by a hash of its content). Another release or another image list
+    gives another fingerprint; a corrupt file replaced by a good copy keeps it, so the decode it
+    stopped resumes."""
     h = hashlib.sha256(f"{images.kind}\n".encode())
     for name in images.names:
         h.update(name.encode())
         h.update(b"\0")
-    if images.kind == "files":
-        sizes = np.fromiter((_size(images.root / n) for n in images.names), dtype=np.int64,
-                            count=len(images.names))
-    else:
-        sizes = np.asarray([_size(images.root / "data.mdb")], dtype=np.int64)
-    h.update(sizes.tobytes())
     return h.hexdigest()[:16]
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return -1
 
 
 def disk_cost(n_items: int, image_size: int, folder: str | os.PathLike) -> dict:

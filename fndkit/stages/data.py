@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..artifacts import jsonable
 from ..config import DataConfig
-from ..data.decode import decode_store, release_fingerprint
+from ..data.decode import decode_store
 from ..data.folder import ITEMS_FILE, OUTFITS_FILE, is_outfit_folder, read_outfit_folder
 from ..data.images import FileImages
 from ..data.polyvore import read_polyvore_u
@@ -101,7 +101,8 @@ def decoded_images(ds: OutfitDataset, folder: str | os.PathLike, progress: bool 
     files = ds.images
     stats: dict = {}
     pixels = decode_store(files, folder, progress=progress, origin=_origin_of(ds), stats=stats)
-    ds.meta = {**ds.meta, "image_store": {"folder": str(folder), "release": release_fingerprint(files),
+    release = json.loads((Path(folder) / "store.json").read_text())["release"]   # what decode_store checked
+    ds.meta = {**ds.meta, "decoded_store": {"folder": str(folder), "release": release,
                                           "decoded_from": str(files.root), "kind": files.kind}}
     if stats.get("decoded"):
         print(f"decoded {stats['decoded']:,} images in {stats['seconds']:.0f} s "

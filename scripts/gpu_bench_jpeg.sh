@@ -20,11 +20,12 @@ cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder for the results}"
 PY=${PY:-.venv/bin/python}
 if [ "${TINY:-0}" = "1" ]; then
-    ITEMS=${ITEMS:-200}; STEPS=${STEPS:-1}; FLY_STEPS=${FLY_STEPS:-1}
+    ITEMS=${ITEMS:-200}; STEPS=${STEPS:-1}; FLY_STEPS=${FLY_STEPS:-1}; WARMUP=${WARMUP:-1}
 fi
 ITEMS=${ITEMS:-199537}
 STEPS=${STEPS:-20}
 FLY_STEPS=${FLY_STEPS:-3}
+WARMUP=${WARMUP:-2}
 LIMIT_S=${LIMIT_S:-560}
 FIXTURES=${FIXTURES:-outputs/bench/fixtures/polyvore630-jpeg-$ITEMS}
 mkdir -p "$OUT"
@@ -33,7 +34,7 @@ df -h "$(dirname "$FIXTURES")" 2>/dev/null | tail -1 >> "$OUT/nvidia-smi.txt" ||
 
 start=$(date +%s)
 timeout -s INT "$LIMIT_S" "$PY" -m fndkit.bench --scale polyvore630-jpeg --items "$ITEMS" --steps "$STEPS" \
-    --warmup 2 --fly-steps "$FLY_STEPS" --device auto --fixture-dir "$FIXTURES" --out "$OUT/bench_jpeg.json" \
+    --warmup "$WARMUP" --fly-steps "$FLY_STEPS" --device auto --fixture-dir "$FIXTURES" --out "$OUT/bench_jpeg.json" \
     2>&1 | tr '\r' '\n' | grep -v '^\s*$' | awk '!/img\/s\]$/ || NR % 20 == 0' | tee "$OUT/bench_jpeg.log"
 rc=${PIPESTATUS[0]}
 echo "bench exit code $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/bench_jpeg.log"

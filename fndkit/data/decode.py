@@ -229,14 +229,20 @@ def decode_store(images: FileImages, folder: str | os.PathLike, *, workers: int 
             last_write = time.perf_counter()
 
     def failed(exc: BaseException) -> DatasetError:
+        if not done.any():   # nothing to resume: leave nothing behind
+            shutil.rmtree(folder, ignore_errors=True)
+            return DatasetError(f"{_with_origin(exc)}" if isinstance(exc, DatasetError)
+                                else f"decoding into {folder} failed: {type(exc).__name__}: {exc}")
         _write_done(folder, done)
         if isinstance(exc, DatasetError):
-            item = getattr(exc, "item", None)
-            where = f" (item {item} comes from {origin(item)})" if origin and item is not None else ""
-            return DatasetError(f"{exc}{where}; the {int(done.sum())} chunks decoded so far are kept "
+            return DatasetError(f"{_with_origin(exc)}; the {int(done.sum())} chunks decoded so far are kept "
                                 f"in {folder}: rerunning 00_data resumes there")
         return DatasetError(f"decoding into {folder} failed: {type(exc).__name__}: {exc}; rerunning "
                             f"00_data resumes where it stopped")
+
+    def _with_origin(exc: DatasetError) -> str:
+        item = getattr(exc, "item", None)
+        return f"{exc}" + (f" (item {item} comes from {origin(item)})" if origin and item is not None else "")
 
     try:
         if workers == 1 or len(todo) <= 1:
@@ -262,6 +268,8 @@ def decode_store(images: FileImages, folder: str | os.PathLike, *, workers: int 
                                 other.cancel()
                             raise failed(_with_item(exc)) from None
                         finished(c, future.result())
+    except DatasetError:
+        raise
     except BaseException:   # Ctrl-C in a notebook: keep what is done (a SIGKILL keeps the last second's)
         _write_done(folder, done)
         raise

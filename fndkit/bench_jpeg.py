@@ -319,8 +319,6 @@ def run_jpeg_bench(items: int = POLYVORE630["items"], device: str = "auto", step
     sources = {STORE: ArrayImages(pixels)}
     say("copying the store into memory (the bound) ...", flush=True)
     sources[ARRAY] = ArrayImages(np.array(pixels))
-    if fly_steps:
-        sources[FLY] = FileImages(files.root, files.names, image_size=image_size)
 
     result["steps"] = []
     for role in ("teacher", "student"):
@@ -333,7 +331,10 @@ def run_jpeg_bench(items: int = POLYVORE630["items"], device: str = "auto", step
         row["sources"] = loop_steps(dataset, cfg, device, fair, steps, warmup=warmup, seed=seed)
         if fly_steps:
             say(f"{role} ({cfg.backbone}): {fly_steps} steps decoding JPEGs every step ...", flush=True)
-            row["sources"][FLY] = loop_steps(dataset, cfg, device, {FLY: sources[FLY]}, fly_steps,
+            # a fresh reader per model: the same seeded batches must not be served from the
+            # previous model's decoded-image cache
+            fresh = FileImages(files.root, files.names, image_size=image_size)
+            row["sources"][FLY] = loop_steps(dataset, cfg, device, {FLY: fresh}, fly_steps,
                                              warmup=warmup, seed=seed)[FLY]
         gpu = GpuBusy(cuda, index=torch.device(device).index or 0)
         if cuda:   # the GPU's busy fraction while the store alone feeds it

@@ -2,6 +2,7 @@
 
     python -m fndkit.bench [--scale polyvore630|demo|tiny|polyvore519] [--device auto|cpu|cuda]
                            [--users 20|all] [--steps 20] [--out outputs/bench/<scale>-<device>.json]
+    python -m fndkit.bench --scale polyvore630-jpeg [--items N] ...   (real-layout JPEGs: fndkit/bench_jpeg.py)
 
 Three figures, written to a JSON file and printed as tables:
 
@@ -69,6 +70,7 @@ STEP_PARTS = ("sampling", "image gathering", "backbone forward", "backbone backw
               "set transformer forward", "set transformer backward", "teacher lookups (FND)",
               "augmentations (CL)", "optimizer", "other")
 GIB = 2 ** 30
+JPEG_SCALE = "polyvore630-jpeg"   # the real-layout bench (fndkit/bench_jpeg.py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,7 +498,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps before them")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON path (default outputs/bench/<scale>-<device>.json)")
+    jpeg = parser.add_argument_group(f"--scale {JPEG_SCALE} (the real-layout bench, fndkit/bench_jpeg.py)")
+    jpeg.add_argument("--items", type=int, default=None,
+                      help="items of the generated release (default 199537, Polyvore-630's; fewer to run reduced)")
+    jpeg.add_argument("--fly-steps", type=int, default=2, help="steps fed by decoding JPEGs every step (0: skip)")
+    jpeg.add_argument("--workers", type=int, default=None, help="decoding processes (default: every core)")
+    jpeg.add_argument("--keep-store", action="store_true", help="reuse a decoded store instead of timing the decode")
+    jpeg.add_argument("--fixture-dir", default=None,
+                      help="where the generated release and its store live (default outputs/bench/fixtures/"
+                           f"{JPEG_SCALE}-<items>)")
     args = parser.parse_args(argv)
+    if args.scale == JPEG_SCALE:
+        return _main_jpeg(args, argv)
     users: int | None | str = args.users
     if users == "all":
         users = None
@@ -517,6 +530,26 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out, result)
     print()
     print(format_tables(result))
+    print(f"\nwritten: {out}")
+    return 0
+
+
+def _main_jpeg(args, argv: list[str] | None) -> int:
+    from .bench_jpeg import format_jpeg_tables, run_jpeg_bench
+    from .data.release_fixture import POLYVORE630
+
+    try:
+        result = run_jpeg_bench(args.items or POLYVORE630["items"], args.device, steps=args.steps,
+                                warmup=args.warmup, fly_steps=args.fly_steps, workers=args.workers,
+                                seed=args.seed, keep_store=args.keep_store, fixture=args.fixture_dir)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = resolve_path(args.out) if args.out else default_out(JPEG_SCALE, result["device"])
+    result["command"] = "python -m fndkit.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_json(out, result)
+    print()
+    print(format_jpeg_tables(result))
     print(f"\nwritten: {out}")
     return 0
 

@@ -59,6 +59,7 @@ SCALE_PRESETS: dict[str, dict[str, Any]] = {
 WEIGHTS_AUTO = "auto"
 WEIGHTS_NONE = ("none", "scratch", "")
 DATA_FORMATS = ("auto", "polyvore", "folder")
+DECODE_MODES = ("once", "on_the_fly")   # DataConfig.decode (fndkit.data.decode)
 
 
 def preset_weights(preset: dict, backbone: str, weights: Any = WEIGHTS_AUTO) -> str | None:
@@ -250,6 +251,10 @@ class DataConfig(_Base):
     # synthetic only: the false-negative-rate knob (fndkit.data.synthetic.make_dataset); 1.0 is
     # the benchmark as it always was, 0.7 … 1.7 gives about 2% … 30% false negatives at demo scale
     taste_breadth: float = 1.0
+    # real data (images read from files): "once" decodes every image once, in parallel, into a
+    # uint8 store in the run folder (n_items * S * S * 3 bytes: ~30 GB for Polyvore-630 at 224 px)
+    # that training memory-maps; "on_the_fly" keeps decoding JPEGs at every step (no disk, slow)
+    decode: str = "once"
 
     def __post_init__(self):
         _check(isinstance(self.taste_breadth, (int, float)) and not isinstance(self.taste_breadth, bool)
@@ -259,6 +264,10 @@ class DataConfig(_Base):
         _check(self.source == "synthetic" or self.taste_breadth == 1.0,
                f"taste_breadth={self.taste_breadth!r} changes the synthetic generator only; real data "
                f"(source={self.source!r}) has the false negatives it has: leave it at 1.0")
+        _check(self.decode in DECODE_MODES,
+               f"decode={self.decode!r} is unknown; choose one of {DECODE_MODES} ('once': decode every "
+               f"image once into a store in the run folder; 'on_the_fly': decode at every step, when "
+               f"the disk is short)")
         _check(self.format in DATA_FORMATS,
                f"format={self.format!r} is unknown; choose one of {DATA_FORMATS} ('polyvore': a "
                f"Polyvore-U release, 'folder': an outfit folder, see fndkit/data/folder.py)")

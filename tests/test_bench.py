@@ -4,11 +4,14 @@ agree, the step's parts neither overlap nor miss their objective, and the CLI wr
 import contextlib
 import io
 import json
+import os
+import time
 
 import numpy as np
 import pytest
 
-from fndkit import augment, bench, objectives
+from fndkit import augment, bench, bench_jpeg, objectives
+from fndkit.bench_jpeg import GpuBusy, parse_utilization
 from fndkit.config import train_config
 from fndkit.evaluate import score_rows
 from fndkit.train import build_model
@@ -112,3 +115,78 @@ def test_bad_input():
     with pytest.raises(ValueError, match="users=0 must be a positive number"):
         bench.run_bench("tiny", device="cpu", users=0)
     assert bench.main(["--scale", "tiny", "--users", "some"]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# the real-layout bench (fndkit/bench_jpeg.py), at 32 px with small CNNs so that it takes seconds
+
+
+@pytest.fixture(scope="module")
+def jpeg_run(tmp_path_factory):
+    fixture = tmp_path_factory.mktemp("jpeg") / "fixture"
+    kwargs = dict(items=60, device="cpu", steps=2, warmup=1, fly_steps=1, workers=2, fixture=fixture,
+                  progress=False, image_size=32, backbones={"teacher": "cnn-small", "student": "cnn-tiny"},
+                  batch_size=4)
+    first = bench_jpeg.run_jpeg_bench(**kwargs)
+    return first, bench_jpeg.run_jpeg_bench(**kwargs), fixture
+
+
+def test_jpeg_bench_builds_the_fixture_once_and_decodes_every_run(jpeg_run):
+    first, second, fixture = jpeg_run
+    assert (fixture / "release" / "FIXTURE.json").is_file()
+    assert first["fixture"] == {**second["fixture"], "seconds_now": first["fixture"]["seconds_now"]}
+    for r in (first, second):
+        assert r["dataset"]["items"] == 60 and not r["full_size"]
+        d = r["decode"]
+        assert d["images"] == 60 and d["workers"] == 2 and d["store_bytes"] == 60 * 32 * 32 * 3
+        assert d["images_per_second"] == pytest.approx(60 / d["seconds"])
+        assert d["polyvore630_extrapolated"]["store_bytes"] == 199_537 * 32 * 32 * 3
+
+
+def test_jpeg_bench_feeds_each_model_three_ways(jpeg_run):
+    result = jpeg_run[0]
+    assert [(r["role"], r["backbone"]) for r in result["steps"]] == [("teacher", "cnn-small"), ("student", "cnn-tiny")]
+    for row in result["steps"]:
+        sources = row["sources"]
+        assert list(sources) == ["jpeg store (memory-mapped)", "in-memory array", "JPEG decoded every step"]
+        assert [s["steps"] for s in sources.values()] == [2, 2, 1]
+        assert not any(s["prefetch"] for s in sources.values())   # CPU: no prefetch
+        store, array = sources["jpeg store (memory-mapped)"], sources["in-memory array"]
+        assert row["store_over_array_mean"] == pytest.approx(store["step_seconds"] / array["step_seconds"])
+        assert row["store_over_array"] == pytest.approx(np.median(np.divide(store["step_seconds_each"],
+                                                                           array["step_seconds_each"])))
+        assert store["step_seconds"] == pytest.approx(np.mean(store["step_seconds_each"]))
+        assert 0 < store["gather_seconds_per_step"] < store["step_seconds"]
+        assert store["steps_per_second"] == pytest.approx(1 / store["step_seconds"])
+        # the same seeded batches whatever feeds them: the same number of images per step
+        assert store["images_per_step"] == array["images_per_step"] <= 4 * 3 * 2
+        epoch = row["polyvore630_epoch_seconds_extrapolated"]
+        assert epoch["jpeg_store"] == pytest.approx(3525 * store["step_seconds"])
+        assert row["gpu_busy"] == {"skipped": "no CUDA device"}
+    table = bench_jpeg.format_jpeg_tables(result)
+    assert "store / array" in table and "GPU busy: skipped (no CUDA device)" in table
+
+
+def test_gpu_busy_samples_nvidia_smi(tmp_path, monkeypatch):
+    """The sampling code path without a GPU: a stand-in nvidia-smi prints utilisations."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\nprintf '50\\n[N/A]\\n70 %%\\n'\nexec sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with GpuBusy(enabled=True, interval_ms=10) as gpu:
+        for _ in range(200):
+            if len(gpu.samples) == 2:
+                break
+            time.sleep(0.01)
+    assert gpu.result() == {"busy_fraction": pytest.approx(0.6), "samples": 2}
+    assert GpuBusy(enabled=False).__enter__().result() == {"skipped": "no CUDA device"}
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with GpuBusy(enabled=True) as gpu:
+        pass
+    assert gpu.result() == {"skipped": "nvidia-smi not found"}
+    assert parse_utilization(" 87 \n") == 87.0 and parse_utilization("utilization.gpu [%]") is None
+
+
+def test_jpeg_bench_bad_input(capsys):
+    assert bench.main(["--scale", "polyvore630-jpeg", "--items", "3", "--device", "cpu"]) == 2
+    assert "items=3 must be an integer >= 40" in capsys.readouterr().err

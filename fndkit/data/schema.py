@@ -349,11 +349,26 @@ def _whole_npy_file(array: np.ndarray) -> Path | None:
     return Path(filename) if whole else None
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link to a complete decoded image store (:mod:`fndkit.data.decode`: tens of GB are
+    not copied, the dataset folder and the store share the file, which the store never writes
+    again), else (or on another file system) a copy."""
+    from .decode import is_complete_store
+
+    if is_complete_store(source.parent) and source.name == "images.npy":
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(source, target)
+
+
 def _save_images(images: Any, folder: Path) -> dict:
     if isinstance(images, ArrayImages):
         source = _whole_npy_file(images.array)
-        if source is not None:  # a memory-mapped .npy (the large synthetic scales): copy the bytes, map nothing
-            shutil.copyfile(source, folder / "images.npy")
+        if source is not None:  # a memory-mapped .npy (large synthetic scales, decoded stores): map nothing
+            _link_or_copy(source, folder / "images.npy")
         else:
             np.save(folder / "images.npy", np.ascontiguousarray(images.array))
         return {"kind": "array", "file": "images.npy", "image_size": images.image_size}

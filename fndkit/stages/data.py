@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -12,10 +15,12 @@ import pandas as pd
 
 from ..artifacts import jsonable
 from ..config import DataConfig
+from ..data.decode import decode_store
 from ..data.folder import ITEMS_FILE, OUTFITS_FILE, is_outfit_folder, read_outfit_folder
+from ..data.images import FileImages
 from ..data.polyvore import read_polyvore_u
 from ..data.sampling import attach_candidates, check_split_invariants
-from ..data.schema import DatasetError, OutfitDataset
+from ..data.schema import CATEGORIES, ArrayImages, DatasetError, OutfitDataset
 from ..data.synthetic import false_negative_fraction, make_dataset
 from ..metrics import ranking_metrics_all
 from ..repro import seed_everything
@@ -23,6 +28,7 @@ from ..rundir import DATA, RunFolder, StageError, check_overwrite, resolve_path
 from .params import StageParams
 
 
+IMAGE_STORE_DIR = "decoded_images"
 _FORMATS_HINT = (f"point it at a Polyvore-U root (holding images/ and tuples_630/ …; format "
                  f"'polyvore') or at an outfit folder (holding {ITEMS_FILE} and {OUTFITS_FILE}; "
                  f"format 'folder', see fndkit/data/folder.py)")
@@ -50,23 +56,35 @@ def source_format(cfg: DataConfig) -> str:
                        f"see what the reader misses")
 
 
-def build_dataset(cfg: DataConfig) -> OutfitDataset:
+def build_dataset(cfg: DataConfig, image_store: str | os.PathLike | None = None,
+                  progress: bool = True) -> OutfitDataset:
     """Generate (synthetic) or read (a Polyvore-U release or an outfit folder) the dataset and
-    attach fixed evaluation candidates."""
+    attach fixed evaluation candidates.
+
+    image_store: with ``cfg.decode == "once"``, the folder where images read from files are
+    decoded once (:func:`fndkit.data.decode.decode_store`; resumed if a killed run left it);
+    None keeps them decoded on demand, as ``decode="on_the_fly"`` does.
+    """
     kind = source_format(cfg)
+    decode_once = cfg.decode == "once" and image_store is not None
     if kind == "synthetic":
         ds = make_dataset(scale=cfg.scale, seed=cfg.seed, variable_size=cfg.variable_size,
                           image_size=cfg.image_size, taste_breadth=cfg.taste_breadth)
     elif kind == "folder":
-        ds = read_outfit_folder(resolve_path(cfg.source), image_size=cfg.image_size)
+        # decoding once checks every image anyway: no separate check pass
+        ds = read_outfit_folder(resolve_path(cfg.source), image_size=cfg.image_size,
+                                check_images=not decode_once)
     else:
         root = resolve_path(cfg.source)
         cold = cfg.cold_subset
         if cold is None:
             guess = {"630": "53", "519": "32"}.get(str(cfg.subset))
             cold = guess if guess and (root / f"tuples_{guess}").is_dir() else None
+        # a corrupt image fails here (or in the decode below), not mid-training
         ds = read_polyvore_u(root, subset=str(cfg.subset), image_size=cfg.image_size, cold_subset=cold,
-                             check_images=True)  # a corrupt image fails here, not mid-training
+                             check_images=not decode_once)
+    if decode_once and isinstance(ds.images, FileImages):
+        ds.images = decoded_images(ds, image_store, progress=progress)
     attach_candidates(ds, seed=cfg.seed, ratio=cfg.candidate_ratio)
     ds.meta = {**ds.meta, "data_config": cfg.to_dict()}
     ds.validate()
@@ -79,6 +97,49 @@ def build_dataset(cfg: DataConfig) -> OutfitDataset:
         origin = "the released split" if kind == "polyvore" else f"the split written in {OUTFITS_FILE}"
         warnings.warn(f"{origin} breaks an invariant of paper §4.1.1: {exc}", stacklevel=2)
     return ds
+
+
+def decoded_images(ds: OutfitDataset, folder: str | os.PathLike, progress: bool = True) -> ArrayImages:
+    """``ds``'s file images decoded once into the store at ``folder`` (every core, a progress bar,
+    resumable), memory-mapped; a bad image is named with its image-list line."""
+    files = ds.images
+    stats: dict = {}
+    pixels = decode_store(files, folder, progress=progress, origin=_origin_of(ds), stats=stats)
+    release = json.loads((Path(folder) / "store.json").read_text())["release"]   # what decode_store checked
+    ds.meta = {**ds.meta, "decoded_store": {"folder": str(folder), "release": release,
+                                          "decoded_from": str(files.root), "kind": files.kind}}
+    if stats.get("decoded"):
+        print(f"decoded {stats['decoded']:,} images in {stats['seconds']:.0f} s "
+              f"({stats['decoded'] / max(stats['seconds'], 1e-9):.0f} images/s, {stats['workers']} processes)")
+    return ArrayImages(pixels)
+
+
+def _origin_of(ds: OutfitDataset):
+    """item -> where it was listed (a Polyvore-U image-list line, an items.csv row), for errors."""
+    if ds.meta.get("source") == "polyvore-u":
+        root, subsets = Path(ds.meta["root"]), [ds.meta["subset"], ds.meta.get("cold_subset")]
+        lists = [(root / f"tuples_{s}", cat) for s in subsets if s for cat in CATEGORIES]
+
+        def origin(item: int) -> str:
+            start = 0
+            for folder, cat in lists:
+                path = next((p for p in (folder / f"image_list_{cat}", folder / f"image_list_{cat}.txt")
+                             if p.is_file()), folder / f"image_list_{cat}")
+                count = len(path.read_text(encoding="utf-8-sig").splitlines())
+                if item < start + count:
+                    return f"line {item - start + 1} of {path}"
+                start += count
+            return "no image list"
+
+        return origin
+    if ds.meta.get("item_ids"):
+        return lambda item: f"item id {ds.meta['item_ids'][item]!r} of {Path(ds.meta['root']) / ITEMS_FILE}"
+    return None
+
+
+def image_store_dir(run_dir: str | os.PathLike) -> Path:
+    """Where 00_data decodes a run's images once (beside ``data/``, which links to its file)."""
+    return RunFolder(run_dir).root / IMAGE_STORE_DIR
 
 
 def run(run_dir: str | os.PathLike, cfg: DataConfig, overwrite: bool = False) -> OutfitDataset:
@@ -101,8 +162,21 @@ def run(run_dir: str | os.PathLike, cfg: DataConfig, overwrite: bool = False) ->
                 f"{run.data_dir} already holds dataset {old.get('name')!r} built with "
                 f"{old.get('meta', {}).get('data_config')}; use another run_dir, or pass "
                 f"overwrite=True to replace it (and retrain everything after it)")
-    build_dataset(cfg).save(run.data_dir)
+    store = image_store_dir(run_dir)
+    if overwrite and store.exists() and not _store_fits(store, cfg):
+        shutil.rmtree(store)   # another size or release: overwrite means decode again
+    build_dataset(cfg, image_store=store).save(run.data_dir)
     return OutfitDataset.load(run.data_dir)
+
+
+def _store_fits(store: Path, cfg: DataConfig) -> bool:
+    """Whether the store a previous run left may be resumed or reused under ``cfg`` (the release's
+    fingerprint is checked again when it is opened)."""
+    try:
+        info = json.loads((store / "store.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return info.get("image_size") == cfg.image_size
 
 
 def summary(ds: OutfitDataset, seed: int = 0) -> dict:
@@ -148,6 +222,7 @@ class Params(StageParams):
     variable_size: bool = False
     taste_breadth: float = 1.0
     image_size: int = 32
+    decode: str = "once"
     cold_subset: str = ""
     seed: int = 0
     overwrite: bool = False
@@ -156,7 +231,7 @@ class Params(StageParams):
         return DataConfig(source=self.source, subset=str(self.subset), scale=self.scale,
                           variable_size=self.variable_size, image_size=self.image_size, seed=self.seed,
                           cold_subset=str(self.cold_subset) if self.cold_subset else None,
-                          format=self.format, taste_breadth=self.taste_breadth)
+                          format=self.format, taste_breadth=self.taste_breadth, decode=self.decode)
 
 
 def execute(params: Params, progress: bool = True) -> dict:

@@ -46,7 +46,7 @@ TARGETS = {"data": (data, "run"), "autoencoder": (autoencoder, "run"), "teacher"
 # a valid value other than the default for every field (several fields where one needs another)
 OTHER = {
     "source": {"source": "/tmp/somewhere"}, "format": {"source": "/tmp/somewhere", "format": "folder"},
-    "subset": "519", "scale": "tiny", "variable_size": True, "taste_breadth": 1.3, "image_size": 64,
+    "subset": "519", "scale": "tiny", "variable_size": True, "taste_breadth": 1.3, "image_size": 64, "decode": "on_the_fly",
     "cold_subset": "53", "seed": 1, "overwrite": True, "latent_dim": 8, "epochs": 3, "k_neighbours": 2,
     "device": "cpu", "backbone": "cnn-tiny", "weights": "/tmp/weights.pt", "max_steps_per_epoch": 2,
     "batch_size": 16, "lr": 0.02, "tau": 0.3, "n_negatives": 5, "hard_fraction": 0.5, "negatives": "per_pair",

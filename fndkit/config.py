@@ -133,9 +133,9 @@ class TrainConfig(_Base):
     tau: float = 0.1
     alpha: float = DEFAULT_ALPHA
     n_negatives: int | None = None   # None: the batch size (paper §3.2.1)
-    # "shared": one set of N negatives per step for every pair of the batch, never equal to any
-    # positive of the dataset; "per_pair": eq. (10) literally, each pair its own N negatives,
-    # rejecting only that user's own training positives (paper §3.2.1, §4.9)
+    # "shared": one set of N negatives per step for every pair of the batch; "per_pair": eq. (10)
+    # literally, each pair its own N negatives. Both reject only the users' own training positives
+    # (shared: of every user in the batch), never held-out ones (paper §3.2.1, §4.9)
     negatives: str = "shared"
     hard_fraction: float = 0.0
     train_split: str = "train"

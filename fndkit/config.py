@@ -126,6 +126,9 @@ class TrainConfig(_Base):
     heads: int = 8
     epochs: int = 12
     batch_size: int = 32
+    # The paper gives SGD with momentum at batch 32 and no learning rate or schedule; fndkit takes
+    # LPAE's (its SGD config: lr 0.1 at batch 256, momentum 0.9, weight decay 1e-6, halve on a
+    # validation plateau), scaled linearly to batch 32 (0.0125, rounded to 0.01) as §4.8 scales it
     lr: float = 0.01           # at batch 32, scaled linearly with batch size (paper §4.8)
     momentum: float = 0.9
     weight_decay: float = 1e-6

@@ -158,7 +158,9 @@ def run(run_dir, models=("teacher", "student_npair", "student_fnd", "contrastive
     and ``nearest`` (the single most similar user). Models missing from the run folder raise; pass
     only the ones you trained. Returns ``{"rows": [...], "skipped": {n: count}, "cold_split",
     "cold_split_description", ...}`` where each row holds model, protocol, strategy,
-    n_interactions and the mean and std over repetitions of AUC and NDCG.
+    n_interactions, the mean and std over repetitions of AUC and NDCG, and ``candidate_digest`` /
+    ``candidate_rows``: every row of a cell (protocol, n) — recommender strategies, a baseline's
+    own rules, non-personalized models — ranks the same held-out candidates, and shows it.
     """
     check_params("w-avg", delta, tau)
     run = RunFolder(run_dir)

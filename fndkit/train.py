@@ -3,7 +3,9 @@
 ``fit()`` is a short loop: per step a batch of B positive (user, outfit) pairs and N sampled
 negatives — shared by them, or each pair's own with ``negatives="per_pair"`` (eq. 10) — (random
 mixtures, a ``hard_fraction`` of other users' positives), then
-``loss, stats = objective(model, batch)`` (see :mod:`fndkit.objectives`), backward, SGD step.
+``loss, stats = objective(model, batch)`` (see :mod:`fndkit.objectives`), backward, gradient
+values clipped where the model asks for it (its ``grad_clip_value``, see
+:mod:`fndkit.models.contract`), SGD step.
 Everything around the loop is a callback that receives the :class:`Trainer`:
 
 - :class:`Validate` — validation AUC each epoch (the record's ``val_auc``);
@@ -289,12 +291,14 @@ def fit(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir: s
                               hard_fraction=cfg.hard_fraction, seed=cfg.seed, mode=cfg.negatives)
     image_fn = make_image_fn(dataset.images, model.input_size, device)
     world, train_step = distributed.world_size(), distributed.training_step(model)
+    clip_value = getattr(model, "grad_clip_value", None)
     # torchrun: this process's share of the single-process batches, reshuffled by set_epoch
     shard_loader = (make_loader(dataset, cfg.train_split, cfg.batch_size, shuffle=True, seed=cfg.seed * 100003,
                                 drop_last=True, num_replicas=world, rank=distributed.rank()) if world > 1 else None)
     epoch = state.epoch
     while epoch < cfg.epochs and not state.stopped_early:
         model.train()
+        model.start_epoch(epoch)   # the model's own per-epoch schedule, if any (contract)
         if shard_loader is None:
             loader = make_loader(dataset, cfg.train_split, cfg.batch_size, shuffle=True,
                                  seed=cfg.seed * 100003 + epoch, drop_last=True)
@@ -316,6 +320,8 @@ def fit(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir: s
                     f"(lr={optimizer.param_groups[0]['lr']:.3g}, tau={cfg.tau}); lower lr or raise tau")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if clip_value is not None:   # the model's own published training clips (contract)
+                torch.nn.utils.clip_grad_value_(model.parameters(), clip_value)
             optimizer.step()
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0) + v

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from fndkit import stages
 from fndkit.baselines import BASELINES, catalogue
 from fndkit.baselines.common import sample_triplets, slot_categories, slot_pairs
-from fndkit.baselines.lpae import LOGDET_WEIGHT, anchor_search
+from fndkit.baselines.lpae import LOGDET_WEIGHT, LPAEEncoder, anchor_search
 from fndkit.baselines.outfitnet import OutfitNetObjective
 from fndkit.baselines.type_aware import type_pair_index
 from fndkit.config import ConfigError, DataConfig
@@ -29,8 +29,9 @@ from fndkit.objectives import OBJECTIVES, TrainBatch, make_objective
 from fndkit.pipeline import NOTEBOOK_DIR
 from fndkit.rundir import RunFolder, StageError
 from fndkit.stages import training
-from fndkit.stages.cold_start import cold_setup, run as run_cold_start, table3
-from fndkit.train import fit
+from fndkit.stages.cold_start import cold_setup, held_out_rows, run as run_cold_start, table3
+from fndkit.models.set_transformer import SetTransformer
+from fndkit.train import Callback, fit
 
 D = 16
 
@@ -203,7 +204,7 @@ def test_lpae_logdet_regularizer_closed_form():
 
 
 def test_lpae_objective_is_bpr_plus_logdet(tiny):
-    model = tiny_model("lpae-u", n_users=tiny.n_users)
+    model = tiny_model("lpae-u", n_users=tiny.n_users).eval()   # eval: the encoder's dropout off
     ids = tiny.outfits_of("train")[:6]
     negatives = NegativeSampler(tiny, n_negatives=5, seed=0).sample(tiny.outfit_items[ids], tiny.outfit_user[ids], 0, 0)
     batch = TrainBatch(torch.as_tensor(tiny.outfit_user[ids]), tiny.outfit_items[ids], negatives,
@@ -227,6 +228,13 @@ def test_anchor_search_picks_the_anchors_closest_to_the_revealed_outfits():
     assert anchor_search(revealed[:, :1], pool, 1).tolist() == [[0], [3]]
     with pytest.raises(ValueError, match="needs k=5 anchors but the pool holds 4"):
         anchor_search(revealed, pool, 5)
+    # the sensitivity variant ranks an anchor by its best cosine over the revealed outfits: for
+    # outfits (1, 0, 0) and (0, .6, .8) the means are .5, .3, .4, .566 and the maxima 1, .6, .8, .707
+    two = torch.tensor([[[1.0, 0, 0], [0, 0.6, 0.8]]])
+    assert anchor_search(two, pool, 2).tolist() == [[3, 0]]
+    assert anchor_search(two, pool, 2, reduce="max").tolist() == [[0, 2]]
+    with pytest.raises(ValueError, match="reduce='sum'"):
+        anchor_search(revealed, pool, 1, reduce="sum")
 
 
 def test_lpae_cold_start_scores_with_the_searched_anchors(tiny):
@@ -280,6 +288,83 @@ def test_fhn_pair_term_is_symmetric_in_item_order():
     codes = model.item_codes(f)
     swapped = codes[:, [1, 0, 2]]
     assert torch.allclose(model.pair_term(codes, mask), model.pair_term(swapped, mask), atol=1e-6)
+
+
+class Record(Callback):
+    """What a test wants to see of the model at each epoch's end / after each step."""
+
+    def __init__(self):
+        self.scales, self.max_grad = [], 0.0
+
+    def on_batch_end(self, t):   # the gradients the step just used (zeroed at the next step)
+        self.max_grad = max([self.max_grad] + [p.grad.abs().max().item() for p in t.model.parameters()
+                                               if p.grad is not None])
+
+    def on_epoch_end(self, t):
+        self.scales.append(float(getattr(t.model, "scale", torch.tensor(float("nan")))))
+
+
+def short_fit(model, tiny, tmp_path, epochs=1, callbacks=()):
+    cfg = training.TrainConfig(model=model.kind, loss=MODELS[model.kind].objective, backbone="cnn-small", dim=D,
+                               heads=2, epochs=epochs, batch_size=8, max_steps_per_epoch=2, device="cpu",
+                               patience=5, **MODELS[model.kind].train_defaults)
+    return fit(model, tiny, cfg, tmp_path, make_objective(cfg), callbacks=callbacks, progress=False)
+
+
+def test_fhn_tanh_scale_follows_the_square_root_of_one_plus_the_epoch(tiny, tmp_path):
+    model = tiny_model("fhn", n_users=tiny.n_users)
+    assert model.user_embedding.weight.std().item() == pytest.approx(1.0, rel=0.2)    # fndkit's N(0, 1)
+    public = tiny_model("fhn", n_users=tiny.n_users, user_init_std=0.01)
+    assert public.user_embedding.weight.std().item() == pytest.approx(0.01, rel=0.2)  # the public code's
+    record = Record()
+    short_fit(model, tiny, tmp_path, epochs=2, callbacks=[record])
+    assert record.scales == pytest.approx([1.0, math.sqrt(2.0)])
+    # the codes are tanh(s · x) at the scale in force
+    f, mask = outfits(2)
+    with torch.no_grad():
+        model.scale.fill_(3.0)
+        raw = model.item_encoders[0](f[:, 0])
+    assert torch.allclose(model.item_codes(f)[:, 0], torch.tanh(3.0 * raw), atol=1e-6)
+    # a checkpoint saved before the scale existed loads at s = 1
+    old = {k: v for k, v in model.state_dict().items() if k != "scale"}
+    fresh = tiny_model("fhn", n_users=tiny.n_users)
+    fresh.load_state_dict(old)
+    assert fresh.scale.item() == 1.0
+
+
+def test_fit_clips_gradient_values_where_the_model_asks(tiny, tmp_path):
+    """LPAE declares grad_clip_value 0.5 (its public training); fit reads the attribute of any model."""
+    assert MODELS["lpae-u"].grad_clip_value == 0.5 and MODELS["fhn"].grad_clip_value is None
+    maxima = {}
+    for clip in (None, 1e-4):
+        model = tiny_model("fhn", n_users=tiny.n_users)
+        model.grad_clip_value = clip
+        record = Record()
+        short_fit(model, tiny, tmp_path / str(clip), callbacks=[record])
+        maxima[clip] = record.max_grad
+    assert maxima[1e-4] <= 1e-4 < maxima[None]
+
+
+def test_lpae_encoder_is_lpae_own_and_fnd_on_request():
+    """LPAE's own set transformer by default (input embedding, 4 heads); FND's on request; a config
+    saved before the option (it has 'heads') rebuilds FND's."""
+    model = tiny_model("lpae-u").eval()
+    assert isinstance(model.set_transformer, LPAEEncoder) and model.config()["encoder_heads"] == 4
+    assert isinstance(model.set_transformer.embed[3], torch.nn.Dropout) and model.set_transformer.embed[3].p == 0.2
+    f, mask = outfits(3, missing=[(2, 1)])
+    z = model.encode_outfits(f, mask)
+    order = [2, 0, 1]
+    assert torch.allclose(z, model.encode_outfits(f[:, order], mask[:, order]), atol=1e-5)   # a set function
+    garbage = f.clone()
+    garbage[2, 1] = 1e3
+    assert torch.allclose(z, model.encode_outfits(garbage, mask), atol=1e-5)                 # padding unseen
+    fnd = tiny_model("lpae-u", encoder="fnd").eval()
+    assert isinstance(fnd.set_transformer, SetTransformer) and fnd.set_transformer.heads == 8
+    old_config = {**{k: v for k, v in fnd.config().items() if k not in ("encoder", "encoder_heads")}, "heads": 2}
+    rebuilt = model_from_config(old_config)
+    assert rebuilt.hparams["encoder"] == "fnd" and rebuilt.set_transformer.heads == 2
+    with pytest.raises(ValueError, match="encoder='set'"):
+        tiny_model("lpae-u", encoder="set")
 
 
 # ----------------------------------------------------------------------------- OutfitNet
@@ -410,7 +495,8 @@ def test_type_aware_distance_and_outfit_score():
             for j in range(i + 1, 3):
                 if mask[row, i] and mask[row, j]:
                     m = torch.relu(model.masks[type_pair_index(torch.tensor(i), torch.tensor(j))])
-                    dists.append(torch.sqrt(((m * (f[row, i] - f[row, j])) ** 2).sum()))
+                    ei, ej = m * f[row, i], m * f[row, j]     # l2-normalised in the type space
+                    dists.append(torch.sqrt(((ei / ei.norm() - ej / ej.norm()) ** 2).sum()))
         expected.append(-torch.stack(dists).mean())
     assert torch.allclose(model.outfit_scores(f, mask), torch.stack(expected), atol=1e-5)
 
@@ -427,6 +513,51 @@ def test_sce_net_weights_conditions_per_pair_symmetrically():
     m = torch.relu(one.masks[0])
     expected = (F.normalize(m * x, dim=-1) - F.normalize(m * y, dim=-1)).norm()
     assert one.pair_distance(x, y, cat, cat).item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_type_aware_triplet_loss_is_invariant_to_the_feature_scale(tiny):
+    """l2-normalised type-specific embeddings (the public --l2_embed): scaling every item feature
+    changes neither a distance nor the triplet loss."""
+    model = tiny_model("type-aware", n_users=tiny.n_users)
+    ids = tiny.outfits_of("train")[:6]
+    negatives = NegativeSampler(tiny, n_negatives=5, seed=0).sample(tiny.outfit_items[ids], tiny.outfit_user[ids], 0, 0)
+    objective = make_objective(training.TrainConfig(model="type-aware", loss="triplet", dim=D, heads=2))
+    losses, item_features = [], model.item_features
+    for scale in (1.0, 0.1, 10.0):
+        def scaled(items, image_fn, scale=scale):
+            f, mask = item_features(items, image_fn)
+            return f * scale, mask
+
+        model.item_features = scaled   # every item feature × scale
+        batch = TrainBatch(torch.as_tensor(tiny.outfit_user[ids]), tiny.outfit_items[ids], negatives,
+                           make_image_fn(tiny.images, None, "cpu"))
+        losses.append(objective(model, batch)[1]["triplet_loss"])
+    assert losses[0] > 0.01
+    assert losses[1] == pytest.approx(losses[0], abs=1e-5) and losses[2] == pytest.approx(losses[0], abs=1e-5)
+
+
+def test_sce_net_uses_one_condition_weight_vector_per_triplet():
+    """As the public code: d(a, p) and d(a, n) of one triplet are measured with the same condition
+    weights, the mean of the branch over the triplet's two pairs; 'per_pair' keeps each its own."""
+    model = tiny_model("sce-net").eval()
+    (f, _), cat = outfits(4, s=3, seed=3), torch.zeros(4, dtype=torch.long)
+    a, p, n = f[:, 0], f[:, 1], f[:, 2]
+    d_ap, d_an = model.triplet_distances(a, p, n, cat, cat)
+    w = 0.5 * (model.condition_weights(a, p) + model.condition_weights(a, n))
+
+    def dist(x, y, weights):   # Σ_m w_m normalize(relu(m_m) ⊙ x), by a loop over conditions
+        ex = sum(weights[:, m, None] * F.normalize(torch.relu(model.masks[m]) * x, dim=-1) for m in range(4))
+        ey = sum(weights[:, m, None] * F.normalize(torch.relu(model.masks[m]) * y, dim=-1) for m in range(4))
+        return (ex - ey).norm(dim=-1)
+
+    assert torch.allclose(d_ap, dist(a, p, w), atol=1e-5) and torch.allclose(d_an, dist(a, n, w), atol=1e-5)
+    # the pair weights differ, so per-pair weights would give other distances
+    assert not torch.allclose(d_an, model.pair_distance(a, n, cat, cat), atol=1e-4)
+    per_pair = tiny_model("sce-net", triplet_weights="per_pair").eval()
+    got = per_pair.triplet_distances(a, p, n, cat, cat)
+    assert torch.allclose(got[1], per_pair.pair_distance(a, n, cat, cat), atol=1e-6)
+    with pytest.raises(ValueError, match="triplet_weights='both'"):
+        tiny_model("sce-net", triplet_weights="both")
 
 
 def test_triplets_pair_items_worn_together_against_a_same_category_item():
@@ -451,7 +582,8 @@ def test_triplet_objective(tiny):
     loss, stats = objective(model, batch)
     enc = batch.features(model)
     a, p, n, ca, cp, valid = sample_triplets(enc["positives"], enc["negatives"], (0, 1, 2))
-    hinge = torch.relu(model.pair_distance(a, p, ca, cp) - model.pair_distance(a, n, ca, cp) + 0.2)[valid].mean()
+    assert model.margin == 0.3   # the public code's default
+    hinge = torch.relu(model.pair_distance(a, p, ca, cp) - model.pair_distance(a, n, ca, cp) + 0.3)[valid].mean()
     assert stats["triplet_loss"] == pytest.approx(hinge.item(), abs=1e-5)
     assert loss.item() > hinge.item()   # plus the regularisers
     with pytest.raises(ValueError, match="loss='triplet' trains pair-distance models"):
@@ -512,18 +644,28 @@ def test_cold_start_includes_baselines(run_dir):
     result = run_cold_start(run_dir, ["lpae-g", "type-aware"], n_interactions=(1, 5), curve_interactions=(),
                             repetitions=2, device="cpu", progress=False)
     got = {(r["model"], r["strategy"], r["n_interactions"]): r for r in result["rows"]}
-    assert set(got) == {("lpae-g", "anchor-search", 1), ("lpae-g", "anchor-search", 5),
-                        ("type-aware", "non-personalized", 1), ("type-aware", "non-personalized", 5)}
-    flat = got["type-aware", "non-personalized", 1]
-    assert flat["auc_mean"] == got["type-aware", "non-personalized", 5]["auc_mean"] and flat["auc_std"] == 0
-    # the non-personalized number is its ranking of the cold pool's candidate blocks, by s(o)
+    assert set(got) == {("lpae-g", rule, n) for rule in ("anchor-search", "anchor-search-max") for n in (1, 5)} | {
+        ("type-aware", "non-personalized", 1), ("type-aware", "non-personalized", 5)}
+    # every row of a cell (protocol, n) ranked the same held-out candidates
+    for n in (1, 5):
+        cell = [r for r in result["rows"] if r["n_interactions"] == n and r["protocol"] == "random"]
+        assert len({r["candidate_digest"] for r in cell}) == 1 and len({r["candidate_rows"] for r in cell}) == 1
+        assert len({frozenset(r["per_user_auc"]) for r in cell}) == 1
+    # the non-personalized number is s(o)'s ranking of exactly those rows, repetition by repetition
     ds = RunFolder(run_dir).dataset()
     model, _ = RunFolder(run_dir).load_model("type-aware")
-    cand = cold_setup(ds).candidates["random"]
+    setup = cold_setup(ds)
+    cand = setup.candidates["random"]
     scores = model.score_cached(cand.user, cand.items, item_cache(model, ds, cand.items)).numpy()
-    assert flat["auc_mean"] == pytest.approx(ranking_metrics_all(cand.user, scores, cand.label)["auc"], abs=1e-9)
+    episodes = setup.episodes(5, 2, 0)
+    aucs = []
+    for rep in range(2):
+        rows_idx, owner = held_out_rows(setup, [e for e in episodes.samples if e.repetition == rep], "random")
+        aucs.append(ranking_metrics_all(owner, scores[rows_idx], cand.label[rows_idx])["auc"])
+    flat = got["type-aware", "non-personalized", 5]
+    assert flat["auc_mean"] == pytest.approx(np.mean(aucs), abs=1e-9) and flat["repetitions"] == 2
     assert got["lpae-g", "anchor-search", 1]["repetitions"] == 2
-    assert table3(result).shape == (2, 2)
+    assert table3(result).shape == (3, 2)
     with pytest.raises(StageError, match=r"\['fhn \(fhn\)'\] have no cold-start rule"):
         run_cold_start(run_dir, ["lpae-g", "fhn"], progress=False)
 

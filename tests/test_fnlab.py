@@ -172,13 +172,35 @@ def test_per_pair_never_draws_the_users_own_training_positive():
     assert seen_other and seen_own_test
 
 
-def test_shared_mode_keeps_rejecting_every_positive():
+@pytest.mark.parametrize("mode", ["shared", "per_pair"])
+def test_default_negatives_never_exclude_a_held_out_positive(mode):
+    """Both modes reject only training positives of the batch's users: every held-out positive
+    (each user's test outfit) keeps being drawn, so no test label shapes training."""
+    ds = small_world()
+    train = ds.outfits_of("train")
+    own_train = as_sets(ds.outfit_items[train])
+    held_out = as_sets(ds.outfit_items[ds.outfit_split != 0])
+    drawn = set()
+    for step in range(20):
+        neg = NegativeSampler(ds, n_negatives=60, seed=0, mode=mode).sample(
+            ds.outfit_items[train], ds.outfit_user[train], epoch=0, step=step)
+        users = ds.outfit_user[train]
+        for b, rows in enumerate(neg if mode == "per_pair" else [neg] * len(train)):
+            # a pair's negatives are never its user's training positives (shared ones: never any
+            # batch user's, and every user is in this batch)
+            own = own_train if mode == "shared" else as_sets(ds.outfit_items[train][users == users[b]])
+            assert not as_sets(rows) & own
+        drawn |= as_sets(neg)
+    assert held_out <= drawn, held_out - drawn
+
+
+def test_shared_negatives_reject_all_positives_only_when_asked():
     ds = small_world()
     train = ds.outfits_of("train")
     every_positive = as_sets(ds.outfit_items)
     for step in range(5):
-        neg = NegativeSampler(ds, n_negatives=60, seed=0).sample(ds.outfit_items[train], ds.outfit_user[train],
-                                                               epoch=0, step=step)
+        neg = NegativeSampler(ds, n_negatives=60, seed=0, reject="all_positives").sample(
+            ds.outfit_items[train], ds.outfit_user[train], epoch=0, step=step)
         assert neg.shape == (60, 3) and not as_sets(neg) & every_positive
 
 

@@ -265,6 +265,13 @@ class PairwiseCompatibility(NonPersonalized):
         """Distances [P] between items x [P, d] and y [P, d] of categories cat_x, cat_y [P]."""
         raise NotImplementedError
 
+    def triplet_distances(self, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                          cat_a: torch.Tensor, cat_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d(a, p), d(a, n)) [T] of training triplets; the positive and the negative share a
+        category. By default two pair distances; a model whose distance depends on more than the
+        pair (SCE-Net's condition weights) overrides it."""
+        return self.pair_distance(anchor, positive, cat_a, cat_p), self.pair_distance(anchor, negative, cat_a, cat_p)
+
     def regularizer(self, general: torch.Tensor, cat_x: torch.Tensor, cat_y: torch.Tensor) -> torch.Tensor:
         """Penalty added to the triplet loss; ``general`` [n, d] are the triplets' item features."""
         return general.new_zeros(())
@@ -324,8 +331,7 @@ class Triplet(Objective):
         if not valid.any():
             raise ValueError("no triplet in this batch: every outfit has a single item")
         anchor, pos, neg, cat_a, cat_p = anchor[valid], pos[valid], neg[valid], cat_a[valid], cat_p[valid]
-        d_ap = model.pair_distance(anchor, pos, cat_a, cat_p)
-        d_an = model.pair_distance(anchor, neg, cat_a, cat_p)
+        d_ap, d_an = model.triplet_distances(anchor, pos, neg, cat_a, cat_p)
         triplet = torch.relu(d_ap - d_an + model.margin).mean()
         reg = model.regularizer(torch.cat([anchor, pos, neg]), cat_a, cat_p)
         loss = triplet + reg

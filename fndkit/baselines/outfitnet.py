@@ -16,6 +16,14 @@ positive and negative scores, similar to BPR").
   and BPR with temperature over every positive–negative pair. The whole network (CNN included)
   keeps training in stage 2.
 
+**The final score has no compatibility term, on purpose.** In the WWW 2020 paper the Fashion
+Item Relevancy network is the first stage that learns the item embeddings h, and the Outfit
+Preference Learning network that reads them outputs the recommendation score: the attention-pooled
+user–item preference above. We read no additive compatibility term into that output, so stage 1's
+c(o) trains (initialises) h, and stage 2 and evaluation score with s(u, o) alone; adding c(o) to
+the score would be a model the paper does not describe. General compatibility still reaches the
+score through h, which stage 2 keeps training from stage 1's weights.
+
 Choices the paper leaves open, made here: s_k is a cosine rather than the raw product uᵀh_k, so the
 temperature of §4.1.3 sets the scale as it does for every other model; stage 1 lasts the first
 ``STAGE1_EPOCHS`` epoch(s) of the run (objective ``outfitnet``), stage 2 the rest; the attention

@@ -12,9 +12,11 @@ code (DESIGN §3):
 * a mixture equal to any positive outfit of the dataset (as a set of items) is redrawn, and so is a
   mixture that repeats an item (two identical tops in a variable-size outfit);
 * training negatives are redrawn every step (:class:`NegativeSampler`): one set shared by the batch
-  (the default), or each pair's own as eq. (10) writes it (``mode="per_pair"``), rejecting only
-  the pair's user's own training positives (:func:`user_positive_keys`; §3.2.1, §4.9); evaluation
-  candidates are fixed per seed (:func:`build_candidates`).
+  (the default), or each pair's own as eq. (10) writes it (``mode="per_pair"``); either way a
+  negative is rejected only when it equals a training positive of its own user (a shared one: of
+  any user in the batch; :func:`user_positive_keys`; §3.2.1, §4.9), so held-out (validation,
+  test) positives never shape training; evaluation candidates are fixed per seed and reject
+  every positive of the dataset (:func:`build_candidates`).
 """
 
 from __future__ import annotations
@@ -325,7 +327,8 @@ class NegativeSampler:
     * ``"shared"`` (the default): ``sample`` returns N = ``n_negatives`` outfits [N, S] shared by
       every pair of the batch: the first ``round(hard_fraction * N)`` are hard negatives
       (``split`` positives of other users), the rest random mixtures whose layouts are copied from
-      randomly chosen batch rows. No mixture equals any positive of the dataset (every split).
+      randomly chosen batch rows. No mixture equals a ``split`` positive of any user of the batch
+      (held-out positives may appear: rejecting them would let test labels shape training).
       "Other users" for a shared hard negative: users with no pair in the batch, so no hard
       negative is a known positive of any pair in it. Only when every user with ``split``
       positives is in the batch (tiny data) does it fall back to users other than a randomly
@@ -335,8 +338,10 @@ class NegativeSampler:
       mixtures keep o_j's layout. Only u_i's own ``split`` positives are rejected: other users'
       positives and held-out positives may appear (§3.2.1, §4.9), so no test label is used.
 
-    ``reject``: ``"all_positives"`` (shared's rule) or ``"own_train"`` (per-pair's rule; for a
-    shared set, the ``split`` positives of every user of the batch); None: the mode's rule.
+    ``reject``: ``"own_train"`` (the default for both modes: a user's own ``split`` positives;
+    for a shared set, those of every user of the batch) or ``"all_positives"`` (every positive of
+    the dataset, held-out ones included: fndkit's rule before issue 25, kept to reproduce older
+    runs; it uses test labels to pick training negatives).
     ``hard_fraction = 0.5`` is the paper's hard-negative training (§4.4).
     """
 
@@ -354,9 +359,9 @@ class NegativeSampler:
         if mode not in self.MODES:
             raise ValueError(f"mode={mode!r} must be one of {self.MODES} ('shared': one set of "
                              f"negatives per batch; 'per_pair': each positive its own, eq. 10)")
-        reject = reject or ("all_positives" if mode == "shared" else "own_train")
+        reject = reject or "own_train"
         if reject not in self.REJECT:
-            raise ValueError(f"reject={reject!r} must be one of {self.REJECT} or None (the mode's rule)")
+            raise ValueError(f"reject={reject!r} must be one of {self.REJECT} or None ('own_train')")
         _step_rng(seed)  # validates the seed
         self.dataset, self.split, self.seed = dataset, split, int(seed)
         self.mode, self.reject_rule = mode, reject
@@ -365,7 +370,7 @@ class NegativeSampler:
         self.n_hard = int(round(self.hard_fraction * self.n_negatives))
         self.pools = category_pools(dataset, split)
         own_train = reject == "own_train"
-        # shared + all_positives: today's hash set; otherwise (user, item set) keys of split positives
+        # all_positives: hashes of every positive; own_train: (user, item set) keys of split positives
         self.reject = user_positive_keys(dataset, split) if own_train else positive_hashes(dataset)
         self._hard = _HardIndex(dataset, split, own_split=split if own_train else None) if self.n_hard else None
         if self._hard is not None and np.count_nonzero(self._hard.count) < 2:

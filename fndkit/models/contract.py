@@ -19,6 +19,11 @@ Every model — the paper's recommender (teacher and students) and every baselin
   features (defaults to ``score_items`` in chunks).
 - ``personalized``: False for models that "cannot distinguish users" (paper §4.4); they rank every
   user's candidates by s(o) alone and are left out of the hard-negative table.
+- ``grad_clip_value``: None, or a bound c that :func:`fndkit.train.fit` clips every gradient
+  value to (``[-c, c]``) between backward and the step, for a model whose published training
+  does so (LPAE: 0.5). The trainer reads it from any model; it names no model.
+- ``start_epoch(epoch)``: called by :func:`fndkit.train.fit` before each training epoch (0-based);
+  a no-op unless a model's published training schedules something by epoch (FHN's tanh scale).
 - ``config()`` / ``from_config(cfg)``: a plain dict that rebuilds the untrained model (with the
   registry name under ``"kind"``), so a checkpoint rebuilds from the file alone.
 
@@ -72,12 +77,16 @@ class OutfitModel(nn.Module):
 
     kind: ClassVar[str] = ""             # registry name, set by @register_model
     personalized: ClassVar[bool] = True
+    grad_clip_value: ClassVar[float | None] = None   # fit() clips gradient values to ±this
 
     # -- items: a model with a ``backbone`` CNN and ``dim`` needs nothing more ------------------
     @property
     def input_size(self) -> int | None:
         """Image side length the item CNN (``self.backbone``) expects (None = any)."""
         return getattr(getattr(self, "backbone", None), "input_size", None)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called by ``fit`` before training epoch ``epoch`` (0-based); nothing by default."""
 
     def encode_items(self, images: torch.Tensor) -> torch.Tensor:
         """Item features f = CNN(image) with ``self.backbone``: [K, 3, H, W] -> [K, dim]."""

@@ -3,6 +3,7 @@ model and no training (paper §3.5, §4.3), using the neighbourhood maths of :mo
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -61,6 +62,34 @@ class ColdSetup:
 
 def _by_user(users: np.ndarray) -> dict[int, np.ndarray]:
     return {int(u): np.flatnonzero(users == u) for u in np.unique(users)}
+
+
+def held_out_rows(setup: ColdSetup, samples, protocol: str) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate rows one repetition ranks for ``protocol``: every held-out block of the
+    episodes ``samples`` (row indices into ``setup.candidates[protocol]``) and, per row, which
+    episode (0..len(samples)-1) it belongs to. Every row of a Table-3 cell — the recommender's
+    strategies, a baseline's own rule, a non-personalized model — ranks exactly these rows."""
+    block = setup.blocks[protocol]
+    test_blocks = np.concatenate([e.held_out_ids for e in samples])
+    owner = np.concatenate([np.full(len(e.held_out_ids), i) for i, e in enumerate(samples)])
+    return (test_blocks[:, None] * block + np.arange(block)).ravel(), np.repeat(owner, block)
+
+
+class CandidateDigest:
+    """A short fingerprint of the candidate rows a cell's repetitions ranked (in each row of the
+    result as ``candidate_digest``): rows of one cell with the same digest were scored on the same
+    held-out candidates."""
+
+    def __init__(self):
+        self._hash, self.rows = hashlib.sha1(), 0
+
+    def add(self, rows_idx: np.ndarray) -> None:
+        rows_idx = np.ascontiguousarray(rows_idx, dtype=np.int64)
+        self._hash.update(rows_idx.tobytes() + b"|")
+        self.rows += int(rows_idx.size)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()[:16]
 
 
 def has_released_split(ds) -> bool:
@@ -131,7 +160,9 @@ def run(run_dir, models=("teacher", "student_npair", "student_fnd", "contrastive
     and ``nearest`` (the single most similar user). Models missing from the run folder raise; pass
     only the ones you trained. Returns ``{"rows": [...], "skipped": {n: count}, "cold_split",
     "cold_split_description", ...}`` where each row holds model, protocol, strategy,
-    n_interactions and the mean and std over repetitions of AUC and NDCG.
+    n_interactions, the mean and std over repetitions of AUC and NDCG, and ``candidate_digest`` /
+    ``candidate_rows``: every row of a cell (protocol, n) — recommender strategies, a baseline's
+    own rules, non-personalized models — ranks the same held-out candidates, and shows it.
     """
     check_params("w-avg", delta, tau)
     run = RunFolder(run_dir)
@@ -181,6 +212,7 @@ def run(run_dir, models=("teacher", "student_npair", "student_fnd", "contrastive
             keys = [(p, s) for p in setup.candidates for s in STRATEGIES]
             per_rep: dict[tuple, list] = {k: [] for k in keys}
             per_user: dict[tuple, dict] = {k: {} for k in keys}   # (protocol, strategy) -> user -> AUCs
+            digests = {p: CandidateDigest() for p in setup.candidates}
             for rep in range(repetitions):
                 samples = [e for e in episodes.samples if e.repetition == rep]
                 if not samples:
@@ -188,14 +220,11 @@ def run(run_dir, models=("teacher", "student_npair", "student_fnd", "contrastive
                 interacted = torch.stack([pos_vecs[torch.as_tensor(e.interacted_ids)] for e in samples])
                 mask = torch.ones(interacted.shape[:2], dtype=torch.bool, device=interacted.device)
                 s = user_similarity_batched(user_vecs, interacted, mask)               # [C', U]
-                test_blocks = np.concatenate([e.held_out_ids for e in samples])
-                owner = np.concatenate([np.full(len(e.held_out_ids), i) for i, e in enumerate(samples)])
                 profiles = {strategy: aggregate_user_vectors(aggregation_weights(s, strategy, delta, tau), user_vecs)
                             for strategy in STRATEGIES}
                 for protocol, cand in setup.candidates.items():
-                    block = setup.blocks[protocol]
-                    rows_idx = (test_blocks[:, None] * block + np.arange(block)).ravel()
-                    owner_rows = np.repeat(owner, block)
+                    rows_idx, owner_rows = held_out_rows(setup, samples, protocol)
+                    digests[protocol].add(rows_idx)
                     for strategy in STRATEGIES:
                         profile = profiles[strategy]
                         scores = (profile[torch.as_tensor(owner_rows)]
@@ -215,6 +244,8 @@ def run(run_dir, models=("teacher", "student_npair", "student_fnd", "contrastive
                              "ndcg_lpae_mean": float(ndcgs.mean()), "ndcg_lpae_std": float(ndcgs.std()),
                              "ndcg_standard_mean": float(ndcgs_std.mean()),
                              "repetitions": len(reps), "cold_users": len(cold_users) - skipped[n],
+                             "candidate_digest": digests[protocol].hexdigest(),
+                             "candidate_rows": digests[protocol].rows,
                              # each cold user's AUC averaged over repetitions (paired tests)
                              "per_user_auc": {u: float(np.mean(v)) for u, v in per_user[protocol, strategy].items()}})
     return {"rows": rows, "skipped": skipped, "delta": delta, "tau": tau, "repetitions": repetitions,
@@ -251,18 +282,22 @@ def check_cold_start_support(run: RunFolder, models) -> None:
 
 def baseline_rows(name: str, model, cache, setup: ColdSetup, trained: np.ndarray, counts, repetitions: int,
                   seed: int, skipped: dict, progress: bool = True) -> list[dict]:
-    """Table-3 rows of a baseline, apart from the recommender's neighbourhood path.
+    """Table-3 rows of a baseline, apart from the recommender's neighbourhood path, on the same
+    episodes and held-out candidates (:func:`held_out_rows`) as the recommender's rows.
 
     - A non-personalized model ranks every cold user's candidates by s(o) alone, whatever the
-      user revealed: its number is computed once, over every candidate block of the cold pool, and
-      is the same at every n (repetitions 1, std 0), as the paper's Table 3 shows it.
-    - A model with ``cold_start_scores`` (LPAE's anchor search, strategy
-      ``model.cold_start_strategy``) sees the same episodes as the recommender: per repetition
-      the n revealed outfits of each cold user, its held-out blocks ranked.
+      user revealed (strategy ``non-personalized``): s(o) is computed once per candidate, and each
+      repetition ranks the held-out blocks of that repetition's episodes — the rows the
+      personalized models rank at that n (a user with too few outfits for n is skipped by every
+      row alike).
+    - A model with ``cold_start_scores`` (LPAE's anchor search) gets one row per rule in its
+      ``cold_start_rules`` (strategy = the rule's name; a model without that table: its
+      ``cold_start_strategy``): per repetition the n revealed outfits of each cold user, its
+      held-out blocks ranked.
     """
     rows = []
 
-    def row(protocol, strategy, n, reps, per_user, cold_users):
+    def row(protocol, strategy, n, reps, per_user, cold_users, digest):
         aucs = np.array([r["auc"] for r in reps])
         ndcgs = np.array([r["ndcg_lpae"] for r in reps])
         return {"model": name, "protocol": protocol, "strategy": strategy, "n_interactions": n,
@@ -270,40 +305,43 @@ def baseline_rows(name: str, model, cache, setup: ColdSetup, trained: np.ndarray
                 "ndcg_lpae_mean": float(ndcgs.mean()), "ndcg_lpae_std": float(ndcgs.std()),
                 "ndcg_standard_mean": float(np.mean([r["ndcg_standard"] for r in reps])),
                 "repetitions": len(reps), "cold_users": cold_users,
+                "candidate_digest": digest.hexdigest(), "candidate_rows": digest.rows,
                 "per_user_auc": {u: float(np.mean(v)) for u, v in per_user.items()}}
 
-    if not model.personalized:
-        for protocol, cand in setup.candidates.items():
-            scores = model.score_cached(cand.user, cand.items, cache).cpu().numpy()
-            m = ranking_metrics_all(cand.user, scores, cand.label)
-            per_user = {int(u): [float(a)] for u, a in zip(*per_user_auc(cand.user, scores, cand.label))}
-            rows += [row(protocol, "non-personalized", n, [m], per_user, int(len(np.unique(cand.user))))
-                     for n in counts]
-        return rows
-    strategy = getattr(model, "cold_start_strategy", None) or "own"
+    if model.personalized:
+        rules = dict(getattr(model, "cold_start_rules", None)
+                     or {getattr(model, "cold_start_strategy", None) or "own": None})
+        flat = None
+    else:
+        rules = {"non-personalized": None}
+        flat = {p: model.score_cached(c.user, c.items, cache).cpu().numpy() for p, c in setup.candidates.items()}
     for n in tqdm(counts, desc=f"cold start · {name}", disable=not progress):
         episodes = setup.episodes(n, repetitions, seed)
         skipped[n] = episodes.n_skipped
-        per_rep = {p: [] for p in setup.candidates}
-        per_user = {p: {} for p in setup.candidates}
+        keys = [(p, r) for p in setup.candidates for r in rules]
+        per_rep = {k: [] for k in keys}
+        per_user = {k: {} for k in keys}
+        digests = {p: CandidateDigest() for p in setup.candidates}
         for rep in range(repetitions):
             samples = [e for e in episodes.samples if e.repetition == rep]
             if not samples:
                 break
             revealed = np.stack([setup.revealable[e.interacted_ids] for e in samples])     # [C, n, S]
-            test_blocks = np.concatenate([e.held_out_ids for e in samples])
-            owner = np.concatenate([np.full(len(e.held_out_ids), i) for i, e in enumerate(samples)])
             for protocol, cand in setup.candidates.items():
-                block = setup.blocks[protocol]
-                rows_idx = (test_blocks[:, None] * block + np.arange(block)).ravel()
-                owner_rows = np.repeat(owner, block)
-                scores = model.cold_start_scores(revealed, cand.items[rows_idx], owner_rows, cache,
-                                                 trained).cpu().numpy()
-                per_rep[protocol].append(ranking_metrics_all(owner_rows, scores, cand.label[rows_idx]))
-                for i, auc in zip(*per_user_auc(owner_rows, scores, cand.label[rows_idx])):
-                    per_user[protocol].setdefault(int(samples[i].user), []).append(float(auc))
-        rows += [row(p, strategy, n, reps, per_user[p], len(setup.users) - skipped[n])
-                 for p, reps in per_rep.items() if reps]
+                rows_idx, owner_rows = held_out_rows(setup, samples, protocol)
+                digests[protocol].add(rows_idx)
+                for rule in rules:
+                    if flat is not None:
+                        scores = flat[protocol][rows_idx]
+                    else:
+                        extra = {} if rules[rule] is None else {"rule": rule}
+                        scores = model.cold_start_scores(revealed, cand.items[rows_idx], owner_rows, cache,
+                                                         trained, **extra).cpu().numpy()
+                    per_rep[protocol, rule].append(ranking_metrics_all(owner_rows, scores, cand.label[rows_idx]))
+                    for i, auc in zip(*per_user_auc(owner_rows, scores, cand.label[rows_idx])):
+                        per_user[protocol, rule].setdefault(int(samples[i].user), []).append(float(auc))
+        rows += [row(p, rule, n, reps, per_user[p, rule], len(setup.users) - skipped[n], digests[p])
+                 for (p, rule), reps in per_rep.items() if reps]
     return rows
 
 

@@ -58,7 +58,7 @@ from .data.sampling import NegativeSampler, attach_candidates
 from .data.schema import CATEGORIES, OutfitDataset
 from .data.synthetic import make_dataset
 from .evaluate import item_cache
-from .models.contract import OutfitModel, make_image_fn
+from .models.contract import OutfitModel, evaluating, make_image_fn
 from .objectives import TeacherSignal, TrainBatch, make_objective, prepare_teacher
 from .repro import resolve_device, run_metadata, seed_everything
 from .rundir import resolve_path
@@ -182,10 +182,8 @@ def score_per_outfit(model: OutfitModel, dataset: OutfitDataset, users: np.ndarr
     users = np.asarray(users, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
     image_fn = make_image_fn(dataset.images, model.input_size, device)
-    was_training = model.training
-    model.eval()
     out, encoded = [], 0
-    try:
+    with evaluating(model):
         for lo in range(0, len(items), batch_size):
             rows = torch.as_tensor(items[lo:lo + batch_size], device=device)
             mask = rows >= 0
@@ -195,8 +193,6 @@ def score_per_outfit(model: OutfitModel, dataset: OutfitDataset, users: np.ndarr
             gathered[mask] = features
             u = torch.as_tensor(users[lo:lo + batch_size], device=device)
             out.append(model.score_items(u, gathered, mask).float().cpu())
-    finally:
-        model.train(was_training)
     return (torch.cat(out).numpy() if out else np.zeros(0, np.float32)), encoded
 
 

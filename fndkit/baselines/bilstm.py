@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.contract import ItemFeatureCache
+from ..models.contract import ItemFeatureCache, evaluating
 from ..models.registry import register_model
 from ..objectives import Objective, register_objective
 from .common import NonPersonalized, normalized
@@ -124,10 +124,8 @@ class BiLSTM(NonPersonalized):
     def score_cached(self, users, items, cache: ItemFeatureCache, batch_size: int = 512):
         """s(o) with every item of the cache as the vocabulary (the code's whole-test-set softmax)."""
         items = np.asarray(items, dtype=np.int64)
-        was_training = self.training
-        self.eval()
-        try:
-            chunks = []
+        chunks = []
+        with evaluating(self):
             for lo in range(0, len(items), batch_size):
                 block = items[lo:lo + batch_size]
                 features, mask = cache.lookup(block)
@@ -135,8 +133,6 @@ class BiLSTM(NonPersonalized):
                 rows[block >= 0] = cache.rows(block[block >= 0])
                 chunks.append(self.sequence_scores(features, mask, cache.features,
                                                    torch.as_tensor(rows, device=features.device)))
-        finally:
-            self.train(was_training)
         return torch.cat(chunks) if chunks else torch.zeros(0, device=self.device)
 
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from ..data.schema import CATEGORIES, FIXED_LAYOUT, VARIABLE_LAYOUT
 from ..models.backbones import build_backbone
-from ..models.contract import Features, ItemFeatureCache, OutfitModel
+from ..models.contract import Features, ItemFeatureCache, OutfitModel, evaluating
 from ..objectives import Objective, register_objective
 
 N_CATEGORIES = len(CATEGORIES)
@@ -209,16 +209,12 @@ class FactorizedBaseline(Baseline):
                             batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
         """(v_o, b_o) for outfit rows ``items [M, S]``, each distinct row computed once."""
         unique, inverse = unique_rows(items)
-        was_training = self.training
-        self.eval()
-        try:
-            vecs, biases = [], []
+        vecs, biases = [], []
+        with evaluating(self):
             for lo in range(0, len(unique), batch_size):
                 v, bias = self.outfit_parts(*cache.lookup(unique[lo:lo + batch_size]))
                 vecs.append(v)
                 biases.append(bias)
-        finally:
-            self.train(was_training)
         if not vecs:
             return torch.zeros(0, self.dim, device=self.device), torch.zeros(0, device=self.device)
         idx = torch.from_numpy(inverse).to(vecs[0].device)

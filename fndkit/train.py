@@ -30,7 +30,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -263,8 +263,33 @@ def fit(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir: s
     device = resolve_device(cfg.device)
     if prefetch is None:
         prefetch = str(device).startswith("cuda")
-    out_dir = Path(out_dir)
     progress = progress and distributed.is_main()  # one progress bar and log under torchrun
+    t = _start(model, dataset, cfg, Path(out_dir), objective, device, resume)
+    callbacks = default_callbacks(progress) + list(callbacks)
+    for cb in callbacks:
+        cb.on_fit_start(t)
+    feed = _Feed(model, dataset, cfg, device, prefetch)
+    epoch = t.state.epoch
+    while epoch < cfg.epochs and not t.state.stopped_early:
+        _train_epoch(t, feed, epoch, callbacks, progress)
+        save_resume_state(t)
+        distributed.barrier()  # the others wait until rank 0 has written the epoch
+        epoch += 1
+        if t.should_stop:
+            break
+    best = load_checkpoint(t.out_dir / "checkpoint.pt", map_location=device)
+    model.load_state_dict(best["state_dict"])
+    state = t.state
+    seconds = [h["seconds"] for h in state.history]
+    return {"history": state.history, "best_epoch": state.best_epoch, "best_val_auc": float(state.best_metric),
+            "stopped_early": state.stopped_early, "epoch_seconds": float(np.mean(seconds)) if seconds else None}
+
+
+def _start(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir: Path, objective: Objective,
+           device: str, resume: bool) -> Trainer:
+    """Everything :func:`fit` sets up once: the model on its device, the optimizer and the LR
+    schedule, and (``resume``) their state, the objective's and the random generators' from
+    ``out_dir/last.pt``."""
     if distributed.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
     objective.check_model(model)
@@ -283,70 +308,79 @@ def fit(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir: s
         scheduler.load_state_dict(state.scheduler)
         objective.load_state_dict(state.objective)
         restore_rng(state)
-    t = Trainer(model, dataset, cfg, objective, out_dir, device, optimizer, scheduler, state, config_dict)
-    callbacks = default_callbacks(progress) + list(callbacks)
-    for cb in callbacks:
-        cb.on_fit_start(t)
-    sampler = NegativeSampler(dataset, split=cfg.train_split, n_negatives=cfg.negatives_per_pair,
-                              hard_fraction=cfg.hard_fraction, seed=cfg.seed, mode=cfg.negatives)
-    image_fn = make_image_fn(dataset.images, model.input_size, device)
-    world, train_step = distributed.world_size(), distributed.training_step(model)
-    clip_value = getattr(model, "grad_clip_value", None)
-    # torchrun: this process's share of the single-process batches, reshuffled by set_epoch
-    shard_loader = (make_loader(dataset, cfg.train_split, cfg.batch_size, shuffle=True, seed=cfg.seed * 100003,
-                                drop_last=True, num_replicas=world, rank=distributed.rank()) if world > 1 else None)
-    epoch = state.epoch
-    while epoch < cfg.epochs and not state.stopped_early:
-        model.train()
-        model.start_epoch(epoch)   # the model's own per-epoch schedule, if any (contract)
-        if shard_loader is None:
-            loader = make_loader(dataset, cfg.train_split, cfg.batch_size, shuffle=True,
+    return Trainer(model, dataset, cfg, objective, out_dir, device, optimizer, scheduler, state, config_dict)
+
+
+class _Feed:
+    """Where an epoch's batches come from and how a step runs: the loader of the epoch (this
+    process's shard under torchrun), the negative sampler, the images, the prefetching thread when
+    asked for, and the training step (inside DDP under torchrun), all made once per fit."""
+
+    def __init__(self, model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, device: str, prefetch: bool):
+        self.dataset, self.cfg, self.device, self.prefetch = dataset, cfg, device, prefetch
+        self.train_step = distributed.training_step(model)
+        self.clip_value = getattr(model, "grad_clip_value", None)  # the model's own published clipping
+        self.input_size = model.input_size
+        self.sampler = NegativeSampler(dataset, split=cfg.train_split, n_negatives=cfg.negatives_per_pair,
+                                       hard_fraction=cfg.hard_fraction, seed=cfg.seed, mode=cfg.negatives)
+        self.image_fn = make_image_fn(dataset.images, model.input_size, device)
+        self.world = distributed.world_size()
+        # torchrun: this process's share of the single-process batches, reshuffled by set_epoch
+        self.shard_loader = (make_loader(dataset, cfg.train_split, cfg.batch_size, shuffle=True,
+                                         seed=cfg.seed * 100003, drop_last=True, num_replicas=self.world,
+                                         rank=distributed.rank()) if self.world > 1 else None)
+
+    def epoch(self, epoch: int) -> tuple[int, Iterator[TrainBatch]]:
+        """(steps, batches) of ``epoch``."""
+        cfg = self.cfg
+        if self.shard_loader is None:
+            loader = make_loader(self.dataset, cfg.train_split, cfg.batch_size, shuffle=True,
                                  seed=cfg.seed * 100003 + epoch, drop_last=True)
         else:
-            loader = shard_loader
+            loader = self.shard_loader
             loader.sampler.set_epoch(epoch)
         n_steps = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
-        t0, sums = time.perf_counter(), {}
-        bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
-        batches = (train_batch(raw, sampler, image_fn, device, epoch, step)
+        batches = (train_batch(raw, self.sampler, self.image_fn, self.device, epoch, step)
                    for step, raw in zip(range(n_steps), loader))
-        if prefetch:
-            batches = prefetch_images(batches, dataset.images, model.input_size, device)
-        for step, batch in enumerate(batches):
-            loss, stats = train_step(objective, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                    f"(lr={optimizer.param_groups[0]['lr']:.3g}, tau={cfg.tau}); lower lr or raise tau")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_value is not None:   # the model's own published training clips (contract)
-                torch.nn.utils.clip_grad_value_(model.parameters(), clip_value)
-            optimizer.step()
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0) + v
-            t.step, t.loss = step, loss.item()
-            bar.update(1)
-            bar.set_postfix(loss=f"{t.loss:.3f}")
-            for cb in callbacks:
-                cb.on_batch_end(t)
-        bar.close()
-        # torchrun: every process's steps count (each process's stats are of its share of the batch)
-        sums = distributed.sum_over_processes(sums)
-        t.record = {"epoch": epoch + 1, **objective.summarize(sums, n_steps * world),
-                    "seconds": round(time.perf_counter() - t0, 2)}
+        if self.prefetch:
+            batches = prefetch_images(batches, self.dataset.images, self.input_size, self.device)
+        return n_steps, batches
+
+
+def _train_epoch(t: Trainer, feed: _Feed, epoch: int, callbacks: list[Callback], progress: bool) -> None:
+    """One epoch of SGD steps; leaves its record in ``t.record`` and calls the callbacks."""
+    model, cfg, objective, optimizer = t.model, t.cfg, t.objective, t.optimizer
+    train_step, clip_value = feed.train_step, feed.clip_value
+    model.train()
+    model.start_epoch(epoch)   # the model's own per-epoch schedule, if any (contract)
+    n_steps, batches = feed.epoch(epoch)
+    t0, sums = time.perf_counter(), {}
+    bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+    for step, batch in enumerate(batches):
+        loss, stats = train_step(objective, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                f"(lr={optimizer.param_groups[0]['lr']:.3g}, tau={cfg.tau}); lower lr or raise tau")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_value is not None:   # the model's own published training clips (contract)
+            torch.nn.utils.clip_grad_value_(model.parameters(), clip_value)
+        optimizer.step()
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0) + v
+        t.step, t.loss = step, loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{t.loss:.3f}")
         for cb in callbacks:
-            cb.on_epoch_end(t)
-        save_resume_state(t)
-        distributed.barrier()  # the others wait until rank 0 has written the epoch
-        epoch += 1
-        if t.should_stop:
-            break
-    best = load_checkpoint(out_dir / "checkpoint.pt", map_location=device)
-    model.load_state_dict(best["state_dict"])
-    seconds = [h["seconds"] for h in state.history]
-    return {"history": state.history, "best_epoch": state.best_epoch, "best_val_auc": float(state.best_metric),
-            "stopped_early": state.stopped_early, "epoch_seconds": float(np.mean(seconds)) if seconds else None}
+            cb.on_batch_end(t)
+    bar.close()
+    # torchrun: every process's steps count (each process's stats are of its share of the batch)
+    sums = distributed.sum_over_processes(sums)
+    t.record = {"epoch": epoch + 1, **objective.summarize(sums, n_steps * feed.world),
+                "seconds": round(time.perf_counter() - t0, 2)}
+    for cb in callbacks:
+        cb.on_epoch_end(t)
 
 
 def train_batch(raw: dict, sampler: NegativeSampler, image_fn, device: str, epoch: int, step: int) -> TrainBatch:

@@ -94,7 +94,7 @@ import numpy as np
 from .images import FileImages, _check_image_size
 # The Polyvore-U reader's rules for the validation halves and for block candidate lists, shared so
 # that both real-data sources lay their data out alike.
-from .polyvore import _candidates, _val_teacher_mask
+from .polyvore import released_candidates, val_teacher_mask
 from .schema import (CATEGORIES, FIXED_LAYOUT, PROTOCOLS, SPLITS, VARIABLE_LAYOUT, ArrayImages, CandidateSet,
                      DatasetError, OutfitDataset, split_index)
 
@@ -354,7 +354,7 @@ def _split_codes(outfits: _Outfits) -> tuple[np.ndarray, np.ndarray]:
     for name in ("train", "val_teacher", "val_student", "test", "cold"):
         codes[written == name] = split_index(name)
     val = np.flatnonzero(written == "val")
-    teacher = _val_teacher_mask(outfits.user[val]) if val.size else np.zeros(0, dtype=bool)
+    teacher = val_teacher_mask(outfits.user[val]) if val.size else np.zeros(0, dtype=bool)
     codes[val] = np.where(teacher, split_index("val_teacher"), split_index("val_student"))
     return codes, teacher
 
@@ -409,7 +409,7 @@ def _read_negatives(root: Path, items: _Items, outfits: _Outfits,
         keep = ({"val_teacher": val_teacher, "val_student": ~val_teacher} if split == "val"
                 else {split: np.ones(P, dtype=bool)})
         for name, mask in keep.items():
-            candidates[f"{name}/{protocol}"] = _candidates(posi_items, posi_user, mask,
+            candidates[f"{name}/{protocol}"] = released_candidates(posi_items, posi_user, mask,
                                                            nega_items, ratio)
             ratios[f"{name}/{protocol}"] = ratio
     return candidates, ratios

@@ -306,7 +306,7 @@ def _find_images(root: Path, image_layout: str | None) -> tuple[str, Path]:
     raise DatasetError(f"no {image_layout or 'image'} layout found under {images}; {expected}")
 
 
-def _val_teacher_mask(users: np.ndarray) -> np.ndarray:
+def val_teacher_mask(users: np.ndarray) -> np.ndarray:
     """bool ``[V]``: the first ceil(n_u / 2) of each user's val rows (file order) -> teacher."""
     order = np.argsort(users, kind="stable")
     sorted_users = users[order]
@@ -318,7 +318,7 @@ def _val_teacher_mask(users: np.ndarray) -> np.ndarray:
     return teacher
 
 
-def _candidates(posi_items: np.ndarray, posi_user: np.ndarray, keep: np.ndarray,
+def released_candidates(posi_items: np.ndarray, posi_user: np.ndarray, keep: np.ndarray,
                 nega_items: np.ndarray, ratio: int) -> CandidateSet:
     """Per kept positive (file order) one block of ``1 + ratio`` rows, all with its user: the
     positive (label 1), then its negatives ``i * ratio .. i * ratio + ratio - 1`` (label 0) — the
@@ -396,7 +396,7 @@ def read_polyvore_u(root: str | os.PathLike, subset: str | int = "630", image_si
 
     posi_items = {s: to_global(t.rows, offsets[0]) for s, t in main.posi.items()}
     posi_user = {s: t.rows[:, 0].copy() for s, t in main.posi.items()}
-    val_teacher = _val_teacher_mask(posi_user["val"])
+    val_teacher = val_teacher_mask(posi_user["val"])
     for split in ("train", "val", "test"):
         n = len(main.posi[split])
         if split == "val":
@@ -411,7 +411,7 @@ def read_polyvore_u(root: str | os.PathLike, subset: str | int = "630", image_si
     for split, (file_split, mask) in keep.items():
         for protocol, store in (("random", main.nega), ("hard", main.nega_hard)):
             if file_split in store:
-                candidates[f"{split}/{protocol}"] = _candidates(
+                candidates[f"{split}/{protocol}"] = released_candidates(
                     posi_items[file_split], posi_user[file_split], mask,
                     to_global(store[file_split].rows, offsets[0]),
                     main.ratios[f"{file_split}/{protocol}"])
@@ -431,7 +431,7 @@ def read_polyvore_u(root: str | os.PathLike, subset: str | int = "630", image_si
         test = cold_folder.posi["test"]
         for protocol, store in (("random", cold_folder.nega), ("hard", cold_folder.nega_hard)):
             if "test" in store:
-                candidates[f"cold/{protocol}"] = _candidates(
+                candidates[f"cold/{protocol}"] = released_candidates(
                     to_global(test.rows, offsets[1]), test.rows[:, 0] + n_trained,
                     np.ones(len(test), dtype=bool), to_global(store["test"].rows, offsets[1]),
                     cold_folder.ratios[f"test/{protocol}"])

@@ -52,8 +52,10 @@ import torch
 
 from . import objectives as objectives_module
 from .artifacts import write_json
+from .bench_jpeg import format_jpeg_tables, run_jpeg_bench
 from .config import SCALE_PRESETS, SCALES, TrainConfig, train_config
 from .data.datasets import make_loader
+from .data.release_fixture import POLYVORE630
 from .data.sampling import NegativeSampler, attach_candidates
 from .data.schema import CATEGORIES, OutfitDataset
 from .data.synthetic import make_dataset
@@ -522,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = resolve_path(args.out) if args.out else default_out(args.scale, result["device"])
-    result["command"] = "python -m fndkit.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["command"] = "python -m fndkit bench " + " ".join(argv if argv is not None else sys.argv[1:])
     write_json(out, result)
     print()
     print(format_tables(result))
@@ -531,9 +533,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main_jpeg(args, argv: list[str] | None) -> int:
-    from .bench_jpeg import format_jpeg_tables, run_jpeg_bench
-    from .data.release_fixture import POLYVORE630
-
     try:
         result = run_jpeg_bench(args.items or POLYVORE630["items"], args.device, steps=args.steps,
                                 warmup=args.warmup, fly_steps=args.fly_steps, workers=args.workers,
@@ -542,7 +541,7 @@ def _main_jpeg(args, argv: list[str] | None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = resolve_path(args.out) if args.out else default_out(JPEG_SCALE, result["device"])
-    result["command"] = "python -m fndkit.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["command"] = "python -m fndkit bench " + " ".join(argv if argv is not None else sys.argv[1:])
     write_json(out, result)
     print()
     print(format_jpeg_tables(result))

@@ -45,6 +45,7 @@ from .data.release_fixture import POLYVORE630, write_release
 from .data.sampling import NegativeSampler
 from .data.schema import ArrayImages
 from .data.datasets import make_loader
+from .models.contract import make_image_fn
 from .objectives import make_objective
 from .repro import resolve_device, run_metadata, seed_everything
 from .rundir import resolve_path
@@ -148,7 +149,6 @@ def loop_steps(dataset, cfg, device: str, sources: dict, steps: int, warmup: int
     ``fit()``'s ``loss.item()`` does. Returns name -> ``{"steps", "step_seconds",
     "steps_per_second", "images_per_step", "prefetch"}``.
     """
-    from .models.contract import make_image_fn
 
     prefetch = str(device).startswith("cuda") if prefetch is None else prefetch
     seed_everything(seed)

@@ -24,9 +24,7 @@ from fndkit.data.images import FileImages
 from fndkit.data.polyvore import read_polyvore_u
 from fndkit.feeding import PrefetchedImages, batch_item_ids, prefetch_images
 from fndkit.data.release_fixture import image_name, write_release
-from fndkit.data.sampling import attach_candidates
 from fndkit.data.schema import ArrayImages, DatasetError
-from fndkit.data.synthetic import make_dataset
 from fndkit.models.contract import make_image_fn
 from fndkit.objectives import TrainBatch, make_objective
 from fndkit.train import build_model, fit
@@ -188,13 +186,6 @@ def test_00_data_decodes_once_and_links_the_store(release, tmp_path, capsys):
 
 # --------------------------------------------------------------------------------------------
 # prefetch
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    ds = make_dataset("tiny", seed=0)
-    attach_candidates(ds, seed=0)
-    return ds
 
 
 def test_prefetched_image_fn_equals_the_plain_one(tiny):

@@ -5,7 +5,7 @@
 #
 # Run from a fresh checkout after `make setup` (no internet needed). It generates the synthetic
 # benchmark at polyvore630 scale (630 users, 162,945 outfits, 199,537 items, 32 px) and runs the
-# notebooks' own stage calls (`python -m fndkit.run chain`, see fndkit.run.timed_chain): data,
+# notebooks' own stage calls (`python -m fndkit timed-chain`, see fndkit.run.timed_chain): data,
 # autoencoder, N-pair teacher, FND student, FND-CL student, cold start, then scores every user's
 # test candidates with each model. One seed. Bounded to fit about 8 minutes of wall time:
 #   EPOCHS (2) epochs per training stage, each of at most STEPS (400) steps of batch 32 (a whole
@@ -31,7 +31,7 @@ mkdir -p "$OUT"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/nvidia-smi.txt"
 
 start=$(date +%s)
-timeout -s INT "$LIMIT_S" "$PY" -m fndkit.run chain --run-dir "$RUN_DIR" --scale "$SCALE" --seed 0 \
+timeout -s INT "$LIMIT_S" "$PY" -m fndkit timed-chain --run-dir "$RUN_DIR" --scale "$SCALE" --seed 0 \
     --epochs "$EPOCHS" --max-steps-per-epoch "$STEPS" --autoencoder-epochs "$AE_EPOCHS" \
     --cold-repetitions "$COLD_REPS" --device auto --report "$OUT/gpu_630.json" --no-progress \
     2>&1 | tee "$OUT/gpu_630.log"
@@ -47,7 +47,7 @@ done
 
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 if [ "$gpus" -ge 2 ] && [ "$rc" -eq 0 ]; then
-    timeout 300 "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 -m fndkit.run train \
+    timeout 300 "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 -m fndkit train \
         --run-dir "$RUN_DIR" --stage student --out-name student_fnd_2gpu -p loss=fnd \
         -p epochs="$EPOCHS" -p max_steps_per_epoch="$STEPS" --no-progress > "$OUT/two_gpus.log" 2>&1
     echo "two-GPU torchrun exit code $?" | tee -a "$OUT/gpu_630.log"

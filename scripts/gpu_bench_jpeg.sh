@@ -3,7 +3,7 @@
 #
 #   OUT=/path/for/results scripts/gpu_bench_jpeg.sh
 #
-# Runs `python -m fndkit.bench --scale polyvore630-jpeg` (fndkit/bench_jpeg.py): builds (once,
+# Runs `python -m fndkit bench --scale polyvore630-jpeg` (fndkit/bench_jpeg.py): builds (once,
 # under FIXTURES) a generated release in the Polyvore-U layout with ITEMS 291 px JPEGs (199,537 by
 # default: Polyvore-630's count; ~5.5 GB of JPEGs, then a ~30 GB uint8 store at 224 px and the same
 # 30 GB again in memory for the in-memory bound), decodes it once over every core, then times the
@@ -33,7 +33,7 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/nvidia-s
 df -h "$(dirname "$FIXTURES")" 2>/dev/null | tail -1 >> "$OUT/nvidia-smi.txt" || true
 
 start=$(date +%s)
-timeout -s INT "$LIMIT_S" "$PY" -m fndkit.bench --scale polyvore630-jpeg --items "$ITEMS" --steps "$STEPS" \
+timeout -s INT "$LIMIT_S" "$PY" -m fndkit bench --scale polyvore630-jpeg --items "$ITEMS" --steps "$STEPS" \
     --warmup "$WARMUP" --fly-steps "$FLY_STEPS" --device auto --fixture-dir "$FIXTURES" --out "$OUT/bench_jpeg.json" \
     2>&1 | tr '\r' '\n' | grep -v '^\s*$' | awk '!/img\/s\]$/ || NR % 20 == 0' | tee "$OUT/bench_jpeg.log"
 rc=${PIPESTATUS[0]}

@@ -193,8 +193,10 @@ def plan(seeds, scale: str = "demo", image_size: int = 32, device: str = "auto",
     return jobs
 
 
-def run_jobs(jobs: list[Job], out: Path, workers: int = 1, say=print) -> dict:
-    """Run ``jobs`` (dependencies first) with ``workers`` processes; returns {seed: {name: result}}."""
+def run_jobs(jobs: list[Job], out: Path, workers: int = 1, time_limit: float | None = None, say=print) -> dict:
+    """Run ``jobs`` (dependencies first, lowest seed first) with ``workers`` processes; no job
+    starts after ``time_limit`` seconds (those running finish). Returns {seed: {name: result}}."""
+    start = time.perf_counter()
     results: dict[int, dict] = {}
     done: set[tuple[int, str]] = set()
     pending = list(jobs)
@@ -204,6 +206,9 @@ def run_jobs(jobs: list[Job], out: Path, workers: int = 1, say=print) -> dict:
     ctx = multiprocessing.get_context("spawn")   # CUDA and forked workers do not mix
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         while pending or running:
+            if time_limit is not None and time.perf_counter() - start > time_limit and pending:
+                say(f"[distill] time limit {time_limit:g} s: {len(pending)} jobs not started", flush=True)
+                pending = []
             for job in list(pending):
                 if all((job.seed, d) in done for d in job.deps):
                     if any((job.seed, d) in failed for d in job.deps):
@@ -233,6 +238,31 @@ def run_jobs(jobs: list[Job], out: Path, workers: int = 1, say=print) -> dict:
                     line = " ".join(f"{p} AUC {m['auc']:.4f}" for p, m in result["test"].items())
                     line += " | clean " + " ".join(f"{p} {m['auc']:.4f}" for p, m in result["test_clean"].items())
                 say(f"[distill] seed {job.seed} {job.name} done in {seconds:.0f} s {line}", flush=True)
+    return results
+
+
+def collect(out: Path, seeds) -> dict:
+    """{seed: {name: result}} read back from the finished stages of ``out/seed<s>`` (what
+    :func:`run_jobs` returns, for a run that was cut short or ran elsewhere)."""
+    results: dict[int, dict] = {}
+    for s in seeds:
+        root = out / f"seed{s}"
+        if not root.is_dir():
+            continue
+        r = results.setdefault(s, {})
+        for metrics in sorted(root.glob("*/metrics.json")):
+            m = json.loads(metrics.read_text())
+            name = metrics.parent.name
+            if name == "data":
+                r["data"] = {k: m[k] for k in ("false_negative_fraction_random_mixtures",
+                                               "false_negative_fraction_test_candidates", "true_affinity_auc",
+                                               "true_affinity_auc_clean") if k in m}
+            elif "test" in m and "best_val_auc" in m:
+                r[name] = {k: m.get(k) for k in ("stage", "backbone", "loss", "params", "best_epoch", "best_val_auc",
+                                                 "epochs_run", "epoch_seconds", "test", "test_clean")}
+                r[name]["test_clean"] = r[name]["test_clean"] or {}
+        for report_file in sorted((root / "pretrain").glob("*.json")):
+            r["pretrain"] = json.loads(report_file.read_text())
     return results
 
 
@@ -341,6 +371,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--epochs", type=int, default=None, help="cap every training (smoke runs); default: to convergence")
     ap.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
+    ap.add_argument("--time-limit", type=float, default=None, help="seconds after which no job starts")
+    ap.add_argument("--collect-only", action="store_true", help="only write the tables from finished stages")
     ap.add_argument("--only", choices=("core", "all"), default="all",
                     help="core: teacher, the α grid and XS N-pair (the teacher's margin and FND's gain); all: "
                          "also Fig. 6 sizes, FND-CL and the lab's rows")
@@ -351,7 +383,9 @@ def main(argv=None) -> int:
     jobs = plan(args.seeds, args.scale, args.image_size, args.device, args.epochs, tuple(args.alphas),
                 lab=full, fig6=full, cl=full)
     start = time.perf_counter()
-    results = run_jobs(jobs, out, workers=args.jobs)
+    if not args.collect_only:
+        run_jobs(jobs, out, workers=args.jobs, time_limit=args.time_limit)
+    results = collect(out, args.seeds)   # every finished stage, also those of an earlier, cut-short run
     from .artifacts import write_json
 
     write_json(out / "results.json", {"argv": sys.argv[1:], "seconds": time.perf_counter() - start,

@@ -84,16 +84,12 @@ class SmallCNN(nn.Module):
 
     input_size = None  # global pooling makes it work at any size; 32 px is the CPU default
 
-    def __init__(self, channels: tuple[int, ...], dim: int, fc_hidden: int | None = None,
-                 stem_stride: int = 1):
+    def __init__(self, channels: tuple[int, ...], dim: int, fc_hidden: int | None = None):
         super().__init__()
         layers: list[nn.Module] = []
         in_ch = 3
         for stage, out_ch in enumerate(channels):
-            # stem_stride 2: the first conv reads every pixel but keeps a quarter of the positions,
-            # so a 64-px picture costs about what a 32-px one does
-            stride = stem_stride if stage == 0 else 1
-            layers += [nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1, stride=stride),
+            layers += [nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1),
                        nn.GroupNorm(min(8, out_ch), out_ch), nn.ReLU(inplace=True)]
             if stage < len(channels) - 1:
                 layers.append(nn.MaxPool2d(2))

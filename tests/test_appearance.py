@@ -70,7 +70,9 @@ def test_rich_items_with_equal_attributes_share_more_style(rich):
 
 
 def test_rich_silhouettes_and_patterns_closed_form():
-    masks = rich_silhouettes(64)
+    from fndkit.data.synthetic import silhouette_masks
+
+    masks = rich_silhouettes(silhouette_masks(64))
     assert masks.shape == (3, 4, 64, 64)
     flat = masks.reshape(12, -1)
     assert flat.any(1).all() and len({m.tobytes() for m in flat}) == 12   # none empty, all distinct

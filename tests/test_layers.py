@@ -17,10 +17,10 @@ LAYERS = [
     {"fndkit.data"},
     {"fndkit.models"},
     {"fndkit.losses", "fndkit.augment", "fndkit.metrics", "fndkit.objectives", "fndkit.baselines"},
-    {"fndkit.train", "fndkit.evaluate", "fndkit.coldstart", "fndkit.rundir"},
+    {"fndkit.train", "fndkit.evaluate", "fndkit.coldstart", "fndkit.rundir", "fndkit.pretrain"},
     {"fndkit.stages"},
     {"fndkit.viz", "fndkit.report", "fndkit.pipeline", "fndkit.experiments", "fndkit.bench", "fndkit.run",
-     "fndkit.fnlab", "fndkit.progress"},
+     "fndkit.fnlab", "fndkit.progress", "fndkit.distill"},
 ]
 
 

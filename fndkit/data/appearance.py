@@ -49,7 +49,7 @@ OCCLUDE_PROB = 0.5
 BRIGHTNESS = (0.75, 1.15)
 COLOUR_CAST = 0.04
 RICH_PIXEL_NOISE = 8.0
-_MASK_RES = 128                  # silhouettes are looked up in masks of this resolution
+MASK_RES = 128                   # silhouettes are looked up in masks of this resolution
 _CHUNK = 512
 
 
@@ -62,13 +62,13 @@ def check_appearance(appearance) -> str:
     return appearance
 
 
-def rich_silhouettes(size: int = _MASK_RES) -> np.ndarray:
-    """bool [3 categories, 4 shape variants, size, size] in garment coordinates (order of
-    ``RICH_SHAPES``): the default benchmark's three shapes plus one more per category."""
-    from .synthetic import _grid, silhouette_masks
-
-    base = silhouette_masks(size)
-    y, x = _grid(size)
+def rich_silhouettes(base: np.ndarray) -> np.ndarray:
+    """bool [3 categories, 4 shape variants, S, S] in garment coordinates (order of
+    ``RICH_SHAPES``): ``base``, the default benchmark's three shapes [3, 3, S, S]
+    (:func:`fndkit.data.synthetic.silhouette_masks`), plus one more per category."""
+    size = base.shape[-1]
+    c = (np.arange(size, dtype=np.float64) + 0.5) / size
+    y, x = np.meshgrid(c, c, indexing="ij")
 
     def rect(x0, x1, y0, y1):
         return (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
@@ -154,13 +154,15 @@ def _pattern_code(pattern: np.ndarray, u: np.ndarray, v: np.ndarray, freq: np.nd
 
 
 def render_rich(category: np.ndarray, a: dict, image_size: int, rng: np.random.Generator,
-                out: np.ndarray | None = None) -> np.ndarray:
-    """Render items of the rich appearance as uint8 [n, S, S, 3] (``a``: :func:`draw_rich_attributes`)."""
+                base_masks: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Render items of the rich appearance as uint8 [n, S, S, 3] (``a``: :func:`draw_rich_attributes`;
+    ``base_masks``: the simple shapes at the lookup resolution, ``silhouette_masks(MASK_RES)``)."""
     category = np.asarray(category, dtype=np.int64)
     n, S = category.shape[0], image_size
     if out is None:
         out = np.empty((n, S, S, 3), dtype=np.uint8)
-    masks = rich_silhouettes(_MASK_RES)
+    masks = rich_silhouettes(base_masks)
+    res = masks.shape[-1]
     c = (np.arange(S, dtype=np.float64) + 0.5) / S
     py, px = np.meshgrid(c, c, indexing="ij")
     for lo in range(0, n, _CHUNK):
@@ -174,8 +176,8 @@ def render_rich(category: np.ndarray, a: dict, image_size: int, rng: np.random.G
         v = (-sin * dx + cos * dy) / s + 0.5
         u = np.where(a["mirror"][sl, None, None], 1.0 - u, u)
         inside = (u >= 0) & (u < 1) & (v >= 0) & (v < 1)
-        iu = np.clip((u * _MASK_RES).astype(np.int64), 0, _MASK_RES - 1)
-        iv = np.clip((v * _MASK_RES).astype(np.int64), 0, _MASK_RES - 1)
+        iu = np.clip((u * res).astype(np.int64), 0, res - 1)
+        iv = np.clip((v * res).astype(np.int64), 0, res - 1)
         garment = inside & masks[category[sl, None, None], a["shape"][sl, None, None], iv, iu]
         second = garment & _pattern_code(a["pattern"][sl], u, v, a["frequency"][sl], a["phase"][sl])
 

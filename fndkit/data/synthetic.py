@@ -53,7 +53,7 @@ from ..artifacts import to_json
 from ..config import check_int
 from .sampling import random_mixtures
 from .truth import SyntheticTruth  # noqa: F401 (re-exported)
-from .appearance import (FREQUENCIES, HUES, RICH_PATTERNS, RICH_PIXEL_NOISE, RICH_SHAPES, check_appearance,
+from .appearance import (FREQUENCIES, HUES, MASK_RES, RICH_PATTERNS, RICH_PIXEL_NOISE, RICH_SHAPES, check_appearance,
                          draw_rich_attributes, render_rich, rich_anchor_proto, rich_style_parts,
                          rich_visible_style)
 from .schema import (CATEGORIES, FIXED_LAYOUT, SPLITS, VARIABLE_LAYOUT, ArrayImages, DatasetError,
@@ -501,7 +501,7 @@ def make_dataset(scale: str = "tiny", seed: int = 0, variable_size: bool = False
     else:
         array = np.empty(shape_img, dtype=np.uint8)
     if rich:
-        render_rich(category, looks, image_size, rng_images, out=array)
+        render_rich(category, looks, image_size, rng_images, silhouette_masks(MASK_RES), out=array)
     else:
         render_items(category, shape, pattern, rgb, phase=phase, image_size=image_size,
                      pixel_noise=p["pixel_noise"], rng=rng_images, out=array)

@@ -7,6 +7,7 @@
     python -m fndkit params --stage student                          # a stage's parameters
     python -m fndkit timed-chain --run-dir R --scale polyvore630 --report r.json
     python -m fndkit bench  --scale demo                             # scoring and step profiles
+    python -m fndkit distill --out outputs/distill --seeds 0 1 2     # the distillation benchmark's evidence
 
 Every verb builds jobs from the stages' ``Params`` and runs them with :func:`fndkit.jobs.run_plan`
 (``train`` and ``timed-chain`` call the stages directly). ``python -m fndkit <verb> -h`` says more.
@@ -16,12 +17,12 @@ from __future__ import annotations
 
 import sys
 
-from . import bench, experiments, fnlab, pipeline, run
+from . import bench, distill, experiments, fnlab, pipeline, pretrain, run
 
 # verb -> the module command line it hands the rest of the arguments to (and a verb of its own)
 VERBS = {"chain": (pipeline.main, None), "paper": (experiments.main, None), "lab": (fnlab.main, None),
          "train": (run.main, "train"), "params": (run.main, "params"), "timed-chain": (run.main, "chain"),
-         "bench": (bench.main, None)}
+         "bench": (bench.main, None), "distill": (distill.main, None), "pretrain": (pretrain.main, None)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCALES = ("tiny", "demo", "polyvore630", "polyvore519")
+APPEARANCES = ("simple", "rich")   # fndkit.data.appearance.APPEARANCES
 
 # The paper's per-dataset hyper-parameters (§4.1.3, §4.5, §4.6), keyed by outfit layout: fixed-size
 # outfits are Polyvore-630's kind, variable-size ones (one or two tops) Polyvore-519's.
@@ -56,6 +57,20 @@ SCALE_PRESETS: dict[str, dict[str, Any]] = {
                     "patience": 5, "lr_patience": 2, **_SWEEP},
     "polyvore519": {"epochs": 30, "teacher_epochs": 30, "teacher_backbone": "cnn-large", "student_backbone": "cnn-small",
                     "patience": 5, "lr_patience": 2, **_SWEEP},
+    # The distillation benchmark (DataConfig appearance="rich", fndkit/data/appearance.py): items
+    # whose attributes must be seen. The teacher's backbone is first pre-trained on the attributes
+    # of generated items of other seeds ("teacher_pretrain": python -m fndkit.pretrain, then the
+    # teacher trains with weights=<that file>), the analogue of the paper's ImageNet teacher; the
+    # students start from scratch. "students": Fig. 6's sizes on this preset (experiments.py's
+    # student_families would otherwise rank every cnn-* backbone). Measured: see README.
+    "tiny-rich": {"epochs": 2, "teacher_epochs": 2, "teacher_backbone": "cnn-small", "student_backbone": "cnn-tiny",
+                  "patience": 2, "lr_patience": 1, **_SWEEP_TINY,
+                  "teacher_pretrain": {"task": "attributes", "aux_sets": 1, "epochs": 1},
+                  "students": {"XS": "cnn-tiny", "S": "cnn-small", "M": "cnn-large"}},
+    "demo-rich": {"epochs": 40, "teacher_epochs": 40, "teacher_backbone": "cnn-small", "student_backbone": "cnn-tiny",
+                  "patience": 4, "lr_patience": 1, **_SWEEP,
+                  "teacher_pretrain": {"task": "attributes", "aux_sets": 4, "epochs": 8},
+                  "students": {"XS": "cnn-tiny", "S": "cnn-small", "M": "cnn-large"}},
     # real Polyvore-U at 224 px: the paper's AlexNet pair, fine-tuned from ImageNet (§4.1.4)
     "real": {"epochs": 30, "teacher_epochs": 30, "teacher_backbone": "alexnet-large", "student_backbone": "alexnet-xs",
              "patience": 5, "lr_patience": 2, "weights": "imagenet", **_SWEEP},
@@ -265,8 +280,17 @@ class DataConfig(_Base):
     # uint8 store in the run folder (n_items * S * S * 3 bytes: ~30 GB for Polyvore-630 at 224 px)
     # that training memory-maps; "on_the_fly" keeps decoding JPEGs at every step (no disk, slow)
     decode: str = "once"
+    # synthetic only: "simple" (the default benchmark) or "rich" (attributes that must be seen, so
+    # a bigger CNN knows more: the distillation benchmark, fndkit/data/appearance.py; image_size 64)
+    appearance: str = "simple"
 
     def __post_init__(self):
+        _check(self.appearance in APPEARANCES,
+               f"appearance={self.appearance!r} is unknown; choose one of {APPEARANCES} ('rich': the "
+               f"distillation benchmark, -p appearance rich -p image_size 64)")
+        _check(self.source == "synthetic" or self.appearance == "simple",
+               f"appearance={self.appearance!r} changes the synthetic generator only; real data "
+               f"(source={self.source!r}) looks as it looks: leave it at 'simple'")
         _check(isinstance(self.taste_breadth, (int, float)) and not isinstance(self.taste_breadth, bool)
                and self.taste_breadth > 0,
                f"taste_breadth={self.taste_breadth!r} must be a positive number (1.0: the default "

@@ -12,7 +12,7 @@ import torch
 
 from . import distributed
 from .data.schema import OutfitDataset
-from .metrics import per_user_auc, ranking_metrics_all
+from .metrics import per_user_auc, ranking_metrics_all, ranking_metrics_clean
 from .models.contract import ItemFeatureCache, OutfitModel, make_image_fn
 from .models.recommender import OutfitRecommender, outfit_vectors_cached
 
@@ -104,4 +104,26 @@ def evaluate(model: OutfitModel, dataset: OutfitDataset, split: str = "test",
         if per_user:
             users, aucs = per_user_auc(cand.user, scores, cand.label)
             out[protocol]["per_user_auc"] = {int(u): float(a) for u, a in zip(users, aucs)}
+    return out
+
+
+def evaluate_clean(model: OutfitModel, dataset: OutfitDataset, split: str = "test",
+                   protocols: tuple[str, ...] = ("random", "hard"), device: str = "cpu") -> dict:
+    """:func:`evaluate` on the lists with the true false negatives removed: {protocol: {auc,
+    ndcg_lpae, ndcg_standard, n_users, n_skipped, n_removed, removed_fraction}}
+    (:func:`fndkit.metrics.ranking_metrics_clean`). Empty for data without ground truth (real
+    data): only the synthetic generator knows which negatives a user would in truth like.
+    Collective under torchrun, like :func:`evaluate`."""
+    if dataset.truth is None:
+        return {}
+    keys = [f"{split}/{p}" for p in protocols if f"{split}/{p}" in dataset.candidates]
+    if not keys:
+        return {}
+    cache = shared_item_cache(model, dataset, np.concatenate([dataset.candidates[k].items for k in keys]), device)
+    out = {}
+    for key in keys:
+        cand = dataset.candidates[key]
+        scores = score_rows_by_user(model, dataset, cand.user, cand.items, device, cache)
+        false_negative = dataset.truth.is_false_negative(cand.user, cand.items)
+        out[key.split("/")[1]] = ranking_metrics_clean(cand.user, scores, cand.label, false_negative)
     return out

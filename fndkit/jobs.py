@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from .config import check_int
 from .progress import ChainProgress
 from .rundir import RunFolder, resolve_path
-from .stages import autoencoder, cold_start, data, false_negatives, training
+from .stages import autoencoder, cold_start, data, false_negatives, pretrain, training
 from .stages.params import StageParams
 from .viz import explorer
 
@@ -61,6 +61,7 @@ KERNEL_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
 STAGES: dict[str, tuple[type[StageParams], Callable[..., dict]]] = {
     "data": (data.Params, data.execute),
     "autoencoder": (autoencoder.Params, autoencoder.execute),
+    "pretrain": (pretrain.Params, pretrain.execute),
     "teacher": (training.TeacherParams, training.execute),
     "student": (training.StudentParams, training.execute),
     "contrastive": (training.ContrastiveParams, training.execute),
@@ -69,9 +70,9 @@ STAGES: dict[str, tuple[type[StageParams], Callable[..., dict]]] = {
     "explorer": (explorer.Params, explorer.execute),
     "cold_start": (cold_start.Params, cold_start.execute),
 }
-RANK = {"data": 0, "autoencoder": 1, "teacher": 2, "student": 3, "contrastive": 3, "baseline": 3,
+RANK = {"data": 0, "autoencoder": 1, "pretrain": 1, "teacher": 2, "student": 3, "contrastive": 3, "baseline": 3,
         "false_negatives": 4, "explorer": 4, "cold_start": 5}
-PREREQUISITE_RANK = 2   # data, autoencoder, teacher: what every later job of a folder stands on
+PREREQUISITE_RANK = 2   # data, autoencoder, pre-training, teacher: what every later job of a folder stands on
 VIA = ("process", "notebook")
 
 
@@ -194,8 +195,9 @@ def executed_copy(job: Job) -> Path:
 
 def execute_job(job: Job, via: str = "process", progress: bool = False, kernel_name: str | None = None,
                 log_output: bool = False) -> dict:
-    """Run one job in this process (``via="process"``) or as its notebook; return its metrics."""
-    if via == "process":
+    """Run one job in this process (``via="process"``, and for a stage without a notebook) or as
+    its notebook; return its metrics."""
+    if via == "process" or not job.notebook:
         try:
             return STAGES[job.kind][1](job.params, progress=progress)
         except KeyboardInterrupt:

@@ -174,3 +174,26 @@ def ranking_metrics_all(user_ids, scores, labels) -> dict:
     return {"auc": _mean_auc(g), "ndcg_lpae": _mean_ndcg_lpae(g),
             "ndcg_standard": _mean_ndcg_standard(g), "n_users": g.n_users,
             "n_skipped": g.n_skipped}
+
+
+def ranking_metrics_clean(user_ids, scores, labels, false_negative) -> dict:
+    """:func:`ranking_metrics_all` with the *true* false negatives removed from each user's
+    candidates (only data whose generator knows them, e.g. the built-in benchmark, has them).
+
+    false_negative: bool [C], aligned with the other arguments; True marks a negative candidate
+    the user would in truth like (flags on positives are ignored). Label noise in a test list can
+    hide or fake a gain: a model that ranks a true false negative above the positive loses AUC it
+    deserves. Adds ``n_removed`` (candidates dropped) and ``removed_fraction`` (of the negatives).
+    """
+    labels = np.asarray(labels).ravel()
+    false_negative = np.asarray(false_negative, dtype=bool).ravel()
+    if false_negative.shape != labels.shape:
+        raise ValueError(f"false_negative must be aligned with labels: got {false_negative.size} "
+                         f"flags for {labels.size} candidates")
+    drop = false_negative & (labels == 0)
+    keep = ~drop
+    out = ranking_metrics_all(np.asarray(user_ids).ravel()[keep], np.asarray(scores).ravel()[keep], labels[keep])
+    n_neg = int((labels == 0).sum())
+    out["n_removed"] = int(drop.sum())
+    out["removed_fraction"] = float(drop.sum() / n_neg) if n_neg else 0.0
+    return out

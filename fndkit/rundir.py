@@ -279,10 +279,12 @@ class RunFolder:
 
     def preset_name(self) -> str:
         """The training preset for this run folder, chosen by what the dataset is (its recorded
-        source and scale), not by its image size: synthetic data by scale; real data ('real')."""
+        source and scale), not by its image size: synthetic data by scale (``<scale>-rich`` for the
+        rich appearance, fndkit/data/appearance.py); real data ('real')."""
         meta = self.data_description().get("meta", {})
         if meta.get("source") == "synthetic":
-            return str(meta.get("scale", "demo"))
+            scale = str(meta.get("scale", "demo"))
+            return f"{scale}-rich" if meta.get("generator", {}).get("appearance") == "rich" else scale
         return "real"
 
     # ---------------------------------------------------------------- stages

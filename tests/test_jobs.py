@@ -10,7 +10,7 @@ from fndkit import jobs
 from fndkit.config import DataConfig
 from fndkit.jobs import NOTEBOOK_DIR, STAGES, Job, JobError, params_for, run_plan
 from fndkit.rundir import RunFolder
-from fndkit.stages import autoencoder, cold_start, data, false_negatives, training
+from fndkit.stages import autoencoder, cold_start, data, false_negatives, pretrain, training
 from fndkit.viz import explorer
 
 
@@ -41,12 +41,13 @@ def _explorer_capture(run, **kwargs):
 TARGETS = {"data": (data, "run"), "autoencoder": (autoencoder, "run"), "teacher": (training, "run"),
            "student": (training, "run"), "contrastive": (training, "run"), "baseline": (training, "run"),
            "false_negatives": (false_negatives, "run"), "cold_start": (cold_start, "run"),
-           "explorer": (explorer, "SpaceExplorer")}
+           "explorer": (explorer, "SpaceExplorer"), "pretrain": (pretrain, "pretrain_backbone")}
 
 # a valid value other than the default for every field (several fields where one needs another)
 OTHER = {
     "source": {"source": "/tmp/somewhere"}, "format": {"source": "/tmp/somewhere", "format": "folder"},
     "subset": "519", "scale": "tiny", "variable_size": True, "taste_breadth": 1.3, "image_size": 64, "decode": "on_the_fly",
+    "appearance": "rich",
     "cold_subset": "53", "seed": 1, "overwrite": True, "latent_dim": 8, "epochs": 3, "k_neighbours": 2,
     "device": "cpu", "backbone": "cnn-tiny", "weights": "/tmp/weights.pt", "max_steps_per_epoch": 2,
     "batch_size": 16, "lr": 0.02, "tau": 0.3, "n_negatives": 5, "hard_fraction": 0.5, "negatives": "per_pair",
@@ -54,13 +55,17 @@ OTHER = {
     "budget_epochs": 1, "augmentations": "erase,erase", "lam": 0.3, "tau_cl": 0.2, "autoencoder_dir": "/tmp/ae",
     "model": "fhn", "models": ["teacher"], "n_interactions": [2], "repetitions": 3, "delta": 0.1,
     "curve_interactions": [1], "cold_split": "pooled", "teacher": "student_npair", "alphas": [1.0],
-    "n_per_positive": 2, "max_positives": 10, "student": None, "users": [1, 2], "method": "pca",
+    "n_per_positive": 2, "max_positives": 10, "aux_sets": 2, "student": None, "users": [1, 2], "method": "pca",
     "perplexity": 5, "n_neighbours": 4, "n_negatives_explorer": 7,
 }
 
 
 def _what_reaches_the_stage(monkeypatch, params) -> str:
     module, name = TARGETS[params.kind]
+    if params.kind == "pretrain":  # its auxiliary items stand in as what it was asked for
+        monkeypatch.setattr(pretrain, "auxiliary_items", lambda ds, n, seed: ("aux", n, seed))
+        monkeypatch.setattr(pretrain.ItemSet, "of", staticmethod(lambda ds: "held out"))
+        monkeypatch.setattr(pretrain, "resolve_device", lambda device: device)  # "auto" stays visible
     monkeypatch.setattr(module, name, _explorer_capture if params.kind == "explorer" else _capture)
     with pytest.raises(Captured) as caught:
         STAGES[params.kind][1](params, progress=False)

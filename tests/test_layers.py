@@ -19,12 +19,13 @@ LAYERS = [
     {"fndkit.data"},
     {"fndkit.models"},
     {"fndkit.losses", "fndkit.augment", "fndkit.metrics", "fndkit.objectives", "fndkit.baselines"},
-    {"fndkit.train", "fndkit.evaluate", "fndkit.coldstart", "fndkit.rundir", "fndkit.feeding"},
+    {"fndkit.train", "fndkit.evaluate", "fndkit.coldstart", "fndkit.rundir", "fndkit.feeding",
+     "fndkit.pretrain"},
     {"fndkit.stages"},
     {"fndkit.viz", "fndkit.report", "fndkit.progress"},
     {"fndkit.jobs"},                                  # Job, the stages' Params by kind, run_plan
     {"fndkit.pipeline", "fndkit.experiments", "fndkit.bench", "fndkit.bench_jpeg", "fndkit.run",
-     "fndkit.fnlab"},                                 # plan builders
+     "fndkit.fnlab", "fndkit.distill"},                                 # plan builders
     {"fndkit.__main__"},                              # the command line
 ]
 

@@ -147,3 +147,78 @@ def test_per_user_auc_matches_sklearn_per_user():
     assert got_users.tolist() == [2, 5, 7]
     expected = [roc_auc_score(labels[users == u], scores[users == u]) for u in (2, 5, 7)]
     np.testing.assert_allclose(got_auc, expected)
+
+
+# ---- the clean metric: true false negatives removed --------------------------------------------
+
+def test_clean_metric_closed_form():
+    from fndkit.metrics import ranking_metrics_clean
+
+    # user 0: positive 0.5; negatives 0.9 (a true false negative), 0.1, 0.2
+    # user 1: positive 0.3; negatives 0.8 (false negative), 0.6 (an ordinary negative above it), 0.1
+    users = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    scores = np.array([0.5, 0.9, 0.1, 0.2, 0.3, 0.8, 0.6, 0.1])
+    labels = np.array([1, 0, 0, 0, 1, 0, 0, 0])
+    fn = np.array([False, True, False, False, False, True, False, False])
+    standard = ranking_metrics_all(users, scores, labels)
+    clean = ranking_metrics_clean(users, scores, labels, fn)
+    assert standard["auc"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert clean["auc"] == pytest.approx((1.0 + 0.5) / 2)           # 2/2 and 1/2 wins
+    # lpae NDCG: user 0's positive first of 3 -> 1; user 1's second of 3: mean over k of NDCG@k =
+    # (0 + 1 + 1) / 3 (rank 2 is undiscounted under lpae)
+    assert clean["ndcg_lpae"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert clean["ndcg_standard"] == pytest.approx((1.0 + 1 / np.log2(3)) / 2)
+    assert clean["n_removed"] == 2 and clean["removed_fraction"] == pytest.approx(2 / 6)
+    assert clean["n_users"] == 2
+
+
+def test_clean_metric_ignores_flags_on_positives_and_equals_standard_without_flags():
+    from fndkit.metrics import ranking_metrics_clean
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(5), 11)
+    labels = np.tile(np.r_[1, np.zeros(10, dtype=int)], 5)
+    scores = rng.random(users.size)
+    none = ranking_metrics_clean(users, scores, labels, np.zeros(users.size, bool))
+    on_positives = ranking_metrics_clean(users, scores, labels, labels == 1)
+    standard = ranking_metrics_all(users, scores, labels)
+    for key in ("auc", "ndcg_lpae", "ndcg_standard", "n_users"):
+        assert none[key] == pytest.approx(standard[key]) and on_positives[key] == pytest.approx(standard[key])
+    assert on_positives["n_removed"] == 0
+    # a user whose every negative is a false negative has no negative left: skipped, not crashed
+    fn = (users == 0) & (labels == 0)
+    out = ranking_metrics_clean(users, scores, labels, fn)
+    assert out["n_users"] == 4 and out["n_skipped"] == 1
+    with pytest.raises(ValueError, match="aligned"):
+        ranking_metrics_clean(users, scores, labels, fn[:-1])
+
+
+def test_evaluate_clean_removes_the_generators_false_negatives(monkeypatch):
+    """evaluate_clean on the tiny benchmark with scores = the true affinity plus a bonus for every
+    true false negative: the clean AUC is the ceiling on the lists without them, computed here."""
+    from fndkit import evaluate as ev
+    from fndkit.data.sampling import attach_candidates
+    from fndkit.data.synthetic import make_dataset
+
+    ds = make_dataset("tiny", seed=0)
+    attach_candidates(ds, seed=0, ratio=10)
+
+    def fake_scores(model, dataset, users, items, device="cpu", cache=None):
+        aff = dataset.truth.true_affinity(users, items)
+        return aff + 10.0 * dataset.truth.is_false_negative(users, items)   # FNs on top of everything
+
+    monkeypatch.setattr(ev, "score_rows_by_user", fake_scores)
+    monkeypatch.setattr(ev, "shared_item_cache", lambda *a, **k: None)
+    out = ev.evaluate_clean(object(), ds, split="test", protocols=("random",))
+    cand = ds.candidate_set("test", "random")
+    fn = ds.truth.is_false_negative(cand.user, cand.items) & (cand.label == 0)
+    assert fn.any(), "the tiny test lists should hold some true false negatives"
+    keep = ~fn
+    expected = ranking_metrics_all(cand.user[keep], ds.truth.true_affinity(cand.user, cand.items)[keep],
+                                   cand.label[keep])
+    assert out["random"]["auc"] == pytest.approx(expected["auc"])
+    assert out["random"]["n_removed"] == int(fn.sum())
+    standard = ranking_metrics_all(cand.user, fake_scores(None, ds, cand.user, cand.items), cand.label)
+    assert out["random"]["auc"] > standard["auc"]        # the planted false negatives cost AUC only there
+    ds.truth = None
+    assert ev.evaluate_clean(object(), ds) == {}

@@ -53,6 +53,9 @@ from ..artifacts import to_json
 from ..config import check_int
 from .sampling import random_mixtures
 from .truth import SyntheticTruth  # noqa: F401 (re-exported)
+from .appearance import (FREQUENCIES, HUES, MASK_RES, RICH_PATTERNS, RICH_PIXEL_NOISE, RICH_SHAPES, check_appearance,
+                         draw_rich_attributes, render_rich, rich_anchor_proto, rich_style_parts,
+                         rich_visible_style)
 from .schema import (CATEGORIES, FIXED_LAYOUT, SPLITS, VARIABLE_LAYOUT, ArrayImages, DatasetError,
                      OutfitDataset, outfit_hashes, split_index, split_sizes)
 
@@ -361,7 +364,8 @@ def _layouts(rng, n: int, variable_size: bool, p: dict) -> np.ndarray:
 
 def make_dataset(scale: str = "tiny", seed: int = 0, variable_size: bool = False,
                  image_size: int = 32, cache_dir: str | Path | None = None,
-                 images_on_disk: bool | None = None, taste_breadth: float = 1.0) -> OutfitDataset:
+                 images_on_disk: bool | None = None, taste_breadth: float = 1.0,
+                 appearance: str = "simple") -> OutfitDataset:
     """Generate the synthetic benchmark at ``scale`` (a key of ``SCALES``).
 
     Returns an :class:`OutfitDataset` with ``truth`` (a :class:`SyntheticTruth`), item attributes
@@ -378,6 +382,11 @@ def make_dataset(scale: str = "tiny", seed: int = 0, variable_size: bool = False
     (sizes, items, images, anchors, random streams) is unchanged; 1.0 is the benchmark as it
     always was, bit for bit. Measured at demo scale, seed 0 (:func:`false_negative_fraction`):
     0.7 → 1.9%, 1.0 → 6.7%, 1.3 → 15%, 1.6 → 26%.
+
+    ``appearance``: ``"simple"`` (the default benchmark, unchanged bit for bit) or ``"rich"``
+    (:mod:`fndkit.data.appearance`: more and finer attributes under pose, clutter, occlusion and
+    lighting, so a bigger CNN knows more than a small one; meant for ``image_size=64``). Rich items
+    also carry the attribute ``frequency``; the dataset is named ``synthetic-<scale>-rich``.
     """
     if scale not in SCALES:
         raise DatasetError(f"unknown synthetic scale {scale!r}; valid scales: {', '.join(SCALES)}")
@@ -386,6 +395,7 @@ def make_dataset(scale: str = "tiny", seed: int = 0, variable_size: bool = False
     p = dict(GENERATOR)
     p["temperature"] = p["temperature"] * check_taste_breadth(taste_breadth)
     p["taste_breadth"] = float(taste_breadth)
+    rich = check_appearance(appearance) == "rich"
     on_disk = sizes["images_on_disk"] if images_on_disk is None else bool(images_on_disk)
     rng_items, rng_users, rng_outfits, rng_images = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
@@ -398,17 +408,23 @@ def make_dataset(scale: str = "tiny", seed: int = 0, variable_size: bool = False
     category = np.concatenate([
         rng_items.permutation(np.repeat(np.arange(n_cat), _shares(n, p["category_share"])))
         for n in (n_items, n_cold_items)]).astype(np.int8)
-    colour = rng_items.integers(0, len(COLOURS), n_total_items)
-    pattern = rng_items.integers(0, len(PATTERNS), n_total_items)
-    shape = rng_items.integers(0, n_shapes, n_total_items)
-    phase = rng_items.integers(0, N_PHASES, n_total_items)
-    rgb = np.clip(PALETTE[colour] + rng_items.normal(0, p["colour_jitter"], (n_total_items, 3)), 0, 255)
     scale_k = 1.0 / math.sqrt(k)
-    E_colour = rng_items.normal(0, scale_k, (len(COLOURS), k))
-    E_pattern = rng_items.normal(0, scale_k, (len(PATTERNS), k))
-    E_shape = rng_items.normal(0, scale_k, (n_cat, n_shapes, k))
-    item_style = _normalise(E_colour[colour] + E_pattern[pattern] + E_shape[category, shape]
-                            + p["style_noise"] * rng_items.normal(0, scale_k, (n_total_items, k)))
+    if rich:  # its own attributes and embeddings (fndkit.data.appearance); simple stays as it was
+        looks = draw_rich_attributes(rng_items, n_total_items)
+        colour, pattern, shape = looks["colour"], looks["pattern"], looks["shape"]
+        E_rich = rich_style_parts(rng_items, k, n_cat)
+        visible = rich_visible_style(E_rich, category, colour, pattern, looks["frequency"], shape)
+    else:
+        colour = rng_items.integers(0, len(COLOURS), n_total_items)
+        pattern = rng_items.integers(0, len(PATTERNS), n_total_items)
+        shape = rng_items.integers(0, n_shapes, n_total_items)
+        phase = rng_items.integers(0, N_PHASES, n_total_items)
+        rgb = np.clip(PALETTE[colour] + rng_items.normal(0, p["colour_jitter"], (n_total_items, 3)), 0, 255)
+        E_colour = rng_items.normal(0, scale_k, (len(COLOURS), k))
+        E_pattern = rng_items.normal(0, scale_k, (len(PATTERNS), k))
+        E_shape = rng_items.normal(0, scale_k, (n_cat, n_shapes, k))
+        visible = E_colour[colour] + E_pattern[pattern] + E_shape[category, shape]
+    item_style = _normalise(visible + p["style_noise"] * rng_items.normal(0, scale_k, (n_total_items, k)))
     popularity = p["popularity_scale"] * rng_items.standard_normal(n_total_items)
 
     # ---- users: trained first, then cold; 1..max_anchors anchors each
@@ -416,10 +432,13 @@ def make_dataset(scale: str = "tiny", seed: int = 0, variable_size: bool = False
     U, A = n_users + n_cold, p["max_anchors"]
     n_anchors = rng_users.integers(1, A + 1, U)
     anchor_mask = np.arange(A)[None, :] < n_anchors[:, None]
-    proto = (E_colour[rng_users.integers(0, len(COLOURS), (U, A))]
-             + E_pattern[rng_users.integers(0, len(PATTERNS), (U, A))]
-             + sum(E_shape[c][rng_users.integers(0, n_shapes, (U, A))] for c in range(n_cat))
-             / math.sqrt(n_cat))
+    if rich:
+        proto = rich_anchor_proto(rng_users, E_rich, U, A)
+    else:
+        proto = (E_colour[rng_users.integers(0, len(COLOURS), (U, A))]
+                 + E_pattern[rng_users.integers(0, len(PATTERNS), (U, A))]
+                 + sum(E_shape[c][rng_users.integers(0, n_shapes, (U, A))] for c in range(n_cat))
+                 / math.sqrt(n_cat))
     anchors = _normalise(proto + p["anchor_noise"] * rng_users.normal(0, scale_k, (U, A, k)))
     anchors = np.where(anchor_mask[..., None], anchors, 0.0)
     anchor_share = rng_users.dirichlet(np.full(A, 2.0), U) * anchor_mask
@@ -471,7 +490,7 @@ def make_dataset(scale: str = "tiny", seed: int = 0, variable_size: bool = False
                                                        p["false_negative_quantile"]))
 
     # ---- images
-    name = f"synthetic-{scale}" + ("-var" if variable_size else "")
+    name = f"synthetic-{scale}" + ("-var" if variable_size else "") + ("-rich" if rich else "")
     shape_img = (n_total_items, image_size, image_size, 3)
     if on_disk:
         folder = Path(cache_dir) if cache_dir is not None else Path(
@@ -481,13 +500,19 @@ def make_dataset(scale: str = "tiny", seed: int = 0, variable_size: bool = False
         array = NpyWriter(image_path, shape_img)
     else:
         array = np.empty(shape_img, dtype=np.uint8)
-    render_items(category, shape, pattern, rgb, phase=phase, image_size=image_size,
-                 pixel_noise=p["pixel_noise"], rng=rng_images, out=array)
+    if rich:
+        render_rich(category, looks, image_size, rng_images, silhouette_masks(MASK_RES), out=array)
+    else:
+        render_items(category, shape, pattern, rgb, phase=phase, image_size=image_size,
+                     pixel_noise=p["pixel_noise"], rng=rng_images, out=array)
     if on_disk:
         array.close()
         array = np.load(image_path, mmap_mode="r")
 
     generator = {**sizes, **p, "colours": COLOURS, "patterns": PATTERNS, "shapes": SHAPES}
+    if rich:  # (only then: the simple benchmark's meta stays as it was)
+        generator.update(appearance="rich", colours=HUES, patterns=RICH_PATTERNS, shapes=RICH_SHAPES,
+                         frequencies=FREQUENCIES, pixel_noise=RICH_PIXEL_NOISE)
     meta = {"source": "synthetic", "scale": scale, "seed": int(seed),
             "variable_size": bool(variable_size), "image_size": image_size,
             # JSON-clean (tuples as lists), so the meta read back by OutfitDataset.load is equal
@@ -498,7 +523,8 @@ def make_dataset(scale: str = "tiny", seed: int = 0, variable_size: bool = False
                        images=ArrayImages(array), candidates={},
                        item_attributes={"colour": colour.astype(np.int8),
                                         "pattern": pattern.astype(np.int8),
-                                        "shape": shape.astype(np.int8)},
+                                        "shape": shape.astype(np.int8),
+                                        **({"frequency": looks["frequency"].astype(np.int8)} if rich else {})},
                        truth=truth, meta=meta)
     return ds.validate()
 

@@ -22,7 +22,7 @@ from ..data.polyvore import read_polyvore_u
 from ..data.sampling import attach_candidates, check_split_invariants
 from ..data.schema import CATEGORIES, ArrayImages, DatasetError, OutfitDataset
 from ..data.synthetic import false_negative_fraction, make_dataset
-from ..metrics import ranking_metrics_all
+from ..metrics import ranking_metrics_all, ranking_metrics_clean
 from ..repro import seed_everything
 from ..rundir import DATA, RunFolder, StageError, check_overwrite, resolve_path
 from .params import StageParams
@@ -69,7 +69,8 @@ def build_dataset(cfg: DataConfig, image_store: str | os.PathLike | None = None,
     decode_once = cfg.decode == "once" and image_store is not None
     if kind == "synthetic":
         ds = make_dataset(scale=cfg.scale, seed=cfg.seed, variable_size=cfg.variable_size,
-                          image_size=cfg.image_size, taste_breadth=cfg.taste_breadth)
+                          image_size=cfg.image_size, taste_breadth=cfg.taste_breadth,
+                          appearance=cfg.appearance)
     elif kind == "folder":
         # decoding once checks every image anyway: no separate check pass
         ds = read_outfit_folder(resolve_path(cfg.source), image_size=cfg.image_size,
@@ -192,9 +193,16 @@ def summary(ds: OutfitDataset, seed: int = 0) -> dict:
         out["false_negative_threshold"] = float(ds.truth.false_negative_threshold)
         out["false_negative_fraction_random_mixtures"] = float(false_negative_fraction(ds, seed=seed))
         out["taste_breadth"] = float(ds.meta.get("generator", {}).get("taste_breadth", 1.0))
+        out["appearance"] = str(ds.meta.get("generator", {}).get("appearance", "simple"))
         # the ceiling: test AUC of ranking every candidate by its true affinity
         out["true_affinity_auc"] = {
             key.split("/")[1]: float(ranking_metrics_all(c.user, ds.truth.true_affinity(c.user, c.items), c.label)["auc"])
+            for key, c in ds.candidates.items() if key.startswith("test/")}
+        # ... and on the clean lists (true false negatives removed), the ceiling of test_clean
+        out["true_affinity_auc_clean"] = {
+            key.split("/")[1]: float(ranking_metrics_clean(
+                c.user, ds.truth.true_affinity(c.user, c.items), c.label,
+                ds.truth.is_false_negative(c.user, c.items))["auc"])
             for key, c in ds.candidates.items() if key.startswith("test/")}
     return out
 
@@ -221,6 +229,7 @@ class Params(StageParams):
     scale: str = "demo"
     variable_size: bool = False
     taste_breadth: float = 1.0
+    appearance: str = "simple"
     image_size: int = 32
     decode: str = "once"
     cold_subset: str = ""
@@ -231,7 +240,8 @@ class Params(StageParams):
         return DataConfig(source=self.source, subset=str(self.subset), scale=self.scale,
                           variable_size=self.variable_size, image_size=self.image_size, seed=self.seed,
                           cold_subset=str(self.cold_subset) if self.cold_subset else None,
-                          format=self.format, taste_breadth=self.taste_breadth, decode=self.decode)
+                          format=self.format, taste_breadth=self.taste_breadth, decode=self.decode,
+                          appearance=self.appearance)
 
 
 def execute(params: Params, progress: bool = True) -> dict:

@@ -13,7 +13,7 @@ from ..artifacts import write_json
 from ..augment import parse_pair
 from ..config import PAPER_DEFAULTS, ConfigError, TrainConfig, check_int
 from ..config import train_config as preset_train_config
-from ..evaluate import evaluate
+from ..evaluate import evaluate, evaluate_clean
 from ..models.backbones import BACKBONES, count_parameters, is_weights_path
 from ..baselines import BASELINES  # noqa: F401  (importing it registers the baselines and their objectives)
 from ..models.registry import MODELS, model_class
@@ -277,6 +277,8 @@ def _train(run: RunFolder, ds, stage: str, cfg: TrainConfig, status: StageStatus
                "personalized": bool(model.personalized), "params": n_params,
                "params_inference": n_params - (count_parameters(projection) if projection is not None else 0),
                "test": evaluate(model, ds, split="test", device=device, per_user=True),
+               # synthetic data: the same lists without their true false negatives (empty otherwise)
+               "test_clean": evaluate_clean(model, ds, split="test", device=device),
                "best_epoch": result["best_epoch"], "best_val_auc": result["best_val_auc"],
                "epochs_run": len(result["history"]), "epoch_seconds": result["epoch_seconds"],
                "stopped_early": result["stopped_early"], "device": device, "world_size": distributed.world_size(),

@@ -49,6 +49,7 @@ from .models.backbones import BACKBONES, count_parameters
 from .jobs import VIA, Job, JobError, params_for, run_plan
 from .models.registry import MODELS, build_model
 from .report import markdown_table
+from .repro import machine_label
 from .rundir import AUTOENCODER, COLD_START, DATA, TEACHER, RunFolder, resolve_path
 from .stages import training  # noqa: F401  (imports every registered model and objective)
 from .stages.cold_start import supports_cold_start
@@ -100,13 +101,6 @@ class Sweep:
     @property
     def epochs(self) -> int:
         return SCALE_PRESETS[self.scale]["converged_epochs"]
-
-
-def machine_label(device: str = "auto") -> str:
-    """``cuda-<card>`` or ``cpu-<n>c``: results of different machines go to different folders."""
-    if device != "cpu" and torch.cuda.is_available():
-        return "cuda-" + torch.cuda.get_device_name(0).replace(" ", "-").replace("/", "-")
-    return f"cpu-{os.cpu_count()}c"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from .artifacts import atomic_path, read_json, write_json
 from .config import SCALE_PRESETS
 from .jobs import Job, PlanOutcome, execute_job, params_for, run_plan, unique_jobs
 from .report import markdown_table
+from .repro import machine_label
 from .rundir import DATA, FALSE_NEGATIVES, TEACHER, RunFolder, resolve_path
 from .stages import training
 
@@ -410,8 +411,7 @@ def main(argv: list[str] | None = None) -> int:
               f"and the other tables are left as they are (wrong --root, --seeds or --scale?)", file=sys.stderr)
         return 2
     root.mkdir(parents=True, exist_ok=True)
-    machine = (f"cuda-{torch.cuda.get_device_name(0)}" if args.device != "cpu" and torch.cuda.is_available()
-               else f"cpu-{os.cpu_count()}c")
+    machine = machine_label(args.device)
     info = {"experiments": args.names, "seeds": args.seeds, "scale": args.scale, "jobs": args.jobs,
             "machine": machine, "platform": platform.platform(), "torch": torch.__version__,
             "wall_seconds": round(outcome.seconds, 1), "runs_done": len(outcome.done),

@@ -58,6 +58,16 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def machine_label(device: str = "auto") -> str:
+    """``cuda-<card>`` (spaces and slashes as dashes) or ``cpu-<n>c``: the one label under which
+    results of different machines are kept apart (the paper's sweep, the lab)."""
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return "cuda-" + torch.cuda.get_device_name(0).replace(" ", "-").replace("/", "-")
+    return f"cpu-{os.cpu_count()}c"
+
+
 def run_metadata(device: str | None = None) -> dict:
     """Versions, git SHA, host facts: stored beside every artifact."""
     meta = {

@@ -17,20 +17,54 @@ project root: a relative path stays relative to the working directory, and error
 **Stages.** A stage folder (``teacher/``, ``student_fnd/`` …) is *finished* when its
 ``metrics.json`` exists. Asked again with the same config it is reused; with another config it is
 refused (never silently overwritten); a folder with ``last.pt`` but no metrics is resumed.
+
+**One writer per stage folder.** :meth:`RunFolder.begin_stage` first *claims* the stage folder:
+it creates ``<stage>/.claim.json`` (host, pid, the pid's start time, when, and a heartbeat a daemon
+thread refreshes every ``CLAIM_HEARTBEAT_S`` = 10 s) and holds it until :meth:`RunFolder.end_stage`
+(the stage finished, failed or was interrupted). Only then does it apply the rules above, so two
+processes asking for one stage never both train it. Under torchrun rank 0 alone claims.
+
+*A second process waits* for the holder (one line naming its host, pid and start), polling every
+``CLAIM_POLL_S``, then applies the same rules: a finished run with the same config is reused, one
+with another config is refused by name, a partial one is resumed. We chose waiting as the default
+because a parallel sweep that asks for one stage twice (two plans sharing the teacher) should get
+one training and two results, not an error. ``claim_timeout`` bounds the wait: ``None`` (default)
+waits as long as the holder trains, ``0`` refuses at once and a number of seconds refuses after that
+long, both with :class:`StageBusy` naming the holder.
+
+*A claim left by a killed process is taken over*: on the same host when its pid is gone (or a
+zombie, or the pid now belongs to a process started at another time: ``/proc/<pid>/stat``'s start
+time is compared where there is a ``/proc``), on another host when its heartbeat is older than the
+lease ``CLAIM_LEASE_S`` = 60 s (the hosts' clocks must agree to well within that). The taker prints
+one line, and the resume rules above follow (a partial stage resumes from its ``last.pt``). Looking
+at and replacing a claim happens under an exclusive ``flock`` on ``<stage>/.claim.lock`` (a lock
+the kernel drops when its process dies, so it is never stale; the file is removed after each use),
+so two waiters never both take over. A claim file that cannot be read is taken as abandoned once
+it is older than the lease; before that it is an error naming the file. In a folder this process
+may not write (a read-only run folder) there is no claim: a finished stage is reused as before
+and the first write fails with the usual error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import errno
+import fcntl
+import json
 import os
 import shutil
+import socket
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import baselines  # noqa: F401  (a run folder may hold baseline checkpoints: register them)
-from .artifacts import TMP_MARK, jsonable, load_checkpoint, read_json, write_json
+from .artifacts import TMP_MARK, explain_write_error, jsonable, load_checkpoint, read_json, write_json
 from .config import TrainConfig
 from .data.schema import DatasetError, OutfitDataset
 from .models.registry import load_model
@@ -47,10 +81,20 @@ NOT_MODELS = frozenset({DATA, AUTOENCODER, COLD_START, EXPLORER, FALSE_NEGATIVES
 # Keys of a stage's config.json that describe where it ran, not what it is: a run folder that was
 # moved or reached through another relative path still matches its finished stages.
 LOCATION_KEYS = ("run_dir",)
+# One writer per stage folder (see the module docstring).
+CLAIM_FILE = ".claim.json"
+CLAIM_LOCK = ".claim.lock"
+CLAIM_LEASE_S = 60.0      # a claim on another host whose heartbeat is older than this is abandoned
+CLAIM_HEARTBEAT_S = 10.0  # how often the holder refreshes its heartbeat
+CLAIM_POLL_S = 0.5        # how often a waiting process looks again
 
 
 class StageError(RuntimeError):
     """A run folder is missing a stage, or holds a different finished one; the message says what to do."""
+
+
+class StageBusy(StageError):
+    """Another live process holds the stage folder's claim and ``claim_timeout`` ran out."""
 
 
 class StageStatus(str, enum.Enum):
@@ -111,6 +155,7 @@ class RunFolder:
             raise StageError(f"run_dir={str(run_dir)!r} points at {self.root}, which is a file, not a "
                              f"folder; pass a folder such as 'outputs/demo'")
         self._dataset: OutfitDataset | None = None
+        self._claims: dict[str, StageClaim] = {}
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.root)!r})"
@@ -243,16 +288,39 @@ class RunFolder:
                     else StageStatus.FINISHED_OTHER)
         return StageStatus.PARTIAL if (folder / "last.pt").exists() else StageStatus.NEW
 
-    def begin_stage(self, stage: str, config: dict, overwrite: bool = False) -> tuple[StageStatus, dict | None]:
-        """Decide what to do with ``stage`` asked for with ``config``.
+    def begin_stage(self, stage: str, config: dict, overwrite: bool = False,
+                    claim_timeout: float | None = None) -> tuple[StageStatus, dict | None]:
+        """Claim ``stage`` and decide what to do with it, asked for with ``config``.
 
-        Returns ``(status, metrics)``: metrics of the finished run to reuse (status FINISHED_SAME),
-        else None after the folder is ready for (re)training and ``config.json`` written. Refuses a
-        finished run with another config unless ``overwrite``; a partial run with another config
-        is started over (its last.pt cannot be resumed with other settings).
+        Waits while another process holds the stage's claim (``claim_timeout``: None waits as long
+        as it trains, 0 refuses at once, else a number of seconds; see the module docstring), then
+        returns ``(status, metrics)``: metrics of the finished run to reuse (status FINISHED_SAME,
+        claim released), else None after the folder is ready for (re)training and ``config.json``
+        written, with the claim held until :meth:`end_stage`. Refuses a finished run with another
+        config unless ``overwrite``; a partial run with another config is started over (its
+        last.pt cannot be resumed with other settings).
         """
         check_overwrite(overwrite)
         folder = self.stage_dir(stage)
+        if stage in self._claims:
+            raise StageError(f"{folder} is already being trained through this RunFolder; call "
+                             f"end_stage({stage!r}) first")
+        claim = StageClaim.acquire(folder, claim_timeout)
+        try:
+            status, finished = self._decide(folder, stage, config, overwrite)
+        except BaseException:
+            if claim is not None:
+                claim.release()
+            raise
+        if finished is not None:
+            if claim is not None:
+                claim.release()
+        elif claim is not None:
+            self._claims[stage] = claim
+        return status, finished
+
+    def _decide(self, folder: Path, stage: str, config: dict, overwrite: bool) -> tuple[StageStatus, dict | None]:
+        """:meth:`begin_stage` once the claim is held: today's reuse / refuse / resume rules."""
         status = self.status(stage, config)
         if status is StageStatus.FINISHED_SAME and not overwrite:
             print(f"{folder} already holds a finished run with this config; reusing it "
@@ -267,7 +335,7 @@ class RunFolder:
                 print(f"{folder} holds an unfinished run with another config; starting over")
                 overwrite = True
         if overwrite and folder.exists():
-            shutil.rmtree(folder)
+            _clear(folder)
             status = StageStatus.NEW
         if status is StageStatus.PARTIAL:
             print(f"{folder} holds an unfinished run with this config; resuming it from its last.pt "
@@ -277,14 +345,24 @@ class RunFolder:
         write_json(folder / "config.json", {**config, "run_dir": str(self.root)})
         return status, None
 
+    def end_stage(self, stage: str) -> None:
+        """Release the claim :meth:`begin_stage` took on ``stage`` (the stage finished, failed or
+        was interrupted); nothing when this RunFolder holds none (another rank, a reused stage)."""
+        claim = self._claims.pop(stage, None)
+        if claim is not None:
+            claim.release()
+
     def discard_unfinished(self, stage: str) -> bool:
-        """Remove ``stage``'s folder when it holds nothing to reuse or resume (no ``metrics.json``,
-        no ``last.pt``): what a stage that failed before its first epoch ended leaves behind.
-        Returns whether it was removed."""
+        """Empty ``stage``'s folder when it holds nothing to reuse or resume (no ``metrics.json``,
+        no ``last.pt``): what a stage that failed before its first epoch ended leaves behind. Its
+        claim stays until :meth:`end_stage`, which removes the then empty folder. Returns whether
+        anything was removed."""
         folder = self.stage_dir(stage)
         if not folder.is_dir() or (folder / "metrics.json").exists() or (folder / "last.pt").exists():
             return False
-        shutil.rmtree(folder, ignore_errors=True)
+        _clear(folder)
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when no claim is left in it
         return True
 
     def read_metrics(self, stage: str) -> dict:
@@ -374,6 +452,235 @@ class RunFolder:
         return np.load(path)
 
 
+def _clear(folder: Path) -> None:
+    """Remove everything in ``folder`` but its claim (the process clearing it holds that)."""
+    for child in folder.iterdir():
+        if child.name in (CLAIM_FILE, CLAIM_LOCK):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer per stage folder: the claim (see the module docstring)
+
+
+_NO_RIGHTS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _process_start(pid: int) -> str | None:
+    """When ``pid`` started (``/proc/<pid>/stat`` field 22, clock ticks after boot), "zombie" for
+    a process that exited but was not reaped yet; None where that cannot be read (no ``/proc``)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()  # the command name in (…) may hold spaces
+    return "zombie" if fields[0] in ("Z", "X") else fields[19]
+
+
+def _pid_alive(pid: int, start: str | None) -> bool:
+    """Whether process ``pid`` of this host still runs and is the one that started at ``start``
+    (a pid the system gave to a later process does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    now = _process_start(pid)
+    if now == "zombie":
+        return False
+    return now is None or start is None or now == start
+
+
+def _since(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+@contextlib.contextmanager
+def _claim_lock(folder: Path):
+    """Hold an exclusive ``flock`` on ``<folder>/.claim.lock`` for the few steps that look at and
+    replace the claim file: one process at a time. The kernel drops the lock when its process
+    dies (never stale); the file is removed on the way out, so a locker checks that the file it
+    locked is still the one at that path (else a holder removed it meanwhile: lock the new one)."""
+    path = folder / CLAIM_LOCK
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder was removed just now (a finished holder's empty folder)
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)  # drops the lock
+
+
+class StageClaim:
+    """This process's claim on a stage folder: the open claim file and its heartbeat thread.
+
+    The heartbeat rewrites the file in place through the descriptor that created it, with a record
+    of the same length (the heartbeat has a fixed width), so it never touches a claim another
+    process created after taking this one over, and a reader never sees a half-written record.
+    """
+
+    def __init__(self, folder: Path, fd: int, record: dict):
+        self.folder, self.path, self._fd, self.record = folder, folder / CLAIM_FILE, fd, record
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"claim {folder.name}", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _bytes(record: dict, heartbeat: float) -> bytes:
+        # "%14.3f": the same width until the year 2286, so a refresh overwrites the record exactly
+        return (json.dumps(record)[:-1] + f', "heartbeat": {heartbeat:14.3f}}}\n').encode()
+
+    @classmethod
+    def acquire(cls, folder: Path, timeout: float | None = None) -> "StageClaim | None":
+        """Claim ``folder``, waiting while a live process holds it (see the module docstring).
+        None where this process may not write the folder (no one can train there as this user)."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout >= 0):
+            raise StageError(f"claim_timeout={timeout!r} must be None (wait as long as another process "
+                             f"trains the stage), 0 (refuse at once) or a number of seconds >= 0")
+        start, announced = time.monotonic(), None
+        while True:
+            try:
+                with _claim_lock(folder):
+                    holder = _holder(folder)
+                    if holder is None or holder["stale"]:
+                        if holder is not None:
+                            print(f"{folder}: taking over the claim of pid {holder.get('pid', '?')} on host "
+                                  f"{holder.get('host', '?')} ({holder['stale']})", flush=True)
+                            os.unlink(folder / CLAIM_FILE)
+                        return cls._create(folder)
+            except OSError as exc:
+                if exc.errno in _NO_RIGHTS:
+                    return None
+                explained = explain_write_error(exc, folder / CLAIM_FILE)
+                if explained is exc:
+                    raise
+                raise explained from exc
+            waited = time.monotonic() - start
+            who = (f"pid {holder['pid']} on host {holder['host']} since {holder['since']} "
+                   f"(last heartbeat {max(0.0, time.time() - holder['heartbeat']):.0f} s ago, claim file "
+                   f"{folder / CLAIM_FILE})")
+            if timeout is not None and waited >= timeout:
+                told = ("refusing at once (claim_timeout=0)" if timeout == 0
+                        else f"still held after waiting {waited:.0f} s (claim_timeout={timeout:g})")
+                raise StageBusy(f"{folder} is being trained by {who}; {told}. Wait for it "
+                                f"(claim_timeout=None), or pass another out_name")
+            if (holder["host"], holder["pid"], holder["since"]) != announced:
+                announced = (holder["host"], holder["pid"], holder["since"])
+                print(f"{folder} is being trained by {who}; waiting for it to end, then its run is "
+                      f"reused, refused or resumed as usual", flush=True)
+            time.sleep(CLAIM_POLL_S if timeout is None else max(0.0, min(CLAIM_POLL_S, timeout - waited)))
+
+    @classmethod
+    def _create(cls, folder: Path) -> "StageClaim":
+        """Create the claim file (under the claim lock) and start the heartbeat."""
+        now, pid = time.time(), os.getpid()
+        record = {"host": socket.gethostname(), "pid": pid, "pid_start": _process_start(pid),
+                  "since": _since(now), "started": round(now, 3), "lease_s": CLAIM_LEASE_S}
+        path = folder / CLAIM_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, cls._bytes(record, now))
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        return cls(folder, fd, record)
+
+    def held(self) -> bool:
+        """Whether the claim file in the folder is still this one (not taken over)."""
+        try:
+            return os.path.samestat(os.fstat(self._fd), os.stat(self.path))
+        except OSError:
+            return False
+
+    def _beat(self) -> None:
+        warned = False
+        while not self._stop.wait(CLAIM_HEARTBEAT_S):
+            try:
+                os.pwrite(self._fd, self._bytes(self.record, time.time()), 0)
+            except OSError:
+                pass  # a full disk: the holder trains on; elsewhere the lease may lapse
+            if not warned and not self.held():
+                warned = True
+                print(f"warning: the claim on {self.folder} was taken over by another process while "
+                      f"this one (pid {os.getpid()}) still trains there; the two may overwrite each "
+                      f"other's files", file=sys.stderr, flush=True)
+
+    def release(self) -> None:
+        """Stop the heartbeat, remove the claim file (if it is still this one) and the folder if
+        that left it empty."""
+        if self._fd < 0:
+            return
+        self._stop.set()
+        self._thread.join()
+        try:
+            if self.folder.is_dir():
+                with _claim_lock(self.folder):
+                    if self.held():
+                        os.unlink(self.path)
+                with contextlib.suppress(OSError):
+                    self.folder.rmdir()  # a stage that left nothing (discard_unfinished)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _holder(folder: Path) -> dict | None:
+    """The claim in ``folder`` (None: none) with ``stale``: why it is abandoned, or None while its
+    holder lives. A claim file that cannot be read is abandoned once older than the lease; before
+    that it is an error naming the file."""
+    path = folder / CLAIM_FILE
+    try:
+        st = path.stat()
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        info = json.loads(text)
+        info["pid"], info["heartbeat"] = int(info["pid"]), float(info["heartbeat"])
+        info["host"], info["since"] = str(info["host"]), str(info["since"])
+    except (ValueError, KeyError, TypeError) as exc:
+        age = time.time() - st.st_mtime
+        if age > CLAIM_LEASE_S:
+            return {"stale": f"an unreadable claim file, untouched for {age:.0f} s"}
+        raise StageError(f"{path} is not a readable claim ({type(exc).__name__}: {exc}); it was written "
+                         f"{age:.0f} s ago. If no process is training {folder.name} now, delete that "
+                         f"file and run again (it counts as abandoned once it is {CLAIM_LEASE_S:.0f} s "
+                         f"old)") from None
+    if info["host"] == socket.gethostname():
+        if info["pid"] == os.getpid():
+            raise StageError(f"{folder} is already being trained by this process (pid {os.getpid()}, "
+                             f"since {info['since']}); a process cannot wait for itself. Finish that "
+                             f"stage first (RunFolder.end_stage), or pass another out_name")
+        alive = _pid_alive(info["pid"], info.get("pid_start"))
+        info["stale"] = None if alive else f"pid {info['pid']} is no longer running"
+    else:
+        age = time.time() - info["heartbeat"]
+        info["stale"] = (f"no heartbeat for {age:.0f} s, longer than the {CLAIM_LEASE_S:.0f} s lease"
+                         if age > CLAIM_LEASE_S else None)
+    return info
+
+
 def check_overwrite(overwrite: Any) -> bool:
     """``overwrite`` must be a real bool: papermill's ``-p overwrite no`` passes the string 'no',
     which Python counts as True (and a finished run would be deleted)."""
@@ -423,5 +730,5 @@ def check_same_dataset(payload: dict, dataset: OutfitDataset, where: Any) -> Non
                          f"it on this run_dir")
 
 
-__all__ = ["RunFolder", "StageError", "StageStatus", "DatasetError", "project_root", "resolve_path",
+__all__ = ["RunFolder", "StageError", "StageBusy", "StageClaim", "StageStatus", "DatasetError", "project_root", "resolve_path",
            "check_same_dataset", "check_overwrite"]

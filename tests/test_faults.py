@@ -43,7 +43,7 @@ import torch
 from fndkit import pipeline, stages
 from fndkit.artifacts import load_checkpoint, write_json
 from fndkit.config import DataConfig
-from fndkit.rundir import RunFolder
+from fndkit.rundir import CLAIM_FILE, RunFolder
 from fndkit.stages import training
 from fndkit.train import Callback
 
@@ -140,7 +140,10 @@ class Children:
 
     def __init__(self, log_dir: Path):
         self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload([__name__])  # fndkit, torch … imported once, in the server
+        # fndkit, torch … imported once, in the server. Python 3.11's forkserver ignores the parent's
+        # sys.path, so this test module (in tests/) is found there only from that folder; the fndkit
+        # modules always are (else every child imported torch again: several seconds each)
+        self.ctx.set_forkserver_preload([__name__, "fndkit.stages", "fndkit.pipeline"])
         self.log_dir = log_dir
 
     def start(self, run_dir, seed=0, pauses=(), marker_dir=None, name="child", stop_after=None):
@@ -212,8 +215,11 @@ def make_runs(root: Path) -> dict:
             break
         stage_dir = killed / marker["stage"]
         state = train_state(stage_dir)
+        claim = stage_dir / CLAIM_FILE  # the killed holder's claim, left behind for the restart to take over
         kills.append({**marker, "last_pt_epoch": state["epoch"] if state else None,
-                      "finished": (stage_dir / "metrics.json").exists()})
+                      "finished": (stage_dir / "metrics.json").exists(), "child_pid": p.pid,
+                      "claim_pid": json.loads(claim.read_text())["pid"] if claim.exists() else None,
+                      "restart_log": str(root / f"killed-{attempt + 1}.log")})
         if marker["stage"] == "teacher":  # what a kill in the middle of writing last.pt leaves
             stale = stage_dir / ".last.pt.tmp-killed"
             stale.mkdir()
@@ -301,12 +307,17 @@ def stage_folders(run: Path) -> list[str]:
 
 
 def test_every_kill_landed_mid_epoch(runs):
-    """The child was killed where the plan said, with the state a kill there leaves."""
+    """The child was killed where the plan said, with the state a kill there leaves: its stage's
+    claim (issue 21) still naming it, which the next child took over."""
     got = [(k["stage"], k["epoch"], k["step"], k["last_pt_epoch"], k["finished"]) for k in runs["kills"]]
     # last.pt holds the epochs finished before the one killed (none for a first epoch)
     assert got == [("teacher", 2, 2, 1, False), ("student_fnd", 1, 2, None, False),
                    ("student_fnd", 3, 1, 2, False), ("contrastive", 2, 3, 1, False)]
     assert runs["restarts"] == len(KILLS)
+    for k in runs["kills"]:  # the killed child held its stage's claim; the restart took it over
+        assert k["claim_pid"] == k["pid"] == k["child_pid"]
+        assert f"taking over the claim of pid {k['pid']} on host {socket.gethostname()} (pid {k['pid']} is no " \
+               f"longer running)" in Path(k["restart_log"]).read_text()
     for stage in TRAINED:  # every epoch recorded once, in order, after the restarts
         history = json.loads((runs["killed"] / stage / "history.json").read_text())
         assert [h["epoch"] for h in history] == [1, 2, 3], stage

@@ -213,7 +213,7 @@ def plan_stage(kind: str, params: dict) -> StagePlan:
 def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: str | None = None,
         autoencoder_dir: str | None = None, overwrite: bool = False, progress: bool = True,
         callbacks: Iterable[Callback] = (), snapshot_epochs: Iterable[int] = (),
-        budget_epochs: int | None = None) -> dict:
+        budget_epochs: int | None = None, claim_timeout: float | None = None) -> dict:
     """Train (or reuse) one model into ``run_dir/stage`` and return its metrics.
 
     Writes ``config.json``, ``checkpoint.pt`` (best by validation AUC), ``last.pt``,
@@ -224,6 +224,8 @@ def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: s
     teacher's strength against its epochs). budget_epochs: also report, as ``metrics["budget"]``,
     the test metrics of the best checkpoint within that many epochs — the fixed-budget result of
     the same run (the trajectory up to it is the same), beside the converged one.
+    claim_timeout: how long to wait while another process trains the same stage folder (None: as
+    long as it trains; 0: refuse at once); see :mod:`fndkit.rundir`.
     """
     check_names(cfg)
     if isinstance(snapshot_epochs, (str, bytes)) or not isinstance(snapshot_epochs, (list, tuple, range)):
@@ -239,7 +241,9 @@ def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: s
               "autoencoder_dir": str(autoencoder_dir) if autoencoder_dir else None,
               "dataset_fingerprint": ds.fingerprint()}
     # under torchrun rank 0 decides (reuse / refuse / resume) and prepares the folder; all follow
-    status, finished = distributed.run_on_main(run.begin_stage, stage, config, overwrite=overwrite)
+    # (and claims the folder: another process asking for this stage waits until end_stage)
+    status, finished = distributed.run_on_main(run.begin_stage, stage, config, overwrite=overwrite,
+                                               claim_timeout=claim_timeout)
     if finished is not None:
         return finished
     try:
@@ -249,6 +253,8 @@ def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: s
         if distributed.is_main():
             run.discard_unfinished(stage)
         raise
+    finally:
+        run.end_stage(stage)  # releases rank 0's claim (nothing on the other ranks)
 
 
 def _train(run: RunFolder, ds, stage: str, cfg: TrainConfig, status: StageStatus, teacher_dir, autoencoder_dir,

@@ -23,7 +23,8 @@ LAYERS = [
     {"fndkit.stages"},
     {"fndkit.viz", "fndkit.report", "fndkit.progress"},
     {"fndkit.jobs"},                                  # Job, the stages' Params by kind, run_plan
-    {"fndkit.pipeline", "fndkit.experiments", "fndkit.bench", "fndkit.run", "fndkit.fnlab"},  # plan builders
+    {"fndkit.pipeline", "fndkit.experiments", "fndkit.bench", "fndkit.run", "fndkit.fnlab",
+     "fndkit.search"},                                # plan builders (search: spaces, the study-storage queue)
     {"fndkit.__main__"},                              # the command line
 ]
 

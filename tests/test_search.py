@@ -1,0 +1,171 @@
+"""The validation search on Optuna and the study storage as the plan's queue (tiny data, a few
+steps an epoch): the chosen point is the validation argmax and the test candidates are never scored
+during the search; every point of a grid runs exactly once with two worker processes on a journal
+file; a deliberately bad learning rate is pruned; a SIGKILLed worker's trial is failed, enqueued
+again and resumed from its last.pt; TensorBoard's event files hold the expected tags; bad input is
+refused in one line before any training."""
+
+import json
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from fndkit import experiments as X
+from fndkit import search as S
+from fndkit.stages import training
+
+SMOKE = {"student": {"max_steps_per_epoch": 2}, "teacher": {"max_steps_per_epoch": 2},
+         "autoencoder": {"epochs": 1}, "baseline": {}}
+
+
+def make_plan(root, spaces, prefix, storage=None, prune=True):
+    sweep = X.Sweep(root, seeds=(0,), quick=True, device="cpu", machine="test-machine", via="process")
+    return S.SearchPlan(sweep, spaces, [], storage=storage, prefix=prefix, prune=prune, overrides=SMOKE)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A run folder with its prerequisites (data, autoencoder, teacher), run through the queue."""
+    root = tmp_path_factory.mktemp("search")
+    plan = make_plan(root, {}, "prep")
+    storage = S.open_storage(None, plan.sweep.folder)
+    S.run_jobs(storage, plan, X.prerequisites(plan.sweep, 0), S.Worker())
+    return root
+
+
+def trials_of(plan, method):
+    storage = S.open_storage(plan.storage, plan.sweep.folder)
+    return optuna.load_study(study_name=plan.study_name(f"search-{method}"), storage=storage).get_trials()
+
+
+def test_chosen_point_is_the_validation_argmax_and_test_is_never_read(root, monkeypatch):
+    plan = make_plan(root, {"fnd": {"alpha": [1.0, 2.5]}}, "argmax", prune=False)
+    splits = []
+    real = training.evaluate
+
+    def spy(model, ds, split="test", **kw):
+        splits.append(split)
+        return real(model, ds, split=split, **kw)
+
+    monkeypatch.setattr(training, "evaluate", spy)
+    monkeypatch.setattr("fndkit.train.evaluate", spy)
+    storage = S.open_storage(None, plan.sweep.folder)
+    S.search_phase(storage, plan, S.Worker())
+    assert "test" not in splits and set(splits) == {"val_student"}  # every epoch validated, nothing else
+    folder = plan.sweep.seed_dir(0)
+    val = {a: json.loads((folder / S.trial_stage("fnd", {"alpha": a}) / "metrics.json").read_text())
+           for a in (1.0, 2.5)}
+    assert all(m["test"] == {} and m["test_evaluated"] is False for m in val.values())
+    assert not (folder / S.trial_stage("fnd", {"alpha": 1.0}) / "per_user_auc.json").exists()
+    best = max(val, key=lambda a: (val[a]["best_val_auc"], -a))
+    assert plan.sweep.chosen["fnd"] == {"alpha": best}
+    assert plan.sweep.searched["fnd"]["val_auc"] == pytest.approx(val[best]["best_val_auc"])
+    record = json.loads((plan.sweep.folder / "chosen.json").read_text())
+    assert record["fnd"]["values"] == {"alpha": best} and record["fnd"]["trials"] == 2
+    # the chosen point is what Table 2's FND row (and Fig. 4's matching α) trains with
+    job = X.method_run("fnd", plan.sweep, 0)
+    assert job.params.alpha == best and job.label == "student_fnd"
+    fig4 = {shown["alpha"]: j.label for _, shown, j in X.EXPERIMENTS["fig4"](replace(plan.sweep, quick=False), 0)
+            if shown}
+    assert fig4[best] == "student_fnd" and all(v.startswith("student_fnd-alpha") for a, v in fig4.items() if a != best)
+
+
+def test_tensorboard_events_hold_the_scalars_and_hparams(root):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    stage = make_plan(root, {}, "tb").sweep.seed_dir(0) / S.trial_stage("fnd", {"alpha": 1.0})
+    if not stage.exists():
+        pytest.skip("needs the argmax test's trials")
+    acc = EventAccumulator(str(stage))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "val/auc", "val/ndcg_lpae", "lr", "train/flagged_fraction", "train/flag_precision",
+            "train/flag_recall"} <= tags
+    history = json.loads((stage / "history.json").read_text())
+    assert [e.value for e in acc.Scalars("val/auc")] == pytest.approx([h["val_auc"] for h in history])
+    assert [e.step for e in acc.Scalars("val/auc")] == [h["epoch"] for h in history]
+    hp = EventAccumulator(str(stage), size_guidance={"tensors": 0})
+    hp.Reload()
+    assert any("hparams" in p for p in hp.PluginTagToContent("hparams")) or hp.Tags()["tensors"]
+
+
+def test_bad_learning_rate_is_pruned(root):
+    plan = make_plan(root, {"npair": {"lr": [0.03, 0.01, 1e-9]}}, "prune")
+    S.search_phase(S.open_storage(None, plan.sweep.folder), plan, S.Worker())
+    by_lr = {t.params["lr"]: t for t in trials_of(plan, "npair")}
+    assert by_lr[1e-9].state == TrialState.PRUNED and by_lr[1e-9].user_attrs["last_epoch"] == 1
+    assert by_lr[0.03].state == by_lr[0.01].state == TrialState.COMPLETE
+    assert plan.sweep.searched["npair"]["pruned"] == 1 and plan.sweep.chosen["npair"]["lr"] != 1e-9
+
+
+def test_every_point_runs_exactly_once_with_two_workers(root):
+    plan = make_plan(root, {"bpr": {"tau": [0.05, 0.1, 0.2, 0.5]}}, "two", prune=False)
+    S.launch(plan, workers=2, report=False)
+    trials = trials_of(plan, "bpr")
+    assert sorted(t.params["tau"] for t in trials) == [0.05, 0.1, 0.2, 0.5]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) in (1, 2)
+    for t in trials:  # each trained its epochs once (a second training would restart the history)
+        history = json.loads((Path(t.user_attrs["stage_dir"]) / "history.json").read_text())
+        assert [h["epoch"] for h in history] == [1, 2]
+
+
+def _run_worker(plan):
+    import torch
+
+    torch.set_num_threads(1)
+    S.work(plan, report=False)
+
+
+def test_killed_worker_trial_is_failed_requeued_and_resumed(root, monkeypatch):
+    plan = make_plan(root, {"fnd": {"alpha": [1.5]}}, "kill", prune=False)
+    plan.overrides = {**SMOKE, "student": {"max_steps_per_epoch": 2, "epochs": 3}}
+    stage = plan.sweep.seed_dir(0) / S.trial_stage("fnd", {"alpha": 1.5})
+    child = multiprocessing.get_context("spawn").Process(target=_run_worker, args=(plan,))
+    child.start()
+    deadline = time.time() + 120
+    while time.time() < deadline:  # killed as soon as its first epoch is committed
+        if (stage / "last.pt").exists() and (stage / "history.json").exists():
+            break
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    first = trials_of(plan, "fnd")
+    assert [t.state for t in first] == [TrialState.RUNNING]
+    resumed = []
+    real_fit = training.fit
+    monkeypatch.setattr(training, "fit", lambda *a, **k: resumed.append(k.get("resume")) or real_fit(*a, **k))
+    S.search_phase(S.open_storage(None, plan.sweep.folder), plan, S.Worker())
+    trials = trials_of(plan, "fnd")
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "no longer running" in trials[0].user_attrs["stale"]
+    assert trials[1].user_attrs["resumed_from_trial"] == trials[0].number
+    assert resumed == [True]  # from last.pt, not from scratch
+    assert [h["epoch"] for h in json.loads((stage / "history.json").read_text())] == [1, 2, 3]
+
+
+def test_bad_input_is_one_line_before_training(root, tmp_path, capsys):
+    base = ["--quick", "--root", str(tmp_path / "bad"), "--device", "cpu"]
+    cases = [(["nope", *base], "method 'nope' is unknown"),
+             (["fnd", *base, "--values", "fnd.alpha=7"], "fnd: alpha=7.0 is outside the declared space"),
+             (["fnd", *base, "--values", "fnd.beta=1"], "'beta' is not in its search space"),
+             (["fnd", *base, "--storage", "redis://x"], "is not a storage"),
+             (["fnd", *base, "--storage", "postgresql://u:secret@127.0.0.1:9/db"], "is unreachable")]
+    for argv, needle in cases:
+        assert S.main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1 and "secret" not in err, err
+    assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").rglob("search-*"))
+    # a study another plan created: its folder differs
+    plan = make_plan(root, {"fnd": {"alpha": [1.0]}}, "owned")
+    storage = S.open_storage(str(tmp_path / "shared.journal"), plan.sweep.folder)
+    S.open_study(storage, plan.study_name("search-fnd"), {"folder": "/elsewhere", "scale": "tiny"})
+    with pytest.raises(S.SearchError, match="created by another plan.*--study-prefix"):
+        replace(plan, storage=str(tmp_path / "shared.journal")).check()

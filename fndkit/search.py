@@ -215,6 +215,8 @@ def open_storage(url: str | None, folder: Path):
         raise SearchError(f"--storage {shown!r} names no host or database: use "
                           f"postgresql://USER:PASSWORD@HOST:PORT/DB")
     kwargs = {"connect_args": {"connect_timeout": 5}} if parsed.scheme.startswith("postgresql") else {}
+    if parsed.scheme == "postgresql":  # SQLAlchemy 2.1 would pick psycopg 3; the pinned driver is psycopg2
+        url = "postgresql+psycopg2" + url[len("postgresql"):]
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as exc:  # the driver's own error, first line: refused connection, bad password …

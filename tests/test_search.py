@@ -223,3 +223,27 @@ def test_two_workers_share_a_postgresql_storage(root, postgres_url):
     other = replace(plan, sweep=replace(plan.sweep, root=plan.sweep.root / "other"))
     with pytest.raises(S.SearchError, match="created by another plan"):
         other.check()
+
+
+def test_gpu_benchmark_script_samples_the_gpu_and_times_the_run(tmp_path):
+    """scripts/gpu_paper.sh around a short command, with a stand-in nvidia-smi that reports 0 %
+    then 60 % (its real use: `OUT=… K=4 scripts/gpu_paper.sh` on a GPU machine)."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\nif [ -f {tmp_path}/busy ]; then echo 60; else touch {tmp_path}/busy; echo 0; fi\n")
+    fake.chmod(0o755)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gpu_paper.sh"
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"),
+           "SAMPLE_S": "0.1", "K": "3", "PY": sys.executable, "ROOT": str(tmp_path / "root"),
+           "CMD": f"{sys.executable} -c 'import time; time.sleep(1.5)'"}
+    subprocess.run(["bash", str(script)], env=env, check=True, capture_output=True, timeout=60)
+    record = json.loads((tmp_path / "out" / "bench.json").read_text())
+    samples = [float(x) for x in (tmp_path / "out" / "gpu_samples.txt").read_text().split()]
+    assert samples[0] == 0 and samples[1:] and set(samples[1:]) == {60.0}
+    assert record["gpu_samples"] == len(samples) and record["workers_per_gpu"] == 3 and record["exit_code"] == 0
+    assert record["gpu_busy_fraction"] == pytest.approx(round((len(samples) - 1) / len(samples), 3))
+    assert record["gpu_mean_utilization"] == pytest.approx(round(60 * (len(samples) - 1) / len(samples), 1))
+    assert 1.4 < record["wall_seconds"] < 30

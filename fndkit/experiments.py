@@ -665,7 +665,6 @@ def write_report(results: pd.DataFrame, sweep: Sweep, info: dict) -> Path:
                      "space, trained on the training split and selected by validation AUC on the student's "
                      "validation half (the test set is not read); the chosen point then trains on every "
                      "seed.</p>" + chosen.to_html(index=False))
-        parts += [f"<h3>Search: {name}</h3>" + html for name, html in search_plots(sweep)]
     first = True
     for name, fig in figures(table):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=first))
@@ -692,6 +691,10 @@ def write_report(results: pd.DataFrame, sweep: Sweep, info: dict) -> Path:
             first = False
     if not tests.empty:
         parts.append("<h2>Paired tests</h2>" + tests.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
+    plots = search_plots(sweep)  # Optuna's figures, written without plotly.js: the page's first copy serves them
+    if plots and first:
+        parts.append(go.Figure().to_html(full_html=False, include_plotlyjs=True))
+    parts += [f"<h3>Search: {name}</h3>" + html for name, html in plots]
     target = sweep.folder / "report.html"
     with atomic_path(target) as tmp:
         tmp.write_text("<html><head><meta charset='utf-8'><title>fndkit paper report</title></head><body>"

@@ -69,6 +69,11 @@ def test_chosen_point_is_the_validation_argmax_and_test_is_never_read(root, monk
     assert plan.sweep.searched["fnd"]["val_auc"] == pytest.approx(val[best]["best_val_auc"])
     record = json.loads((plan.sweep.folder / "chosen.json").read_text())
     assert record["fnd"]["values"] == {"alpha": best} and record["fnd"]["trials"] == 2
+    # results.csv and the report name it
+    rows = X.collect([], plan.sweep)
+    assert rows[["experiment", "method", "parameters", "metric"]].values.tolist() == \
+        [["search", "fnd", json.dumps({"alpha": best}), "val_auc"]]
+    assert f"alpha={best}" in X.chosen_table(plan.sweep).chosen.iloc[0]
     # the chosen point is what Table 2's FND row (and Fig. 4's matching α) trains with
     job = X.method_run("fnd", plan.sweep, 0)
     assert job.params.alpha == best and job.label == "student_fnd"

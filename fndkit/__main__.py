@@ -10,7 +10,9 @@
     python -m fndkit bench  --scale demo                             # scoring and step profiles
 
 Every verb builds jobs from the stages' ``Params`` and runs them with :func:`fndkit.jobs.run_plan`
-(``train`` and ``timed-chain`` call the stages directly). ``python -m fndkit <verb> -h`` says more.
+(``train`` and ``timed-chain`` call the stages directly), except ``search`` and ``paper``, whose jobs
+are trials in an Optuna study storage that any number of workers share (:mod:`fndkit.search`).
+``python -m fndkit <verb> -h`` says more.
 """
 
 from __future__ import annotations

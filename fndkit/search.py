@@ -600,6 +600,16 @@ def work(plan: SearchPlan, report: bool = True, search: bool = True) -> None:
     return worker
 
 
+def worker_context():
+    """Worker processes forked from a server that imported this module once (no CUDA in it, so
+    the children may use the GPU), instead of each importing torch, Optuna and plotly afresh."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["fndkit.search"])
+    return context
+
+
 def _child(plan: SearchPlan, threads: int, gpu: str | None) -> None:
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -619,7 +629,7 @@ def launch(plan: SearchPlan, workers: int = 1, workers_per_gpu: int | None = Non
         workers = len(gpus) * workers_per_gpu
     threads = max(1, (os.cpu_count() or 1) // workers)
     start = time.perf_counter()
-    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    context = worker_context()
     children = [context.Process(target=_child, args=(plan, threads, gpus[(i + 1) % len(gpus)]), daemon=False)
                 for i in range(workers - 1)]
     for child in children:

@@ -6,7 +6,6 @@ again and resumed from its last.pt; TensorBoard's event files hold the expected 
 refused in one line before any training."""
 
 import json
-import multiprocessing
 import os
 import signal
 import time
@@ -133,7 +132,7 @@ def test_killed_worker_trial_is_failed_requeued_and_resumed(root, monkeypatch):
     plan = make_plan(root, {"fnd": {"alpha": [1.5]}}, "kill", prune=False)
     plan.overrides = {**SMOKE, "student": {"max_steps_per_epoch": 2, "epochs": 3}}
     stage = plan.sweep.seed_dir(0) / S.trial_stage("fnd", {"alpha": 1.5})
-    child = multiprocessing.get_context("spawn").Process(target=_run_worker, args=(plan,))
+    child = S.worker_context().Process(target=_run_worker, args=(plan,))
     child.start()
     deadline = time.time() + 120
     while time.time() < deadline:  # killed as soon as its first epoch is committed

@@ -166,6 +166,11 @@ def test_bad_input_is_one_line_before_training(root, tmp_path, capsys):
         assert S.main(argv) == 1
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1 and "secret" not in err, err
+    for argv, needle in ((["fig99", *base], "unknown experiment(s) ['fig99']"),
+                         (["table2", *base, "--values", "zzz.lr=1"], "'zzz', which is not searched here")):
+        assert S.paper_main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").rglob("search-*"))
     # a study another plan created: its folder differs
     plan = make_plan(root, {"fnd": {"alpha": [1.0]}}, "owned")

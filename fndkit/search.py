@@ -67,6 +67,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -575,8 +576,10 @@ def write_plots(study: optuna.Study, folder: Path, method: str) -> None:
 
     for name, make in (("history", vis.plot_optimization_history), ("importance", vis.plot_param_importances)):
         try:
-            fig = make(study)
-        except Exception:  # too few finished trials, one value per parameter: no plot, no harm
+            with warnings.catch_warnings():  # "too few trials": the plot still shows what there is
+                warnings.simplefilter("ignore")
+                fig = make(study)
+        except Exception:  # no finished trial, one value per parameter: no plot, no harm
             continue
         fig.update_layout(title=f"{method}: {name}")
         with atomic_path(folder / f"{method}-{name}.html") as tmp:

@@ -432,6 +432,19 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, job: Job, via: str) -> N
     study.tell(trial, value if math.isfinite(value) else 0.0)
 
 
+def check_phase(study: optuna.Study) -> None:
+    """A phase whose job failed (in any worker) stops every worker before the next phase, which
+    stands on it: the error names the job; rerunning the command enqueues it again."""
+    trials = study.get_trials(deepcopy=False)
+    ok = {t.user_attrs.get("id") for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    failed = [t for t in trials if t.state == TrialState.FAIL and "stale" not in t.user_attrs
+              and t.user_attrs.get("id") not in ok]
+    if failed:
+        t = failed[0]
+        raise JobError(f"{study.study_name}: {t.user_attrs['job']['label']} failed "
+                       f"({t.user_attrs.get('error', 'no message')}); fix it and rerun the same command")
+
+
 def drain(study: optuna.Study, worker: Worker, via: str = "process") -> None:
     """Take and run ``study``'s waiting trials until none waits, then wait until none runs
     (reclaiming stale ones): a phase ends for this worker when it ends for every worker."""
@@ -440,7 +453,7 @@ def drain(study: optuna.Study, worker: Worker, via: str = "process") -> None:
         if trial_id is None:
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not running:
-                return
+                return check_phase(study)
             if reclaim_stale(study) == 0:
                 time.sleep(POLL_S)
             continue

@@ -256,3 +256,14 @@ def test_gpu_benchmark_script_samples_the_gpu_and_times_the_run(tmp_path):
     assert record["gpu_busy_fraction"] == pytest.approx(round((len(samples) - 1) / len(samples), 3))
     assert record["gpu_mean_utilization"] == pytest.approx(round(60 * (len(samples) - 1) / len(samples), 1))
     assert 1.4 < record["wall_seconds"] < 30
+
+
+def test_a_failed_job_stops_every_worker_naming_it(root):
+    plan = make_plan(root, {}, "fail")
+    storage = S.open_storage(None, plan.sweep.folder)
+    bad = X.stage_job(plan.sweep, 0, "student", "student_bad", loss="npair", lr=-1.0)
+    with pytest.raises(S.JobError, match=r"student_bad failed.*lr=-1"):
+        S.run_jobs(storage, plan, [bad], S.Worker())
+    study = optuna.load_study(study_name="fail:jobs-r3", storage=storage)
+    with pytest.raises(S.JobError, match=r"fail:jobs-r3: student_bad failed .*rerun the same command"):
+        S.check_phase(study)  # what another worker finds when the phase ends

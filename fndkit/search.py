@@ -62,6 +62,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -574,7 +575,40 @@ def chosen(storage, plan: SearchPlan) -> dict:
     merged = {**(read_json(path) if path.exists() else {}), **record}
     write_json(path, merged)
     apply_chosen(plan.sweep, merged)
+    if plan.search_seed in plan.sweep.seeds:
+        for method in plan.spaces:
+            adopt(plan, method, merged[method]["stage"])
     return merged
+
+
+ADOPTED = ("checkpoint.pt", "last.pt", "history.json")
+
+
+def adopt(plan: SearchPlan, method: str, trial_stage_name: str) -> bool:
+    """Hand the chosen trial's training to the method's stage at the search seed, so the chosen
+    point is not trained twice: its weights, ``last.pt`` and history go into the (not yet existing)
+    stage folder without ``metrics.json``, so the stage's job resumes it — with nothing left to
+    train, it only scores the test set, after the choice. Only when the two training configs are
+    equal (else the stage trains as usual). Returns whether it adopted."""
+    job = plan.adjust(X.method_run(method, plan.sweep, plan.search_seed))
+    folder = RunFolder(job.run_dir)
+    source, target = folder.stage_dir(trial_stage_name), folder.stage_dir(job.label)
+    if target.exists() or not all((source / f).exists() for f in (*ADOPTED, "config.json")):
+        return False
+    if read_json(source / "config.json").get("train") != json.loads(json.dumps(job.params.plan().cfg.to_dict())):
+        return False
+    tmp = target.with_name(f".{target.name}.adopting-{os.getpid()}")
+    tmp.mkdir(parents=True)
+    for name in ADOPTED:
+        shutil.copyfile(source / name, tmp / name)
+    for events in source.glob("events.out.tfevents.*"):
+        shutil.copyfile(events, tmp / events.name)
+    try:
+        os.rename(tmp, target)  # another worker adopted first: keep theirs
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    return True
 
 
 def apply_chosen(sweep: X.Sweep, record: dict) -> None:

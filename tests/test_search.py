@@ -76,6 +76,19 @@ def test_chosen_point_is_the_validation_argmax_and_test_is_never_read(root, monk
     # the chosen point is what Table 2's FND row (and Fig. 4's matching α) trains with
     job = X.method_run("fnd", plan.sweep, 0)
     assert job.params.alpha == best and job.label == "student_fnd"
+    # ... and at the search seed that row adopts the chosen trial: no epoch is trained again, the
+    # test set is scored only now, after the choice
+    assert (folder / "student_fnd" / "last.pt").exists() and not (folder / "student_fnd" / "metrics.json").exists()
+    splits.clear()
+    resumed = []
+    real_fit = training.fit
+    monkeypatch.setattr(training, "fit", lambda *a, **k: resumed.append(k.get("resume")) or real_fit(*a, **k))
+    S.run_jobs(storage, plan, [job], S.Worker())
+    final = json.loads((folder / "student_fnd" / "metrics.json").read_text())
+    trial_history = json.loads((folder / S.trial_stage("fnd", {"alpha": best}) / "history.json").read_text())
+    assert resumed == [True] and splits == ["test"]
+    assert json.loads((folder / "student_fnd" / "history.json").read_text()) == trial_history
+    assert final["best_val_auc"] == pytest.approx(val[best]["best_val_auc"]) and final["test"]["random"]["auc"] > 0
     fig4 = {shown["alpha"]: j.label for _, shown, j in X.EXPERIMENTS["fig4"](replace(plan.sweep, quick=False), 0)
             if shown}
     assert fig4[best] == "student_fnd" and all(v.startswith("student_fnd-alpha") for a, v in fig4.items() if a != best)

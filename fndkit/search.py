@@ -633,15 +633,13 @@ def write_plots(study: optuna.Study, folder: Path, method: str) -> None:
             tmp.write_text(fig.to_html(full_html=False, include_plotlyjs=False))
 
 
-def work(plan: SearchPlan, report: bool = True, search: bool = True) -> None:
+def work(plan: SearchPlan, report: bool = True, search: bool = True) -> Worker:
     """One worker's whole command: the search phase, then the experiments' jobs through the
     storage; ``report``: also collect the results and write results.csv / report.html."""
     worker = Worker()
     storage = open_storage(plan.storage, plan.sweep.folder)
-    if search and plan.spaces:
+    if search and plan.spaces:  # (paper --no-search: no spaces, every method at the paper's values)
         search_phase(storage, plan, worker)
-    elif (plan.sweep.folder / CHOSEN).exists():
-        apply_chosen(plan.sweep, read_json(plan.sweep.folder / CHOSEN))
     execute = lambda jobs: run_jobs(storage, plan, jobs, worker)  # noqa: E731
     if report:
         X.run_sweep(plan.names, plan.sweep, progress=False, execute=execute)

@@ -280,3 +280,29 @@ def test_a_failed_job_stops_every_worker_naming_it(root):
     study = optuna.load_study(study_name="fail:jobs-r3", storage=storage)
     with pytest.raises(S.JobError, match=r"fail:jobs-r3: student_bad failed .*rerun the same command"):
         S.check_phase(study)  # what another worker finds when the phase ends
+
+
+def test_claims_are_judged_at_a_benjamini_hochberg_false_discovery_rate():
+    """Three claims with p = 0.03, 0.04, 0.9: each of the first two is below 0.05 alone, but their
+    BH-adjusted q (min over j >= i of p_(j) m / j) is 0.06, so neither is 'supported'."""
+    import pandas as pd
+
+    def row(method, mean, experiment="table2"):
+        return {"experiment": experiment, "method": method, "parameters": "{}", "protocol": "random",
+                "metric": "auc", "mean": mean, "std": 0.0, "count": 1}
+
+    sweep = X.Sweep("/tmp/unused", quick=True, machine="m")
+    b1, b2 = X.baselines(sweep)[:2]
+    table = pd.DataFrame([row("fnd", 0.90), row("npair", 0.88), row("fnd-cl", 0.92), row(b1, 0.80), row(b2, 0.70)])
+    tests = pd.DataFrame([{"a": "student_fnd", "b": "student_npair", "protocol": "random", "wilcoxon_p": 0.03},
+                          {"a": "contrastive", "b": "student_fnd", "protocol": "random", "wilcoxon_p": 0.04},
+                          {"a": "contrastive", "b": b1, "protocol": "random", "wilcoxon_p": 0.9}])
+    out = {c["claim"]: c for c in X.claims(table, tests, sweep)}
+    fnd = out["FND beats the N-pair student (Table 2, random negatives)"]
+    assert fnd["verdict"] == "direction only (not significant) (BH q = 0.06 over 3 tests)"
+    assert "p = 0.03, BH q = 0.06" in fnd["numbers"]
+    assert out["FND-CL beats FND (Table 2)"]["verdict"].startswith("direction only")
+    assert out[f"FND-CL beats {b2} (Table 2)"]["verdict"] == "direction only (not significant) (no test)"
+    tests.loc[2, "wilcoxon_p"] = 0.001  # now q = 0.003, 0.04, 0.04: all three supported
+    out = {c["claim"]: c["verdict"] for c in X.claims(table, tests, sweep)}
+    assert out["FND beats the N-pair student (Table 2, random negatives)"] == "supported (BH q = 0.04 over 3 tests)"

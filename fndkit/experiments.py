@@ -14,8 +14,13 @@ Fig. 4 is Table 2's FND row) is trained once. Budgets are fair: every student tr
 validation AUC plateaus (early stopping; the epoch budget is large enough that runs stop on their
 own), and the tables report epochs-to-best.
 
+The command line (``python -m fndkit paper``, :func:`fndkit.search.paper_main`) first searches each
+method's hyper-parameters on validation (``Sweep.chosen``), then hands this plan's jobs to the study
+storage's workers (``run_sweep(..., execute=…)``); called directly, :func:`run_sweep` runs them with
+:func:`~fndkit.jobs.run_plan`.
+
 Resumable: a finished run with the same parameters is skipped (``ledger.json``, written by this
-process only), an interrupted sweep continues where it stopped, and a failing run stops the sweep
+process only, or the study storage), an interrupted sweep continues where it stopped, and a failing run stops the sweep
 with a message naming it and its executed notebook or traceback. Results: ``results.csv`` (one tidy row per experiment, method, parameters,
 seed, protocol, metric) and ``report.html`` (figures laid out like the paper's, mean ± std tables,
 Wilcoxon signed-rank tests over users' AUC, and a "claims" section), both under

@@ -19,9 +19,10 @@ under the method's usual stage name, which is what results.csv, report.html and 
 on test. Fig. 4 and Fig. 5 stay full grids.
 
 **Pruning.** A :class:`PruneOnValidation` callback reports each epoch's validation AUC to the trial;
-Optuna's median pruner (after ``PRUNER_STARTUP`` finished trials) stops a trial that falls below the
-median of the others at the same epoch: the run stops through ``fit``'s ``should_stop`` (its folder
-keeps what it trained), the trial is recorded as PRUNED with ``last_epoch``.
+Optuna's median pruner (after ``PRUNER_STARTUP`` finished trials, from epoch ``PRUNER_WARMUP`` + 1)
+stops a trial that falls below the median of the others at the same epoch: the run stops through
+``fit``'s ``should_stop`` (its folder keeps what it trained), the trial is recorded as PRUNED with
+``last_epoch``.
 
 **The queue is the study storage.** Every job of a plan — prerequisites, search trials, the chosen
 points' runs, every table's and figure's job — is a trial of a study in one storage, and a worker
@@ -90,6 +91,7 @@ CHOSEN = "chosen.json"
 HEARTBEAT_S = 10.0                 # a worker refreshes its trial's heartbeat this often
 POLL_S = 1.0                       # a worker waiting for others' jobs looks again this often
 PRUNER_STARTUP = 2                 # finished trials before the median pruner prunes anything
+PRUNER_WARMUP = 2                  # epochs a trial always trains: the first epochs' AUC is mostly noise
 TRAINING = ("teacher", "student", "contrastive", "baseline")
 PAPER_METHODS = ("npair", "bpr", "fnd", "fnd-cl")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -248,8 +250,9 @@ def plan_identity(sweep: X.Sweep) -> dict:
 
 def open_study(storage, name: str, identity: dict, prune: bool = False) -> optuna.Study:
     """Study ``name`` (created when missing), checked to belong to the plan ``identity``."""
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP, n_warmup_steps=0) if prune \
-        else optuna.pruners.NopPruner()
+    # Optuna may prune at step n_warmup_steps itself: + 1 so that PRUNER_WARMUP epochs always train
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP, n_warmup_steps=PRUNER_WARMUP + 1)
+              if prune else optuna.pruners.NopPruner())
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
                                 pruner=pruner)
     owner = study.user_attrs.get("plan")

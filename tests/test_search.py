@@ -115,9 +115,13 @@ def test_tensorboard_events_hold_the_scalars_and_hparams(root):
 
 def test_bad_learning_rate_is_pruned(root):
     plan = make_plan(root, {"npair": {"lr": [0.03, 0.01, 1e-9]}}, "prune")
+    plan.overrides = {**SMOKE, "student": {"max_steps_per_epoch": 2, "epochs": S.PRUNER_WARMUP + 2}}
     S.search_phase(S.open_storage(None, plan.sweep.folder), plan, S.Worker())
     by_lr = {t.params["lr"]: t for t in trials_of(plan, "npair")}
-    assert by_lr[1e-9].state == TrialState.PRUNED and by_lr[1e-9].user_attrs["last_epoch"] == 1
+    # pruned at the first epoch after the warm-up, and trained no further
+    assert by_lr[1e-9].state == TrialState.PRUNED and by_lr[1e-9].user_attrs["last_epoch"] == S.PRUNER_WARMUP + 1
+    history = json.loads((Path(by_lr[1e-9].user_attrs["stage_dir"]) / "history.json").read_text())
+    assert len(history) == S.PRUNER_WARMUP + 1
     assert by_lr[0.03].state == by_lr[0.01].state == TrialState.COMPLETE
     assert plan.sweep.searched["npair"]["pruned"] == 1 and plan.sweep.chosen["npair"]["lr"] != 1e-9
 

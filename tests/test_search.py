@@ -20,7 +20,10 @@ from fndkit import experiments as X
 from fndkit import search as S
 from fndkit.stages import training
 
-SMOKE = {"student": {"max_steps_per_epoch": 2}, "teacher": {"max_steps_per_epoch": 2},
+# one student budget for every test: a trial folder's name carries its searched values only, so two
+# tests asking for one point must ask with one config (long enough for the pruner's warm-up)
+EPOCHS = S.PRUNER_WARMUP + 2
+SMOKE = {"student": {"max_steps_per_epoch": 2, "epochs": EPOCHS}, "teacher": {"max_steps_per_epoch": 2},
          "autoencoder": {"epochs": 1}, "baseline": {}}
 
 
@@ -115,7 +118,6 @@ def test_tensorboard_events_hold_the_scalars_and_hparams(root):
 
 def test_bad_learning_rate_is_pruned(root):
     plan = make_plan(root, {"npair": {"lr": [0.03, 0.01, 1e-9]}}, "prune")
-    plan.overrides = {**SMOKE, "student": {"max_steps_per_epoch": 2, "epochs": S.PRUNER_WARMUP + 2}}
     S.search_phase(S.open_storage(None, plan.sweep.folder), plan, S.Worker())
     by_lr = {t.params["lr"]: t for t in trials_of(plan, "npair")}
     # pruned at the first epoch after the warm-up, and trained no further
@@ -135,7 +137,7 @@ def test_every_point_runs_exactly_once_with_two_workers(root):
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) in (1, 2)
     for t in trials:  # each trained its epochs once (a second training would restart the history)
         history = json.loads((Path(t.user_attrs["stage_dir"]) / "history.json").read_text())
-        assert [h["epoch"] for h in history] == [1, 2]
+        assert [h["epoch"] for h in history] == list(range(1, len(history) + 1)) and len(history) >= 2
 
 
 def _run_worker(plan):

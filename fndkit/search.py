@@ -45,8 +45,9 @@ stale when that pid is gone; on another host when its heartbeat is older than th
 that phase (or the rerun) marks a stale trial FAIL (``stale`` says why) and enqueues the same job
 again; the next worker takes the stage's abandoned claim over and resumes from its ``last.pt``, so
 nothing trains twice and nothing is lost. Two workers never train one stage folder at once (the
-claim); a job enqueued twice by two workers starting at the same moment trains once (the second
-reuses the finished stage).
+claim). Workers enqueue one at a time (a flock beside the journal, an advisory lock on PostgreSQL),
+so a job is enqueued once; were it enqueued twice (another database), it would still train once
+(the second worker reuses the finished stage).
 
 Bad input — an unknown method, a value outside a declared space, a malformed or unreachable storage
 URL, a study that another plan created — is refused in one line naming it and the fix, before any
@@ -283,10 +284,26 @@ def job_id(job: Job) -> str:
     return hashlib.sha1(job.key.encode()).hexdigest()[:16]
 
 
+ENQUEUE_LOCK_KEY = 22_0_22  # PostgreSQL advisory lock id of fndkit's enqueuers
+
+
 @contextlib.contextmanager
 def enqueue_lock(storage):
-    """Two workers of one journal enqueue one after the other (a database may see a job enqueued
-    twice by two machines starting at once: it trains once, see the module docstring)."""
+    """Workers enqueue one after the other: a flock beside a journal file, an advisory lock on
+    PostgreSQL (another database may see a job enqueued twice by two machines starting at once:
+    it trains once, see the module docstring)."""
+    # a study wraps an RDBStorage in Optuna's cache: its database is the wrapped one's
+    engine = getattr(storage, "engine", None) or getattr(getattr(storage, "_backend", None), "engine", None)
+    if engine is not None and engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        with engine.connect() as conn:  # a session-level lock: held by this connection until unlocked
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ENQUEUE_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ENQUEUE_LOCK_KEY})
+        return
     path = getattr(getattr(storage, "_backend", None), "_file_path", None)
     if path is None:
         yield

@@ -246,7 +246,19 @@ def test_two_workers_share_a_postgresql_storage(root, postgres_url):
     assert sorted(t.params["lr"] for t in trials) == [0.003, 0.03]
     assert all(t.state == TrialState.COMPLETE for t in trials)
     storage = S.open_storage(postgres_url, plan.sweep.folder)
-    assert len(optuna.load_study(study_name="pg:jobs-r2", storage=storage).get_trials()) == 1  # the teacher, once
+    # enqueued once although both workers enqueue (PostgreSQL advisory lock), trained once
+    assert len(optuna.load_study(study_name="pg:jobs-r2", storage=storage).get_trials()) == 1  # the teacher
+    assert len(trials) == 2
+    study = optuna.load_study(study_name="pg:jobs-r2", storage=storage)
+    from sqlalchemy import create_engine, text
+
+    probe = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg2://"))
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key"
+    with S.enqueue_lock(study._storage), probe.connect() as conn:
+        assert conn.execute(text(held), {"key": S.ENQUEUE_LOCK_KEY}).scalar() == 1
+    with probe.connect() as conn:
+        assert conn.execute(text(held), {"key": S.ENQUEUE_LOCK_KEY}).scalar() == 0
+    probe.dispose()
     # the same plan's other study names stay owned by it: another folder is refused
     other = replace(plan, sweep=replace(plan.sweep, root=plan.sweep.root / "other"))
     with pytest.raises(S.SearchError, match="created by another plan"):

@@ -11,7 +11,7 @@ RUN_DIR ?= outputs/demo
 SCALE ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lab browser clean-demo paper bench
+.PHONY: setup demo test lab browser postgres clean-demo paper bench
 
 # The editable install must point at this checkout: a venv kept outside the clone (CI) may have
 # been set up from another clone of the repo, so that is checked on every run (it takes a second).
@@ -31,15 +31,24 @@ $(STAMP):
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Debian's PostgreSQL serves the search's several-machines test (tests/test_search.py starts a
+# throwaway cluster on a loopback port with initdb; Debian keeps the binaries off PATH).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 demo: setup
 	$(PY) -m fndkit chain --run-dir $(RUN_DIR) --scale $(SCALE)
 
-# The paper's Tables 2-5 and Figures 4-7 over 3 seeds (resumable: rerun to continue); SEEDS=0 for one pass.
+# Each method's validation search, then the paper's Tables 2-5 and Figures 4-7 over 3 seeds with the
+# chosen values (resumable: rerun to continue; the queue is outputs/paper/<machine>/optuna.journal).
+# SEEDS=0 for one pass; WORKERS=K worker processes; STORAGE=postgresql://... to share with other machines.
 SEEDS ?= 0 1 2
+WORKERS ?= 1
 paper: setup
-	$(PY) -m fndkit paper all --seeds $(SEEDS) --root outputs/paper
+	$(PY) -m fndkit paper all --seeds $(SEEDS) --root outputs/paper --workers $(WORKERS) $(if $(STORAGE),--storage $(STORAGE))
 
-test: setup browser
+test: setup browser postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Scoring (cached vs per-outfit), one training step part by part, peak memory: JSON in outputs/bench/.

@@ -14,8 +14,13 @@ Fig. 4 is Table 2's FND row) is trained once. Budgets are fair: every student tr
 validation AUC plateaus (early stopping; the epoch budget is large enough that runs stop on their
 own), and the tables report epochs-to-best.
 
+The command line (``python -m fndkit paper``, :func:`fndkit.search.paper_main`) first searches each
+method's hyper-parameters on validation (``Sweep.chosen``), then hands this plan's jobs to the study
+storage's workers (``run_sweep(..., execute=…)``); called directly, :func:`run_sweep` runs them with
+:func:`~fndkit.jobs.run_plan`.
+
 Resumable: a finished run with the same parameters is skipped (``ledger.json``, written by this
-process only), an interrupted sweep continues where it stopped, and a failing run stops the sweep
+process only, or the study storage), an interrupted sweep continues where it stopped, and a failing run stops the sweep
 with a message naming it and its executed notebook or traceback. Results: ``results.csv`` (one tidy row per experiment, method, parameters,
 seed, protocol, metric) and ``report.html`` (figures laid out like the paper's, mean ± std tables,
 Wilcoxon signed-rank tests over users' AUC, and a "claims" section), both under
@@ -30,7 +35,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -39,7 +44,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import torch
-from scipy.stats import wilcoxon
+from scipy.stats import false_discovery_control, wilcoxon
 
 from .artifacts import atomic_path, read_json, write_json
 from . import fnlab
@@ -78,6 +83,11 @@ class Sweep:
     machine: str = ""
     via: str = "notebook"     # how each job runs: "notebook" (executed copies) or "process"
     workers: int = 1          # worker processes (one GPU is shared by them)
+    # method -> the hyper-parameters its validation search chose (fndkit.search writes chosen.json);
+    # every job of that method trains with them unless the experiment varies one (Fig. 4's α)
+    chosen: dict = field(default_factory=dict)
+    searched: dict = field(default_factory=dict)  # method -> {stage, seed, val_auc, trials, pruned}
+    methods: tuple = ()       # Table 2 / 4 rows restricted to these methods (empty: all)
 
     def __post_init__(self):
         self.root = resolve_path(self.root)
@@ -140,7 +150,7 @@ def renamed(job: Job, stage: str) -> Job:
 def method_run(method: str, sweep: Sweep, seed: int = 0, hard: bool = False, **extra) -> Job:
     """The job that trains ``method`` (npair, bpr, fnd, fnd-cl, or a baseline's name); a
     baseline's stage is its model's name, as 07_baselines names it."""
-    params = {"epochs": sweep.epochs, **extra}
+    params = {"epochs": sweep.epochs, **sweep.chosen.get(method, {}), **extra}
     suffix = "-hard" if hard else ""
     if hard:
         params["hard_fraction"] = 0.5
@@ -153,13 +163,23 @@ def method_run(method: str, sweep: Sweep, seed: int = 0, hard: bool = False, **e
     raise ValueError(f"method {method!r} is unknown; choose npair, bpr, fnd, fnd-cl or one of {baselines()}")
 
 
+def _only(methods: list[str], sweep: Sweep | None) -> list[str]:
+    return [m for m in methods if not sweep or not sweep.methods or m in sweep.methods]
+
+
 def table2_methods(sweep: Sweep | None = None) -> list[str]:
-    return ["npair", "bpr", "fnd", "fnd-cl", *baselines(sweep)]
+    return _only(["npair", "bpr", "fnd", "fnd-cl", *baselines(sweep)], sweep)
 
 
 def table4_methods(sweep: Sweep | None = None) -> list[str]:
     paper = ["npair", "fnd"] if sweep is not None and sweep.quick else ["npair", "bpr", "fnd", "fnd-cl"]
-    return [*paper, *(b for b in baselines(sweep) if personalized(b))]
+    return _only([*paper, *(b for b in baselines(sweep) if personalized(b))], sweep)
+
+
+def table_value(sweep: Sweep, method: str, name: str, default):
+    """The value of ``name`` that Table 2's ``method`` row trains with: the search's choice, else
+    ``default`` (the paper's)."""
+    return sweep.chosen.get(method, {}).get(name, default)
 
 
 def student_families(scale_preset: str) -> dict[str, str]:
@@ -190,7 +210,7 @@ def _table4(sweep: Sweep, seed: int) -> list[tuple[str, dict, Job]]:
 
 
 def _fig4(sweep: Sweep, seed: int) -> list[tuple[str, dict, Job]]:
-    default = PAPER_DEFAULTS["fixed"]["alpha"]
+    default = table_value(sweep, "fnd", "alpha", PAPER_DEFAULTS["fixed"]["alpha"])  # Table 2's FND row
     runs = [(m, {}, method_run(m, sweep, seed)) for m in ("npair", "bpr")]
     for alpha in (ALPHAS[1:2] if sweep.quick else ALPHAS):
         job = method_run("fnd", sweep, seed, alpha=alpha)
@@ -207,7 +227,8 @@ def _fig5(sweep: Sweep, seed: int) -> list[tuple[str, dict, Job]]:
             if a == b == "identity" or (sweep.quick and (a, b) not in QUICK_PAIRS):
                 continue  # two identical views teach nothing (paper Fig. 5 leaves it out)
             job = method_run("fnd-cl", sweep, seed, augmentations=f"{a},{b}")
-            if f"{a},{b}" != PAPER_DEFAULTS["fixed"]["augmentations"]:  # the default is Table 2's FND-CL
+            if f"{a},{b}" != table_value(sweep, "fnd-cl", "augmentations",
+                                         PAPER_DEFAULTS["fixed"]["augmentations"]):  # Table 2's FND-CL
                 job = renamed(job, f"contrastive-{a}-{b}")
             runs.append(("fnd-cl", {"view1": a, "view2": b}, job))
     return runs
@@ -293,9 +314,13 @@ def plan(names: Iterable[str], sweep: Sweep) -> list[Job]:
 # ------------------------------------------------------------------------------------------------
 # Running
 
-def run_sweep(names: Iterable[str], sweep: Sweep, progress: bool = True) -> pd.DataFrame:
+def run_sweep(names: Iterable[str], sweep: Sweep, progress: bool = True,
+              execute: Callable[[list[Job]], None] | None = None) -> pd.DataFrame:
     """Run every experiment in ``names`` for every seed (skipping finished runs), then write
-    ``results.csv`` and ``report.html``; returns the results table."""
+    ``results.csv`` and ``report.html``; returns the results table.
+
+    ``execute(jobs)``: another executor for the plan's jobs (:mod:`fndkit.search` hands them to the
+    study storage's workers, whose record replaces ``ledger.json``); by default :func:`run_plan`."""
     names = list(EXPERIMENTS) + list(fnlab.EXPERIMENTS) if list(names) == ["all"] else list(names)
     unknown = sorted(set(names) - set(EXPERIMENTS) - set(fnlab.EXPERIMENTS))
     if unknown:
@@ -316,9 +341,12 @@ def run_sweep(names: Iterable[str], sweep: Sweep, progress: bool = True) -> pd.D
         ledger[entry(job)] = job.key
         write_json(ledger_path, ledger)
 
-    todo = [j for j in plan(names, sweep) if not finished(j)]
     try:
-        run_plan(todo, via=sweep.via, workers=sweep.workers, progress=progress, on_done=done)
+        if execute is not None:
+            execute(plan(names, sweep))
+        else:
+            todo = [j for j in plan(names, sweep) if not finished(j)]
+            run_plan(todo, via=sweep.via, workers=sweep.workers, progress=progress, on_done=done)
     except JobError as exc:
         raise ExperimentError(str(exc)) from None
     results = collect(names, sweep)
@@ -372,9 +400,16 @@ def collect(names: Iterable[str], sweep: Sweep) -> pd.DataFrame:
                     continue
                 for protocol, values in m["test"].items():
                     rows += [{**base, "protocol": protocol, "metric": k, "value": values[k]} for k in METRICS]
-                for k in ("best_epoch", "epochs_run", "epoch_seconds", "params_inference"):
+                for k in ("best_epoch", "epochs_run", "epoch_seconds", "params_inference", "best_val_auc"):
                     if m.get(k) is not None:
                         rows.append({**base, "protocol": "-", "metric": k, "value": float(m[k])})
+    for method, values in sweep.chosen.items():  # the search's choice, named beside the numbers
+        if not sweep.methods or method in sweep.methods:
+            record = sweep.searched.get(method, {})
+            rows.append({"experiment": "search", "method": method, "stage": record.get("stage", ""),
+                         "parameters": json.dumps(values, sort_keys=True), "seed": record.get("seed", 0),
+                         "protocol": "validation", "metric": "val_auc",
+                         "value": record.get("val_auc", float("nan"))})
     return pd.DataFrame(rows, columns=["experiment", "method", "stage", "parameters", "seed", "protocol",
                                        "metric", "value"])
 
@@ -486,9 +521,18 @@ def _value(table: pd.DataFrame, experiment: str, method: str, protocol: str = "r
     return (float(hit["mean"].iloc[0]), float(hit["std"].iloc[0])) if len(hit) else None
 
 
+SIGNIFICANCE = 0.05  # the false discovery rate the claims' verdicts control (Benjamini–Hochberg)
+
+
 def claims(table: pd.DataFrame, tests: pd.DataFrame, sweep: Sweep) -> list[dict]:
-    """The paper's claims, each judged on this sweep's numbers."""
-    out = []
+    """The paper's claims, each judged on this sweep's numbers.
+
+    A claim with a paired test is "supported" when its difference has the claimed sign and its
+    Wilcoxon p-value, adjusted by Benjamini–Hochberg over every claim's test in this list
+    (``scipy.stats.false_discovery_control``), is below :data:`SIGNIFICANCE`: about 17 tests at
+    p < 0.05 each would otherwise find something by chance. Both p and the adjusted q are shown.
+    No claim selects anything by test numbers: Fig. 4's α is picked by validation AUC."""
+    out, pending = [], []
 
     def test_row(a, b, protocol):
         if tests.empty:
@@ -498,15 +542,11 @@ def claims(table: pd.DataFrame, tests: pd.DataFrame, sweep: Sweep) -> list[dict]
 
     def judge(claim, a_val, b_val, row):
         if a_val is None or b_val is None:
-            return out.append({"claim": claim, "verdict": "not run", "numbers": ""})
-        diff = a_val[0] - b_val[0]
-        p = row["wilcoxon_p"] if row is not None else float("nan")
-        verdict = ("supported" if diff > 0 and p < 0.05 else
-                   "direction only (not significant)" if diff > 0 else "not supported")
-        spread = len(sweep.seeds) > 1  # one seed has no spread to show
-        show = lambda v: f"{v[0]:.4f} ± {v[1]:.4f}" if spread else f"{v[0]:.4f}"  # noqa: E731
-        out.append({"claim": claim, "verdict": verdict,
-                    "numbers": f"{show(a_val)} vs {show(b_val)} (Δ {diff:+.4f}, Wilcoxon p = {p:.3g})"})
+            out.append({"claim": claim, "verdict": "not run", "numbers": ""})
+            return
+        p = float(row["wilcoxon_p"]) if row is not None else float("nan")
+        out.append({"claim": claim})
+        pending.append((len(out) - 1, a_val, b_val, p))
 
     judge("FND beats the N-pair student (Table 2, random negatives)", _value(table, "table2", "fnd"),
           _value(table, "table2", "npair"), test_row("student_fnd", "student_npair", "random"))
@@ -524,15 +564,45 @@ def claims(table: pd.DataFrame, tests: pd.DataFrame, sweep: Sweep) -> list[dict]
               _value(table, "table3", "student_fnd", "cold", parameters=par("w-avg")),
               _value(table, "table3", "student_fnd", "cold", parameters=par("avg")),
               test_row(f"student_fnd w-avg n={n}", f"student_fnd avg n={n}", "cold"))
-    fig4 = table[(table.experiment == "fig4") & (table.method == "fnd") & (table.metric == "auc")
-                 & (table.protocol == "random")]
-    if len(fig4):
+    ps = np.array([p for *_, p in pending], dtype=float)
+    qs = np.full(len(ps), np.nan)
+    finite = np.isfinite(ps)
+    if finite.any():
+        qs[finite] = false_discovery_control(ps[finite], method="bh")
+    spread = len(sweep.seeds) > 1  # one seed has no spread to show
+    show = lambda v: f"{v[0]:.4f} ± {v[1]:.4f}" if spread else f"{v[0]:.4f}"  # noqa: E731
+    for (i, a_val, b_val, p), q in zip(pending, qs):
+        diff = a_val[0] - b_val[0]
+        verdict = ("supported" if diff > 0 and q < SIGNIFICANCE else
+                   "direction only (not significant)" if diff > 0 else "not supported")
+        out[i].update(verdict=f"{verdict} (BH q = {q:.3g} over {int(finite.sum())} tests)" if np.isfinite(q)
+                      else f"{verdict} (no test)",
+                      numbers=f"{show(a_val)} vs {show(b_val)} (Δ {diff:+.4f}, Wilcoxon p = {p:.3g}, BH q = {q:.3g})")
+    fig4 = table[(table.experiment == "fig4") & (table.method == "fnd") & (table.metric == "best_val_auc")]
+    if len(fig4):  # α chosen on the student's validation half; its test AUC is then only reported
         best = fig4.loc[fig4["mean"].idxmax()]
+        test = _value(table, "fig4", "fnd", parameters=best.parameters)
         npair = _value(table, "fig4", "npair")
+        alpha = json.loads(best.parameters)["alpha"]
         out.append({"claim": "Some α > 1 beats α = 1 and N-pair (Fig. 4; the paper's best: 1.25 / 1.5)",
-                    "verdict": "best α = " + str(json.loads(best.parameters)["alpha"]),
-                    "numbers": f"best FND {best['mean']:.4f} vs N-pair {npair[0]:.4f}" if npair else ""})
+                    "verdict": f"α by validation AUC = {alpha}",
+                    "numbers": (f"validation AUC {best['mean']:.4f}; its test AUC {test[0]:.4f} vs N-pair "
+                                f"{npair[0]:.4f}" if test and npair else f"validation AUC {best['mean']:.4f}")})
     return out
+
+
+def chosen_table(sweep: Sweep) -> pd.DataFrame:
+    """One row per searched method: the values its validation search chose, the validation AUC
+    they reached (student's validation half, the search seed) and how many trials ran / were pruned."""
+    rows = []
+    for method, values in sweep.chosen.items():
+        if sweep.methods and method not in sweep.methods:
+            continue
+        record = sweep.searched.get(method, {})
+        rows.append({"method": method, "chosen": ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "-",
+                     "validation AUC": f"{record['val_auc']:.4f}" if "val_auc" in record else "",
+                     "trials (pruned)": f"{record.get('trials', '')} ({record.get('pruned', 0)})"})
+    return pd.DataFrame(rows, columns=["method", "chosen", "validation AUC", "trials (pruned)"])
 
 
 def figures(table: pd.DataFrame) -> list[tuple[str, go.Figure]]:
@@ -567,6 +637,13 @@ def figures(table: pd.DataFrame) -> list[tuple[str, go.Figure]]:
     return figs
 
 
+def search_plots(sweep: Sweep) -> list[tuple[str, str]]:
+    """Optuna's optimisation history and parameter importance per searched method, as HTML
+    (``fndkit.search`` leaves them in ``<folder>/search/<method>-*.html``)."""
+    folder = sweep.folder / "search"
+    return [(p.stem, p.read_text()) for p in sorted(folder.glob("*.html"))] if folder.is_dir() else []
+
+
 def write_report(results: pd.DataFrame, sweep: Sweep, info: dict) -> Path:
     """``report.html``: figures, mean ± std tables, paired tests and the claims."""
     table = summary(results)
@@ -575,7 +652,15 @@ def write_report(results: pd.DataFrame, sweep: Sweep, info: dict) -> Path:
              f"<p>Seeds {list(sweep.seeds)}, scale {sweep.scale}{' (quick)' if sweep.quick else ''}; "
              f"wall time of this call {info['wall_seconds']:.0f} s (all calls {info['wall_seconds_total']:.0f} s). "
              f"Mean ± std over seeds; Wilcoxon signed-rank tests over users' per-user AUC, pooled over seeds.</p>"]
-    parts.append("<h2>Claims</h2>" + pd.DataFrame(claims(table, tests, sweep)).to_html(index=False))
+    parts.append("<h2>Claims</h2><p>Verdicts at a false discovery rate of 5% (Benjamini–Hochberg over the "
+                 "claims' paired tests); no claim selects by test numbers.</p>"
+                 + pd.DataFrame(claims(table, tests, sweep)).to_html(index=False))
+    chosen = chosen_table(sweep)
+    if not chosen.empty:
+        parts.append("<h2>Hyper-parameters chosen on validation</h2><p>Each method's search over its declared "
+                     "space, trained on the training split and selected by validation AUC on the student's "
+                     "validation half (the test set is not read); the chosen point then trains on every "
+                     "seed.</p>" + chosen.to_html(index=False))
     first = True
     for name, fig in figures(table):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=first))
@@ -602,6 +687,10 @@ def write_report(results: pd.DataFrame, sweep: Sweep, info: dict) -> Path:
             first = False
     if not tests.empty:
         parts.append("<h2>Paired tests</h2>" + tests.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
+    plots = search_plots(sweep)  # Optuna's figures, written without plotly.js: the page's first copy serves them
+    if plots and first:
+        parts.append(go.Figure().to_html(full_html=False, include_plotlyjs=True))
+    parts += [f"<h3>Search: {name}</h3>" + html for name, html in plots]
     target = sweep.folder / "report.html"
     with atomic_path(target) as tmp:
         tmp.write_text("<html><head><meta charset='utf-8'><title>fndkit paper report</title></head><body>"
@@ -630,7 +719,12 @@ def results_markdown(results: pd.DataFrame, sweep: Sweep, info: dict, table: pd.
              f"calls. Mean ± std over seeds where there are several.", ""]
     if table.empty:
         return "\n".join(lines + ["No run has finished yet."])
-    lines += ["**The paper's claims on these numbers**", "",
+    chosen = chosen_table(sweep)
+    if not chosen.empty:
+        lines += ["**Hyper-parameters chosen by validation AUC** (student's validation half; test never read "
+                  "during the search)", "", markdown_table(chosen), ""]
+    lines += ["**The paper's claims on these numbers** (verdicts at 5% false discovery rate, "
+              "Benjamini–Hochberg)", "",
               markdown_table(pd.DataFrame(claims(table, tests, sweep), columns=["claim", "verdict", "numbers"])), ""]
     for name in paper:
         part = table[table.experiment == name]

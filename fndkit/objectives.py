@@ -120,6 +120,9 @@ class Objective:
     """Base class: ``__call__(model, batch) -> (loss, stats)``; override what you need."""
 
     name = "objective"
+    # TrainConfig field -> the values a validation search tries (paper §4.1.4: every method "with
+    # their optimal hyper-parameters searched via the validation set"); fndkit.search reads it
+    search_space: dict[str, list] = {}
 
     def __call__(self, model: OutfitModel, batch: TrainBatch) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
@@ -143,6 +146,8 @@ class NPair(Objective):
     """N-pair loss, eq. (10), over the batch's shared negatives."""
 
     name = "npair"
+    # τ is the paper's (0.1, shared with FND); the learning rate it leaves open
+    search_space = {"lr": [0.003, 0.01, 0.03]}
 
     def __init__(self, tau: float = 0.1):
         self.tau = tau
@@ -157,6 +162,8 @@ class BPR(Objective):
     """BPR with temperature ("for fairness", paper §4.1.3) over every positive-negative pair."""
 
     name = "bpr"
+    # the temperature "for fairness" (§4.1.3) is this loss's own knob
+    search_space = {"tau": [0.05, 0.1, 0.2, 0.5]}
 
     def __init__(self, tau: float = 0.1):
         self.tau = tau
@@ -223,6 +230,8 @@ class FND(Objective):
     """
 
     name = "fnd"
+    # α, Fig. 4's grid: at the demo teacher's margins 1.25 flattens the softmax (issue 22)
+    search_space = {"alpha": [1.0, 1.25, 1.5, 2.0, 2.5, 3.0]}
 
     def __init__(self, teacher: TeacherSignal, alpha: float = 1.25, tau: float = 0.1, truth=None):
         self.teacher, self.alpha, self.tau, self.truth = teacher, alpha, tau, truth
@@ -337,6 +346,11 @@ class WithContrastive(Objective):
     The views pass the item CNN in the same call as the positives and negatives; the projection
     head g (``model.projection``) maps their outfit vectors to the contrastive space.
     """
+
+    # λ and the augmentation pair (eq. 19; Fig. 5's pairs); the base objective's space comes on top
+    search_space = {"lam": [0.1, 0.2, 0.5],
+                    "augmentations": ["erase,erase", "erase,replace", "replace,replace", "identity,erase",
+                                      "identity,replace"]}
 
     def __init__(self, base: Objective, lam: float, pair: tuple[str, str], tau_cl: float = 0.1,
                  neighbours: np.ndarray | None = None, seed: int = 0):

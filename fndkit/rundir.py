@@ -741,3 +741,24 @@ def check_same_dataset(payload: dict, dataset: OutfitDataset, where: Any) -> Non
 
 __all__ = ["RunFolder", "StageError", "StageBusy", "StageClaim", "StageStatus", "DatasetError", "project_root",
            "resolve_path", "check_same_dataset", "check_overwrite"]
+
+
+def claim_holder(folder: str | os.PathLike) -> dict | None:
+    """The claim on stage folder ``folder`` (host, pid, since, heartbeat …) with ``stale``: why it
+    is abandoned (a dead pid on this host, a lapsed lease elsewhere) or None while its holder
+    lives; None when the folder is not claimed. Other modules' stale-work rules use it (the
+    search's queue, :mod:`fndkit.search`)."""
+    try:
+        return _holder(Path(folder))
+    except StageError:  # a claim file being written right now: its holder lives
+        return {"stale": None}
+
+
+def process_alive(pid: int, start: str | None) -> bool:
+    """Whether ``pid`` on this host still runs and is the process that started at ``start``."""
+    return _pid_alive(pid, start)
+
+
+def process_start(pid: int) -> str | None:
+    """``pid``'s start time on this host (clock ticks after boot), None without ``/proc``."""
+    return _process_start(pid)

@@ -13,7 +13,12 @@ Everything around the loop is a callback that receives the :class:`Trainer`:
 - :class:`Checkpoint` — ``checkpoint.pt`` (best by validation AUC), ``history.json``;
 - :class:`EarlyStopping` — stop after ``patience`` epochs without a better validation AUC;
 - :class:`ProgressLog` — one line per epoch;
-- :class:`Snapshots` (opt-in) — the weights after chosen epochs.
+- :class:`Snapshots` (opt-in) — the weights after chosen epochs;
+- :class:`TensorBoardLog` (opt-in) — each epoch's scalars and, at the end, the hyper-parameters
+  with the final metrics, as TensorBoard event files under the stage folder.
+
+A hyper-parameter search adds its own callback (``fndkit.search`` reports validation AUC to an
+Optuna trial and stops a pruned one through ``trainer.should_stop``): ``fit`` knows no search engine.
 
 Resume state is one :class:`TrainState` (epoch, best, history, optimizer, scheduler, objective and
 every RNG state) that ``fit`` saves in ``last.pt`` after each epoch's callbacks; ``fit(...,
@@ -113,6 +118,10 @@ class Callback:
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
         pass
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        """After the last epoch (also when a callback stopped the run), before the best weights
+        are loaded back."""
 
 
 @dataclass
@@ -239,6 +248,52 @@ class Snapshots(Callback):
                             metrics={"val_auc": t.record.get("val_auc"), "epoch": epoch})
 
 
+class TensorBoardLog(Callback):
+    """TensorBoard event files in ``log_dir`` (the stage folder, so ``tensorboard --logdir <run
+    folder>`` shows every stage): per epoch every number of the record under ``train/`` (loss,
+    FND's flagged fraction and flag precision / recall where the objective reports them …) and
+    ``val/`` (validation AUC, NDCG) plus ``lr``; at the end the run's hyper-parameters with its
+    final metrics (best validation AUC, best epoch) for the HParams tab. A resumed run appends to
+    the same folder (TensorBoard shows the steps once: it keeps the latest event per step)."""
+
+    VAL_KEYS = {"val_auc": "val/auc", "val_ndcg_lpae": "val/ndcg_lpae"}
+    SKIP = {"epoch", "seconds", "lr"}
+    HPARAMS = ("model", "loss", "backbone", "lr", "batch_size", "tau", "alpha", "lam", "tau_cl",
+               "augmentations", "hard_fraction", "negatives", "epochs", "seed")
+
+    def __init__(self, log_dir: str | Path):
+        self.log_dir, self.writer = Path(log_dir), None
+
+    def on_fit_start(self, t):
+        if distributed.is_main():
+            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package: opt-in
+
+            self.writer = SummaryWriter(log_dir=str(self.log_dir))
+
+    def on_epoch_end(self, t):
+        if self.writer is None:
+            return
+        epoch = t.record["epoch"]
+        for key, value in t.record.items():
+            if key in self.SKIP or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            self.writer.add_scalar(self.VAL_KEYS.get(key, f"train/{key}"), value, epoch)
+        self.writer.add_scalar("lr", t.optimizer.param_groups[0]["lr"], epoch)
+        self.writer.flush()
+
+    def on_fit_end(self, t):
+        if self.writer is None:
+            return
+        cfg = t.cfg.to_dict()
+        hparams = {k: cfg[k] for k in self.HPARAMS if k in cfg and isinstance(cfg[k], (int, float, str, bool))}
+        final = {"hparam/best_val_auc": float(t.state.best_metric), "hparam/best_epoch": float(t.state.best_epoch),
+                 "hparam/epochs_run": float(len(t.state.history))}
+        # run_name=".": the hparams event beside the scalars, not in a sub-folder per call
+        self.writer.add_hparams(hparams, final, run_name=".")
+        self.writer.close()
+        self.writer = None
+
+
 def default_callbacks(progress: bool = True) -> list[Callback]:
     """Validate → PlateauLR → Checkpoint → EarlyStopping (→ ProgressLog): the order matters."""
     return [Validate(), PlateauLR(), Checkpoint(), EarlyStopping()] + ([ProgressLog()] if progress else [])
@@ -277,6 +332,8 @@ def fit(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir: s
         epoch += 1
         if t.should_stop:
             break
+    for cb in callbacks:
+        cb.on_fit_end(t)
     best = load_checkpoint(t.out_dir / "checkpoint.pt", map_location=device)
     model.load_state_dict(best["state_dict"])
     state = t.state

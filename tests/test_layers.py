@@ -25,7 +25,7 @@ LAYERS = [
     {"fndkit.viz", "fndkit.report", "fndkit.progress"},
     {"fndkit.jobs"},                                  # Job, the stages' Params by kind, run_plan
     {"fndkit.pipeline", "fndkit.experiments", "fndkit.bench", "fndkit.bench_jpeg", "fndkit.run",
-     "fndkit.fnlab", "fndkit.distill"},                                 # plan builders
+     "fndkit.fnlab", "fndkit.distill", "fndkit.search"},  # plan builders (search: spaces, the study-storage queue)
     {"fndkit.__main__"},                              # the command line
 ]
 

@@ -20,7 +20,7 @@ from ..models.registry import MODELS, model_class
 from ..objectives import NEEDS_TEACHER, OBJECTIVES, make_objective, prepare_teacher
 from ..repro import resolve_device, seed_everything
 from ..rundir import RunFolder, StageStatus, resolve_path
-from ..train import Callback, Snapshots, build_model, fit
+from ..train import Callback, Snapshots, TensorBoardLog, build_model, fit
 from .params import StageParams
 
 FLAG_KEYS = ("flagged_fraction", "flag_precision", "flag_recall", "true_fn_fraction")
@@ -204,7 +204,8 @@ def plan_stage(kind: str, params: dict) -> StagePlan:
 def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: str | None = None,
         autoencoder_dir: str | None = None, overwrite: bool = False, progress: bool = True,
         callbacks: Iterable[Callback] = (), snapshot_epochs: Iterable[int] = (),
-        budget_epochs: int | None = None, claim_timeout: float | None = None) -> dict:
+        budget_epochs: int | None = None, claim_timeout: float | None = None, evaluate_test: bool = True,
+        tensorboard: bool = False) -> dict:
     """Train (or reuse) one model into ``run_dir/stage`` and return its metrics.
 
     Writes ``config.json``, ``checkpoint.pt`` (best by validation AUC), ``last.pt``,
@@ -217,6 +218,12 @@ def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: s
     the same run (the trajectory up to it is the same), beside the converged one.
     claim_timeout: how long to wait while another process trains the same stage folder (None: as
     long as it trains; 0: refuse at once); see :mod:`fndkit.rundir`.
+    evaluate_test: False for a hyper-parameter search's trial — the model is selected on validation
+    only, so the test candidates are never scored (``metrics["test"]`` is empty, no
+    ``per_user_auc.json``; the folder's config records it, so a later run that wants test numbers
+    does not reuse it by mistake).
+    tensorboard: also write the epochs' scalars and the hyper-parameters as TensorBoard events
+    under the stage folder (:class:`fndkit.train.TensorBoardLog`).
     """
     check_names(cfg)
     if isinstance(snapshot_epochs, (str, bytes)) or not isinstance(snapshot_epochs, (list, tuple, range)):
@@ -231,6 +238,8 @@ def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: s
               "teacher_dir": str(teacher_dir) if teacher_dir else None,
               "autoencoder_dir": str(autoencoder_dir) if autoencoder_dir else None,
               "dataset_fingerprint": ds.fingerprint()}
+    if not evaluate_test:  # only then: the configs of every earlier stage stay as they were
+        config["evaluate_test"] = False
     # under torchrun rank 0 decides (reuse / refuse / resume) and prepares the folder; all follow
     # (and claims the folder: another process asking for this stage waits until end_stage)
     status, finished = distributed.run_on_main(run.begin_stage, stage, config, overwrite=overwrite,
@@ -238,8 +247,11 @@ def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: s
     if finished is not None:
         return finished
     try:
+        callbacks = list(callbacks)
+        if tensorboard:
+            callbacks.append(TensorBoardLog(run.stage_dir(stage)))
         return _train(run, ds, stage, cfg, status, teacher_dir, autoencoder_dir, progress, callbacks,
-                      snapshot_epochs, budget_epochs)
+                      snapshot_epochs, budget_epochs, evaluate_test)
     except BaseException:  # bad input, a full disk, Ctrl-C: a stage without a finished epoch leaves nothing
         if distributed.is_main():
             run.discard_unfinished(stage)
@@ -250,7 +262,7 @@ def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: s
 
 def _train(run: RunFolder, ds, stage: str, cfg: TrainConfig, status: StageStatus, teacher_dir, autoencoder_dir,
            progress: bool, callbacks: Iterable[Callback], snapshot_epochs: Iterable[int],
-           budget_epochs: int | None) -> dict:
+           budget_epochs: int | None, evaluate_test: bool = True) -> dict:
     """:func:`run` once the stage folder is ready: load the teacher, fit (resuming from last.pt when
     ``status`` is PARTIAL), evaluate, write the metrics."""
     device = resolve_device(cfg.device)
@@ -276,9 +288,9 @@ def _train(run: RunFolder, ds, stage: str, cfg: TrainConfig, status: StageStatus
     metrics = {"stage": stage, "model": cfg.model, "loss": cfg.loss, "backbone": cfg.backbone,
                "personalized": bool(model.personalized), "params": n_params,
                "params_inference": n_params - (count_parameters(projection) if projection is not None else 0),
-               "test": evaluate(model, ds, split="test", device=device, per_user=True),
+               "test": evaluate(model, ds, split="test", device=device, per_user=True) if evaluate_test else {},
                # synthetic data: the same lists without their true false negatives (empty otherwise)
-               "test_clean": evaluate_clean(model, ds, split="test", device=device),
+               "test_clean": evaluate_clean(model, ds, split="test", device=device) if evaluate_test else {},
                "best_epoch": result["best_epoch"], "best_val_auc": result["best_val_auc"],
                "epochs_run": len(result["history"]), "epoch_seconds": result["epoch_seconds"],
                "stopped_early": result["stopped_early"], "device": device, "world_size": distributed.world_size(),
@@ -286,12 +298,15 @@ def _train(run: RunFolder, ds, stage: str, cfg: TrainConfig, status: StageStatus
     for key in FLAG_KEYS:
         if key in result["history"][-1]:
             metrics[key] = float(np.mean([h[key] for h in result["history"]]))
-    if budget_epochs is not None:
+    if not evaluate_test:
+        metrics["test_evaluated"] = False
+    if budget_epochs is not None and evaluate_test:
         metrics["budget"] = _budget_metrics(run, stage, budget_epochs, result, metrics, ds, device)
     # per-user AUC beside the metrics (paired tests between models), not inside them
     per_user = {p: m.pop("per_user_auc") for p, m in metrics["test"].items()}
     if distributed.is_main():
-        write_json(run.path(stage, "per_user_auc.json"), per_user)
+        if evaluate_test:
+            write_json(run.path(stage, "per_user_auc.json"), per_user)
         run.write_metrics(stage, metrics)
     distributed.barrier()
     return metrics
@@ -428,7 +443,9 @@ class BaselineParams(_TrainingParams):
 PARAMS = {p.kind: p for p in (TeacherParams, StudentParams, ContrastiveParams, BaselineParams)}
 
 
-def execute(params: _TrainingParams, progress: bool = True, callbacks: Iterable[Callback] = ()) -> dict:
-    """A training notebook's work for ``params``: seed, plan the stage, train (or reuse) it."""
+def execute(params: _TrainingParams, progress: bool = True, callbacks: Iterable[Callback] = (),
+            **run_options) -> dict:
+    """A training notebook's work for ``params``: seed, plan the stage, train (or reuse) it.
+    ``run_options``: further :func:`run` arguments (``evaluate_test``, ``tensorboard``)."""
     seed_everything(params.seed)
-    return params.plan().run(progress=progress, callbacks=callbacks)
+    return params.plan().run(progress=progress, callbacks=callbacks, **run_options)

@@ -157,6 +157,7 @@ NOTEBOOK_CASES = [
     ("00_data", "variable_size", "no", None),
     ("00_data", "taste_breadth", "abc", None),
     ("00_data", "decode", "sometimes", None),
+    ("00_data", "appearance", "shiny", None),
     ("00_data", "image_size", 8, None),
     ("00_data", "cold_subset", "99", None),
     ("00_data", "seed", "abc", None),

@@ -104,7 +104,7 @@ def test_memory_and_table(result):
 def test_cli_writes_json_and_prints_the_tables(cli_run):
     saved, printed, out = cli_run
     assert saved["scale"] == "tiny" and saved["device"] == "cpu"
-    assert saved["command"] == ("python -m fndkit.bench --scale tiny --device cpu --users 2 --steps 2 "
+    assert saved["command"] == ("python -m fndkit bench --scale tiny --device cpu --users 2 --steps 2 "
                                 f"--warmup 1 --out {out}")
     assert bench.format_tables(saved) in printed and f"written: {out}" in printed
 

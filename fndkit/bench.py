@@ -523,12 +523,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = resolve_path(args.out) if args.out else default_out(args.scale, result["device"])
+    return _write_result(result, args.out, args.scale, format_tables(result), argv)
+
+
+def _write_result(result: dict, out: str | None, scale: str, tables: str, argv: list[str] | None) -> int:
+    """Write the bench's JSON (with the command that made it) and print its tables."""
+    path = resolve_path(out) if out else default_out(scale, result["device"])
     result["command"] = "python -m fndkit bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_json(out, result)
+    write_json(path, result)
     print()
-    print(format_tables(result))
-    print(f"\nwritten: {out}")
+    print(tables)
+    print(f"\nwritten: {path}")
     return 0
 
 
@@ -540,13 +545,7 @@ def _main_jpeg(args, argv: list[str] | None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = resolve_path(args.out) if args.out else default_out(JPEG_SCALE, result["device"])
-    result["command"] = "python -m fndkit bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_json(out, result)
-    print()
-    print(format_jpeg_tables(result))
-    print(f"\nwritten: {out}")
-    return 0
+    return _write_result(result, args.out, JPEG_SCALE, format_jpeg_tables(result), argv)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,19 @@ def score_rows_by_user(model: OutfitModel, dataset: OutfitDataset, users: np.nda
     return scores
 
 
+def scored_candidates(model: OutfitModel, dataset: OutfitDataset, split: str, protocols: tuple[str, ...],
+                      device: str = "cpu") -> list[tuple[str, object, np.ndarray]]:
+    """(protocol, candidate set, scores) for each protocol of ``split`` the dataset has, one
+    item-feature cache serving them all. Collective under torchrun."""
+    keys = [f"{split}/{p}" for p in protocols if f"{split}/{p}" in dataset.candidates]
+    if not keys:
+        return []
+    cache = shared_item_cache(model, dataset, np.concatenate([dataset.candidates[k].items for k in keys]), device)
+    return [(key.split("/")[1], dataset.candidates[key],
+             score_rows_by_user(model, dataset, dataset.candidates[key].user, dataset.candidates[key].items,
+                                device, cache)) for key in keys]
+
+
 def evaluate(model: OutfitModel, dataset: OutfitDataset, split: str = "test",
              protocols: tuple[str, ...] = ("random", "hard"), device: str = "cpu",
              per_user: bool = False) -> dict:
@@ -91,15 +104,8 @@ def evaluate(model: OutfitModel, dataset: OutfitDataset, split: str = "test",
     Under torchrun every process must call it: the work is split (:func:`shared_item_cache`,
     :func:`score_rows_by_user`) and every process returns the same metrics.
     """
-    keys = [f"{split}/{p}" for p in protocols if f"{split}/{p}" in dataset.candidates]
-    if not keys:
-        return {}
-    cache = shared_item_cache(model, dataset, np.concatenate([dataset.candidates[k].items for k in keys]), device)
     out = {}
-    for key in keys:
-        protocol = key.split("/")[1]
-        cand = dataset.candidates[key]
-        scores = score_rows_by_user(model, dataset, cand.user, cand.items, device, cache)
+    for protocol, cand, scores in scored_candidates(model, dataset, split, protocols, device):
         out[protocol] = ranking_metrics_all(cand.user, scores, cand.label)
         if per_user:
             users, aucs = per_user_auc(cand.user, scores, cand.label)
@@ -116,14 +122,8 @@ def evaluate_clean(model: OutfitModel, dataset: OutfitDataset, split: str = "tes
     Collective under torchrun, like :func:`evaluate`."""
     if dataset.truth is None:
         return {}
-    keys = [f"{split}/{p}" for p in protocols if f"{split}/{p}" in dataset.candidates]
-    if not keys:
-        return {}
-    cache = shared_item_cache(model, dataset, np.concatenate([dataset.candidates[k].items for k in keys]), device)
     out = {}
-    for key in keys:
-        cand = dataset.candidates[key]
-        scores = score_rows_by_user(model, dataset, cand.user, cand.items, device, cache)
+    for protocol, cand, scores in scored_candidates(model, dataset, split, protocols, device):
         false_negative = dataset.truth.is_false_negative(cand.user, cand.items)
-        out[key.split("/")[1]] = ranking_metrics_clean(cand.user, scores, cand.label, false_negative)
+        out[protocol] = ranking_metrics_clean(cand.user, scores, cand.label, false_negative)
     return out

@@ -31,7 +31,7 @@ def test_runs_and_refuses_to_overwrite(tmp_path):
     with pytest.raises(PipelineError, match="finished run.*--force"):
         run_chain(run_dir, [data_job(seed=1)], progress=False)
     assert json.loads((run_dir / "data" / "dataset.json").read_text())["meta"]["data_config"]["seed"] == 0
-    run_chain(run_dir, [data_job(seed=1)], force=True, progress=False)
+    run_chain(run_dir, [data_job(seed=1)], force=True, progress=False, via="process")  # no kernel needed
     assert json.loads((run_dir / "data" / "dataset.json").read_text())["meta"]["data_config"]["seed"] == 1
 
 

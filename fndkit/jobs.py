@@ -274,7 +274,7 @@ def run_plan(jobs: Iterable[Job], via: str = "process", workers: int = 1, time_l
     return _run_pool(plan, via, workers, time_limit, progress, on_failure, on_done)
 
 
-def _waits(job: Job, plan: list[Job], ended: set[str], ok: set[str]) -> bool:
+def _waits(job: Job, plan: list[Job], ended: set[str]) -> bool:
     """Whether a job of a lower rank in ``job``'s folder has not ended yet."""
     return any(other.run_dir == job.run_dir and RANK[other.kind] < RANK[job.kind] and other.key not in ended
                for other in plan)
@@ -369,7 +369,7 @@ def _run_pool(plan, via, workers, time_limit, progress, on_failure, on_done) -> 
             if j.key not in ended and j.key not in running and _blocked(j, plan, ended, ok):
                 ended.add(j.key)
                 blocked.append(j)
-        free = [j for j in plan if j.key not in ended and j.key not in running and not _waits(j, plan, ended, ok)]
+        free = [j for j in plan if j.key not in ended and j.key not in running and not _waits(j, plan, ended)]
         return sorted(free, key=lambda j: (j.seed, order[j.key]))  # lowest seed first: whole seeds
 
     stopping = False

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import resource
@@ -54,6 +55,7 @@ from . import objectives as objectives_module
 from .artifacts import write_json
 from .bench_jpeg import format_jpeg_tables, run_jpeg_bench
 from .config import SCALE_PRESETS, SCALES, TrainConfig, train_config
+from .models.backbones import student_families
 from .data.datasets import make_loader
 from .data.release_fixture import POLYVORE630
 from .data.sampling import NegativeSampler, attach_candidates
@@ -524,6 +526,53 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return _write_result(result, args.out, args.scale, format_tables(result), argv)
+
+
+def table5_record(folder: str | os.PathLike, run_dirs: list, device: str = "auto", repeats: int = 10) -> Path:
+    """Table 5 as a bench record: per seed's run folder, the parameters, the time to score every
+    user's test candidates (mean and sd of ``repeats`` runs, item features cached; CUDA-synchronised)
+    and the peak GPU memory, for the teacher and the XS / S / M students (untrained: timing only).
+    Written to ``<folder>/table5.json`` in the results schema; :func:`fndkit.results.collect` reads it."""
+    from .evaluate import evaluate
+    from .models.backbones import count_parameters
+    from .rundir import RunFolder
+
+    dev = resolve_device(device)
+    rows = []
+    for run_dir in run_dirs:
+        run = RunFolder(run_dir)
+        if not run.has_data():
+            continue
+        ds = run.dataset()
+        seed = int(run.root.name.removeprefix("seed")) if run.root.name.removeprefix("seed").isdigit() else 0
+        for size, backbone in student_families(run.preset_name()).items():
+            torch.manual_seed(0)
+            model = build_model("recommender", backbone=backbone, n_users=ds.n_users, dim=128, heads=8).to(dev).eval()
+            seconds = []
+            if dev.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            for _ in range(repeats):
+                _sync(dev)
+                t0 = time.perf_counter()
+                evaluate(model, ds, split="test", device=dev)
+                _sync(dev)
+                seconds.append(time.perf_counter() - t0)
+            peak = torch.cuda.max_memory_allocated() / 2 ** 20 if dev.startswith("cuda") else float("nan")
+            base = {"experiment": "table5", "method": size, "stage": backbone, "run_dir": str(run.root), "seed": seed,
+                    "params": "{}", "shown": json.dumps({"size": size, "backbone": backbone}), "protocol": "-",
+                    "list": "-"}
+            rows += [{**base, "metric": "params", "value": float(count_parameters(model))},
+                     {**base, "metric": "score_seconds_mean", "value": float(np.mean(seconds))},
+                     {**base, "metric": "score_seconds_sd", "value": float(np.std(seconds))},
+                     {**base, "metric": "peak_gpu_mib", "value": peak}]
+    path = Path(folder) / "table5.json"
+    write_json(path, {"device": dev, "repeats": repeats, "rows": rows})
+    return path
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def _write_result(result: dict, out: str | None, scale: str, tables: str, argv: list[str] | None) -> int:

@@ -121,7 +121,7 @@ class Objective:
 
     name = "objective"
     # TrainConfig field -> the values a validation search tries (paper §4.1.4: every method "with
-    # their optimal hyper-parameters searched via the validation set"); fndkit.search reads it
+    # their optimal hyper-parameters searched via the validation set"); fndkit.plans.search reads it
     search_space: dict[str, list] = {}
 
     def __call__(self, model: OutfitModel, batch: TrainBatch) -> tuple[torch.Tensor, dict]:

@@ -30,7 +30,7 @@ from typing import Iterator, TextIO
 
 from .rundir import RunFolder
 
-# Seconds per notebook of one `python -m fndkit.pipeline --scale demo` run (2-core CPU shared with
+# Seconds per notebook of one `python -m fndkit chain --scale demo` run (2-core CPU shared with
 # other jobs, 16 min in all; see the README). Only their proportions matter: the chain's estimate
 # scales them by how fast this machine ran the notebooks already finished.
 REFERENCE_SECONDS: dict[str, dict[str, float]] = {

@@ -747,7 +747,7 @@ def claim_holder(folder: str | os.PathLike) -> dict | None:
     """The claim on stage folder ``folder`` (host, pid, since, heartbeat …) with ``stale``: why it
     is abandoned (a dead pid on this host, a lapsed lease elsewhere) or None while its holder
     lives; None when the folder is not claimed. Other modules' stale-work rules use it (the
-    search's queue, :mod:`fndkit.search`)."""
+    search's queue, :mod:`fndkit.plans.study`)."""
     try:
         return _holder(Path(folder))
     except StageError:  # a claim file being written right now: its holder lives

@@ -17,7 +17,7 @@ Everything around the loop is a callback that receives the :class:`Trainer`:
 - :class:`TensorBoardLog` (opt-in) — each epoch's scalars and, at the end, the hyper-parameters
   with the final metrics, as TensorBoard event files under the stage folder.
 
-A hyper-parameter search adds its own callback (``fndkit.search`` reports validation AUC to an
+A hyper-parameter search adds its own callback (``fndkit.plans.study`` reports validation AUC to an
 Optuna trial and stops a pruned one through ``trainer.should_stop``): ``fit`` knows no search engine.
 
 Resume state is one :class:`TrainState` (epoch, best, history, optimizer, scheduler, objective and

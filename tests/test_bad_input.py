@@ -44,10 +44,11 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 from test_polyvore import COLD_USERS, MAIN_USERS, Release, write_lmdb, write_subset
 
-from fndkit import jobs as pipeline_jobs
-from fndkit import pipeline, stages
+from fndkit.plans import execute as pipeline_jobs
+from fndkit import cli, stages
+from fndkit.plans import chain as pipeline
 from fndkit.config import DataConfig
-from fndkit.pipeline import NOTEBOOK_DIR
+from fndkit.plans.execute import NOTEBOOK_DIR
 from fndkit.stages import training
 from fndkit.train import Callback
 
@@ -489,7 +490,7 @@ def ctrl_c(where: str):
         ctx.monkeypatch.setattr(pipeline, "write_report", lambda run_dir: None)
         steps = [job for job in pipeline.default_chain("tiny") if job.label in ("00_data", "02_teacher")]
         ctx.monkeypatch.setattr(pipeline, "default_chain", lambda scale, seed=0, run_dir=None: steps)
-        code = pipeline.main(["--run-dir", str(ctx.run / "chain"), "--scale", "tiny"])
+        code = cli.main(["chain", "--run-dir", str(ctx.run / "chain"), "--scale", "tiny"])
         assert code == 130
         pipeline.run_chain(ctx.run / "chain2", steps, progress=False)  # the exception main() turns into 130
 
@@ -498,7 +499,7 @@ def ctrl_c(where: str):
         assert record["status"] == "interrupted" and record["interrupted"]["step"] == "02_teacher"
         assert [s["label"] for s in record["steps"]] == ["00_data"]
         ctx.notes["resumed"] = True
-        assert pipeline.main(["--run-dir", str(ctx.run / "chain"), "--scale", "tiny"]) == 0
+        assert cli.main(["chain", "--run-dir", str(ctx.run / "chain"), "--scale", "tiny"]) == 0
         assert json.loads((ctx.run / "chain" / "pipeline.json").read_text())["status"] == "finished"
         assert ctx.notes["calls"] == ["00_data", "00_data", "00_data", "02_teacher"]
 

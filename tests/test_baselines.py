@@ -26,7 +26,7 @@ from fndkit.metrics import ranking_metrics_all
 from fndkit.models.contract import ItemFeatureCache, make_image_fn
 from fndkit.models.registry import MODELS, build_model, load_model, model_from_config
 from fndkit.objectives import OBJECTIVES, TrainBatch, make_objective
-from fndkit.pipeline import NOTEBOOK_DIR
+from fndkit.plans.execute import NOTEBOOK_DIR
 from fndkit.rundir import RunFolder, StageError
 from fndkit.stages import training
 from fndkit.stages.cold_start import cold_setup, held_out_rows, run as run_cold_start, table3

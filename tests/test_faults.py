@@ -40,7 +40,8 @@ import numpy as np
 import pytest
 import torch
 
-from fndkit import pipeline, stages
+from fndkit import cli, stages
+from fndkit.plans import chain as pipeline
 from fndkit.artifacts import load_checkpoint, write_json
 from fndkit.config import DataConfig
 from fndkit.rundir import CLAIM_FILE, RunFolder
@@ -143,7 +144,7 @@ class Children:
         # fndkit, torch … imported once, in the server. Python 3.11's forkserver ignores the parent's
         # sys.path, so this test module (in tests/) is found there only from that folder; the fndkit
         # modules always are (else every child imported torch again: several seconds each)
-        self.ctx.set_forkserver_preload([__name__, "fndkit.stages", "fndkit.pipeline"])
+        self.ctx.set_forkserver_preload([__name__, "fndkit.stages", "fndkit.plans.chain"])
         self.log_dir = log_dir
 
     def start(self, run_dir, seed=0, pauses=(), marker_dir=None, name="child", stop_after=None):
@@ -396,7 +397,7 @@ def test_early_stop_survives_a_kill_before_the_metrics(runs, tmp_path):
 def test_seed_reaches_every_notebook():
     assert all(job.params.seed == 3 for job in pipeline.default_chain("tiny", seed=3))
     assert all(job.params.seed == 0 for job in pipeline.default_chain("tiny"))
-    assert pipeline.main(["--seed", "-1"]) == 2
+    assert cli.main(["chain", "--seed", "-1"]) == 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,7 +405,7 @@ def test_seed_reaches_every_notebook():
 
 
 def chain_command(run_dir: Path, seed: int = 0, only: str = "") -> list[str]:
-    cmd = [sys.executable, "-m", "fndkit.pipeline", "--run-dir", str(run_dir), "--scale", "tiny", "--seed", str(seed)]
+    cmd = [sys.executable, "-m", "fndkit", "chain", "--run-dir", str(run_dir), "--scale", "tiny", "--seed", str(seed)]
     return cmd + (["--only", only] if only else [])
 
 
@@ -415,7 +416,7 @@ def metrics_of(run_dir: Path) -> dict:
 @pytest.mark.slow
 @pytest.mark.notebook
 def test_papermill_chain_ctrl_c_continue_and_seeds(tmp_path):
-    """`python -m fndkit.pipeline --scale tiny` (what `make demo` runs): a Ctrl-C to the whole
+    """`python -m fndkit chain --scale tiny` (what `make demo` runs): a Ctrl-C to the whole
     process group (as a terminal sends it) while 02_teacher trains stops the chain with exit
     code 130 and status "interrupted"; the same command continues it, and the run ends with the
     same metrics.json files as an uninterrupted chain with the same seed. Seed 1 differs.

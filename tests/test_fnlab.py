@@ -20,7 +20,7 @@ from fndkit.losses import fnd_loss, npair_loss, npair_loss_excluding
 from fndkit.models.contract import OutfitModel, make_image_fn
 from fndkit.objectives import (FND, FNDMagnitude, FNDSign, OracleDrop, OraclePull, TrainBatch,
                                batch_false_negatives, make_objective, prepare_teacher)
-from fndkit.pipeline import NOTEBOOK_DIR
+from fndkit.plans.execute import NOTEBOOK_DIR
 from fndkit.rundir import RunFolder, StageError
 from fndkit.stages import data as data_stage
 from fndkit.stages import false_negatives as fn

@@ -6,9 +6,10 @@ import json
 import papermill as pm
 import pytest
 
-from fndkit import jobs
 from fndkit.config import DataConfig
-from fndkit.jobs import NOTEBOOK_DIR, STAGES, Job, JobError, params_for, run_plan
+from fndkit.plans import execute as jobs
+from fndkit.plans.execute import KINDS, NOTEBOOK_DIR, Job, JobError, Local, params_for, run_plan
+from fndkit.plans.study import Study
 from fndkit.rundir import RunFolder
 from fndkit.stages import autoencoder, cold_start, data, false_negatives, pretrain, training
 from fndkit.viz import explorer
@@ -68,14 +69,14 @@ def _what_reaches_the_stage(monkeypatch, params) -> str:
         monkeypatch.setattr(pretrain, "resolve_device", lambda device: device)  # "auto" stays visible
     monkeypatch.setattr(module, name, _explorer_capture if params.kind == "explorer" else _capture)
     with pytest.raises(Captured) as caught:
-        STAGES[params.kind][1](params, progress=False)
+        KINDS[params.kind].execute(params, progress=False)
     return json.dumps(caught.value.call, sort_keys=True, default=lambda o: repr(getattr(o, "__dict__", o)))
 
 
-@pytest.mark.parametrize("kind", sorted(STAGES))
+@pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_params_field_reaches_the_stage(kind, tiny_data, monkeypatch):
     """Change one field at a time: what the stage receives must change (a dropped field fails)."""
-    cls = STAGES[kind][0]
+    cls = KINDS[kind].params
     base = cls(run_dir=str(tiny_data.root))
     reference = _what_reaches_the_stage(monkeypatch, base)
     for name in cls.field_names():
@@ -152,9 +153,108 @@ def test_failed_prerequisite_blocks_its_folder_only(tmp_path, monkeypatch):
         run_plan(plan, progress=False, on_failure="stop")
 
 
-@pytest.mark.parametrize("bad, message", [({"via": "kernel"}, "via='kernel'"), ({"workers": 0}, "workers=0"),
+@pytest.mark.parametrize("bad, message", [({"via": "kernel"}, "via='kernel'"), ({"dispatch": Local(1), "workers": 2},
+                                                                              "not both"),
                                           ({"time_limit": -1}, "time_limit=-1"),
                                           ({"on_failure": "ignore"}, "on_failure='ignore'")])
 def test_bad_plan_arguments_are_named(bad, message):
     with pytest.raises(ValueError, match=message):
         run_plan([], **bad)
+
+
+def test_bad_dispatcher_arguments_are_named(tmp_path):
+    with pytest.raises(ValueError, match="workers=0"):
+        Local(0)
+    with pytest.raises(ValueError, match="workers=0"):
+        Study(tmp_path, workers=0)
+
+
+def _fake_stage(ran):
+    def fake(job, via="process", progress=False, **kw):
+        ran.append((job.run_dir, job.kind, job.stage))
+        if job.kind == "student" and job.stage == "broken":
+            raise JobError(f"{job.describe()} failed: broken on purpose", job)
+        return {"ok": True, "best_val_auc": 0.5}
+    return fake
+
+
+def _small_plan(root):
+    a, b = str(root / "a"), str(root / "b")
+    return [Job(params_for(kind, run_dir=folder, **extra)) for folder in (a, b)
+            for kind, extra in (("data", {}), ("teacher", {}), ("student", {"loss": "npair", "out_name": "s1"}),
+                                ("student", {"loss": "fnd", "out_name": "broken" if folder == a else "s2"}),
+                                ("cold_start", {}))]
+
+
+def _shape(outcome):
+    return (sorted((j.run_dir[-1], j.stage) for j, _ in outcome.done),
+            sorted((j.run_dir[-1], j.stage) for j, _ in outcome.failed),
+            sorted((j.run_dir[-1], j.stage) for j in outcome.not_started))
+
+
+def test_local_and_study_dispatch_run_one_plan_alike(tmp_path, monkeypatch):
+    """One plan through Local and through the study storage: every job runs once, the same jobs
+    finish, fail and are skipped, and the plan's record says the same."""
+    ran_local, ran_study = [], []
+    monkeypatch.setattr(jobs, "execute_job", _fake_stage(ran_local))
+    local = run_plan(_small_plan(tmp_path), progress=False, on_failure="continue", record=tmp_path / "local.json")
+    from fndkit.plans import study as study_module
+
+    monkeypatch.setattr(study_module, "execute_job", _fake_stage(ran_study))
+    queued = run_plan(_small_plan(tmp_path), progress=False, on_failure="continue", record=tmp_path / "study.json",
+                      dispatch=Study(tmp_path / "queue"))
+    assert sorted(ran_local) == sorted(ran_study) and len(ran_local) == len(set(ran_local)) == 10
+    assert _shape(local) == _shape(queued)
+    assert ("a", "broken") in _shape(local)[1]
+    records = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("local", "study")]
+    assert [[(j["stage"], j["status"]) for j in r["jobs"]] for r in records][0] == \
+        [[(j["stage"], j["status"]) for j in r["jobs"]] for r in records][1]
+    assert records[0]["status"] == records[1]["status"] == "failed"
+    # a second command on the same storage runs nothing again: the storage remembers what finished
+    ran_again = []
+    monkeypatch.setattr(study_module, "execute_job", _fake_stage(ran_again))
+    again = run_plan(_small_plan(tmp_path), progress=False, on_failure="continue", dispatch=Study(tmp_path / "queue"))
+    assert [r[2] for r in ran_again] == ["broken"]  # only the failed job is tried again
+    assert _shape(again)[1] == [("a", "broken")]
+
+
+def test_student_without_teacher_does_not_wait_for_it(tmp_path):
+    run = str(tmp_path)
+    teacher = Job(params_for("teacher", run_dir=run))
+    npair = Job(params_for("student", run_dir=run, loss="npair"))
+    fnd = Job(params_for("student", run_dir=run, loss="fnd"))
+    baseline = Job(params_for("baseline", run_dir=run, model="fhn"))
+    data = Job(params_for("data", run_dir=run))
+    assert not npair.needs(teacher) and not baseline.needs(teacher) and fnd.needs(teacher)
+    assert npair.needs(data) and fnd.needs(data)
+    schedule = jobs.Schedule(jobs.ordered([data, teacher, npair, fnd, baseline]))
+    schedule.end(data, True)
+    assert {j.stage for j in schedule.ready()} == {"teacher", "student_npair", "fhn"} or \
+        {j.kind for j in schedule.ready()} == {"teacher", "student", "baseline"}
+    assert fnd.key not in {j.key for j in schedule.ready()}
+
+
+def test_a_shared_pretraining_is_a_prerequisite_across_folders(tmp_path):
+    from fndkit.stages.pretrain import weights_path
+
+    pre = Job(params_for("pretrain", run_dir=str(tmp_path / "seed0"), backbone="cnn-small"))
+    teacher1 = Job(params_for("teacher", run_dir=str(tmp_path / "seed1"),
+                              weights=str(weights_path(pre.run_dir, "cnn-small"))))
+    other = Job(params_for("teacher", run_dir=str(tmp_path / "seed1")))
+    assert teacher1.needs(pre) and not other.needs(pre)
+
+
+def test_time_limit_starts_nothing_more(tmp_path, monkeypatch):
+    import time as _time
+
+    ran = []
+
+    def slow(job, **kw):
+        ran.append(job.kind)
+        _time.sleep(0.3)
+        return {}
+
+    monkeypatch.setattr(jobs, "execute_job", slow)
+    plan = [Job(params_for(kind, run_dir=str(tmp_path))) for kind in ("data", "autoencoder", "teacher")]
+    out = run_plan(plan, progress=False, time_limit=0.1)
+    assert ran == ["data"] and [j.kind for j in out.not_started] == ["autoencoder", "teacher"]

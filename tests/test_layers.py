@@ -1,7 +1,7 @@
 """The package's imports go one way: config/artifacts → data → models → losses/objectives →
-train/evaluate/coldstart/rundir → stages → viz/report → jobs (the executor) → plan builders
-(pipeline, experiments, fnlab, bench, run) → the command line, with no circles: nothing below the
-plan builders imports them.
+train/evaluate/coldstart/rundir → stages → viz/results/progress → plans.execute (the executor) →
+plans.study / plans.search → plan builders (chain, paper, lab, distill, bench, run) → the command
+line, with no circles: nothing below the plan builders imports them, and results never import a plan.
 
 Every ``import`` statement counts, function-local ones too: hiding an upward import inside a
 function is still an upward import. Third-party imports are not checked.
@@ -18,15 +18,17 @@ LAYERS = [
     {"fndkit", "fndkit.config", "fndkit.artifacts", "fndkit.repro", "fndkit.distributed"},
     {"fndkit.data"},
     {"fndkit.models"},
-    {"fndkit.losses", "fndkit.augment", "fndkit.metrics", "fndkit.objectives", "fndkit.baselines"},
+    {"fndkit.losses", "fndkit.augment", "fndkit.metrics", "fndkit.objectives", "fndkit.baselines",
+     "fndkit.distillation"},
     {"fndkit.train", "fndkit.evaluate", "fndkit.coldstart", "fndkit.rundir", "fndkit.feeding",
      "fndkit.pretrain"},
     {"fndkit.stages"},
-    {"fndkit.viz", "fndkit.report", "fndkit.progress"},
-    {"fndkit.jobs"},                                  # Job, the stages' Params by kind, run_plan
-    {"fndkit.pipeline", "fndkit.experiments", "fndkit.bench", "fndkit.bench_jpeg", "fndkit.run",
-     "fndkit.fnlab", "fndkit.distill", "fndkit.search"},  # plan builders (search: spaces, the study-storage queue)
-    {"fndkit.__main__"},                              # the command line
+    {"fndkit.viz", "fndkit.results", "fndkit.progress"},  # results: read stage folders, never a plan
+    {"fndkit.plans.execute"},                         # Job, the stage kinds, run_plan, Local
+    {"fndkit.plans.study", "fndkit.plans.search"},    # the study storage as a dispatcher; search as a transformer
+    {"fndkit.plans", "fndkit.plans.chain", "fndkit.plans.paper", "fndkit.plans.lab", "fndkit.plans.distill",
+     "fndkit.bench", "fndkit.bench_jpeg", "fndkit.run"},  # plan builders
+    {"fndkit.cli", "fndkit.__main__"},                # the command line
 ]
 
 

@@ -45,8 +45,8 @@ def _cell_defaults(path: Path) -> dict:
 
 
 def _params_of(stem: str):
-    from fndkit.jobs import STAGES
-    found = [cls for cls, _ in STAGES.values() if cls.notebook == stem]
+    from fndkit.plans.execute import KINDS
+    found = [kind.params for kind in KINDS.values() if kind.params.notebook == stem]
     assert len(found) == 1, f"{stem} has {len(found)} Params classes"
     return found[0]
 

@@ -14,7 +14,8 @@ import sys
 import papermill as pm
 import pytest
 
-from fndkit.pipeline import NOTEBOOK_DIR, default_chain, run_chain
+from fndkit.plans.chain import default_chain, run_chain
+from fndkit.plans.execute import NOTEBOOK_DIR
 
 pytestmark = pytest.mark.notebook
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from fndkit.jobs import Job, params_for
+from fndkit.plans.execute import Job, params_for
 from fndkit.pipeline import PipelineError, default_chain, main, run_chain
 
 pytestmark = pytest.mark.notebook
@@ -60,7 +60,7 @@ def test_default_chain_starts_with_data_and_orders_by_prerequisites():
 def test_console_shows_progress_without_kernel_warnings(tmp_path):
     """What `make demo` prints: a ✓ line per notebook and none of the kernel's transport warnings
     (the kernel writes to the runner's stderr, so the runner runs in a child process here)."""
-    code = ("import sys; from fndkit.jobs import Job, params_for; from fndkit.pipeline import run_chain; "
+    code = ("import sys; from fndkit.plans.execute import Job, params_for; from fndkit.plans.chain import run_chain; "
             f"run_chain({str(tmp_path / 'run')!r}, [Job(params_for('data', scale='tiny'), label='00_data')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -22,8 +22,8 @@ from torchvision.models import AlexNet_Weights, alexnet
 
 from fndkit.artifacts import load_checkpoint
 from fndkit.models.backbones import file_sha256
-from fndkit.jobs import Job, params_for
-from fndkit.pipeline import run_chain
+from fndkit.plans.execute import Job, params_for
+from fndkit.plans.chain import run_chain
 from fndkit.rundir import RunFolder
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]

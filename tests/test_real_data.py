@@ -28,7 +28,7 @@ from fndkit.data.schema import DatasetError
 from fndkit.data.synthetic import make_dataset
 from fndkit.models.backbones import build_backbone, file_sha256
 from fndkit.models.contract import make_image_fn
-from fndkit.pipeline import NOTEBOOK_DIR
+from fndkit.plans.execute import NOTEBOOK_DIR
 from fndkit.rundir import RunFolder, StageStatus
 from fndkit.stages.cold_start import cold_setup, table3
 from fndkit.train import build_model

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import AlexNet_Weights, alexnet
 
+from ..config import SCALE_PRESETS
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ALEXNET_INPUT_SIZE = 224
@@ -317,3 +319,17 @@ def build_backbone(name: str, dim: int = 128, weights: str | None = None) -> nn.
         "sha256": None if path is None else file_sha256(path),
         "tensors": len(copied)}
     return module
+
+
+def student_families(preset_name: str) -> dict[str, str]:
+    """Fig. 6 / Table 5 sizes: the preset's ``students`` (XS, S, M) where it names them; the AlexNet
+    family on real data; else the CPU CNN family other than the teacher's, ranked by parameters."""
+    preset = SCALE_PRESETS[preset_name]
+    if "students" in preset:
+        return {"teacher": preset["teacher_backbone"], **preset["students"]}
+    if preset_name == "real":
+        return {"teacher": "alexnet-large", "XS": "alexnet-xs", "S": "alexnet-s", "M": "alexnet-m"}
+    teacher = preset["teacher_backbone"]
+    students = sorted((b for b in BACKBONES if b.startswith("cnn-") and b != teacher),
+                      key=lambda b: count_parameters(BACKBONES[b](128)))
+    return {"teacher": teacher, **dict(zip(("XS", "S", "M"), students))}

@@ -1,7 +1,7 @@
 """The teacher's pre-training on the built-in benchmark's item attributes (the analogue of the
 paper's ImageNet weights, :mod:`fndkit.pretrain`) as a stage: ``Params`` and ``execute``.
 
-It has no notebook: the distillation plan (:mod:`fndkit.distill`) runs it before the teacher,
+It has no notebook: the distillation plan (:mod:`fndkit.plans.distill`) runs it before the teacher,
 which then trains with ``weights=`` :func:`weights_path`. A finished pre-training (its weights and
 report both present) is reused.
 """

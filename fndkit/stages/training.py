@@ -21,6 +21,8 @@ from ..objectives import NEEDS_TEACHER, OBJECTIVES, make_objective, prepare_teac
 from ..repro import resolve_device, seed_everything
 from ..rundir import RunFolder, StageStatus, resolve_path
 from ..train import Callback, Snapshots, TensorBoardLog, build_model, fit
+from . import naming
+from .naming import ALPHA_LOSSES, default_contrastive_name, default_student_name  # noqa: F401
 from .params import StageParams
 
 FLAG_KEYS = ("flagged_fraction", "flag_precision", "flag_recall", "true_fn_fraction")
@@ -65,33 +67,6 @@ def student_config(run_dir, **params) -> TrainConfig:
     return train_config(run_dir, "student", **params)
 
 
-# objectives whose weights depend on α (fnd-sign keeps only the sign of d, which α cannot change)
-ALPHA_LOSSES = ("fnd", "fnd-magnitude")
-
-
-def default_student_name(loss: str, alpha: float, default_alpha: float = PAPER_DEFAULTS["fixed"]["alpha"]) -> str:
-    """``student_<loss>`` for the paper's defaults; a non-default α appended for FND."""
-    name = f"student_{loss}"
-    if loss in ALPHA_LOSSES and alpha != default_alpha:
-        name += f"-alpha{alpha:g}"
-    return name
-
-
-def default_contrastive_name(pair: tuple[str, str], lam: float, alpha: float, loss: str = "fnd",
-                             defaults: dict = PAPER_DEFAULTS["fixed"]) -> str:
-    """``contrastive`` for the paper's defaults (its pair, λ = 0.2, its α, FND)."""
-    name = "contrastive"
-    if ",".join(pair) != defaults["augmentations"]:
-        name += "-" + "-".join(pair)
-    if lam != 0.2:
-        name += f"-lam{lam:g}"
-    if loss != "fnd":
-        name += f"-{loss}"
-    elif alpha != defaults["alpha"]:
-        name += f"-alpha{alpha:g}"
-    return name
-
-
 def metrics_line(metrics: dict) -> str:
     """One line of a stage's seeded test metrics, rounded so that nbval can compare it."""
     parts = [f"{p}: AUC {m['auc']:.4f} NDCG(lpae) {m['ndcg_lpae']:.4f}" for p, m in sorted(metrics["test"].items())]
@@ -100,16 +75,18 @@ def metrics_line(metrics: dict) -> str:
 
 
 def student_name(run_dir, cfg: TrainConfig) -> str:
-    """The 03_student folder name for ``cfg`` on this run folder's dataset (``-per_pair`` when
-    each pair draws its own negatives)."""
-    name = default_student_name(cfg.loss, cfg.alpha, paper_defaults(RunFolder(run_dir))["alpha"])
-    return name + ("-per_pair" if cfg.negatives == "per_pair" else "")
+    """The 03_student folder name for ``cfg`` on this run folder's dataset."""
+    return naming.student_name(cfg, paper_defaults(RunFolder(run_dir))["alpha"])
 
 
 def contrastive_name(run_dir, cfg: TrainConfig) -> str:
     """The 04_contrastive folder name for ``cfg`` on this run folder's dataset."""
-    pair = tuple(cfg.augmentations.split(","))
-    return default_contrastive_name(pair, cfg.lam, cfg.alpha, cfg.loss, paper_defaults(RunFolder(run_dir)))
+    return naming.contrastive_name(cfg, paper_defaults(RunFolder(run_dir)))
+
+
+def baseline_name(cfg: TrainConfig) -> str:
+    """The 07_baselines folder name (:func:`fndkit.stages.naming.baseline_name`)."""
+    return naming.baseline_name(cfg, getattr(model_class(cfg.model), "objective", "bpr"))
 
 
 def baseline_config(run_dir: str | os.PathLike, model: str, **params) -> TrainConfig:
@@ -131,18 +108,6 @@ def baseline_config(run_dir: str | os.PathLike, model: str, **params) -> TrainCo
     if "weights" in params:
         merged["weights"] = params["weights"]
     return train_config(run_dir, "student", model=model, **merged)
-
-
-def baseline_name(cfg: TrainConfig) -> str:
-    """The 07_baselines folder name: the model's name, ``-<loss>`` when it trains with another
-    objective than its own, ``-hard`` for the hard protocol (hard_fraction 0.5; another fraction
-    is spelled out)."""
-    name = cfg.model
-    if cfg.loss != getattr(model_class(cfg.model), "objective", "bpr"):
-        name += f"-{cfg.loss}"
-    if cfg.hard_fraction > 0:
-        name += "-hard" if cfg.hard_fraction == 0.5 else f"-hard{cfg.hard_fraction:g}"
-    return name
 
 
 # The notebook behind each kind of training stage (``python -m fndkit.run train --stage KIND``).

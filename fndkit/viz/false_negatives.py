@@ -1,6 +1,6 @@
 """Figures of the false-negative lab (08_false_negatives and the ``fn_rate`` / ``fn_ablation``
 experiments): plotly figures over the tables of :mod:`fndkit.stages.false_negatives` and
-:mod:`fndkit.fnlab`. Each takes a DataFrame and returns a figure; nothing is computed here."""
+:mod:`fndkit.plans.lab`. Each takes a DataFrame and returns a figure; nothing is computed here."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def calibration_figure(calibration: pd.DataFrame, threshold: float | None = None
 
 def gain_figure(summary: pd.DataFrame, x: str = "fn_rate", title: str = "Gain over N-pair"):
     """Gain in test AUC over N-pair (mean ± std over seeds) per method against ``x``; ``summary``
-    has columns method, ``x``, gain_mean, gain_std (see :func:`fndkit.fnlab.gain_summary`)."""
+    has columns method, ``x``, gain_mean, gain_std (see :func:`fndkit.results.claims.compare`)."""
     fig = px.line(summary.sort_values(x), x=x, y="gain_mean", color="method", error_y="gain_std",
                   markers=True, title=title)
     fig.add_hline(y=0, line_dash="dot")

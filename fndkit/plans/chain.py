@@ -1,5 +1,5 @@
 """The demo chain: a plan builder (:func:`default_chain`) and its run into one run folder (what
-``make demo`` calls), executed by :func:`fndkit.jobs.run_plan` as notebooks.
+``make demo`` calls), executed by :func:`fndkit.plans.execute.run_plan` as notebooks.
 
     python -m fndkit chain --run-dir outputs/demo --scale demo [--force] [--only 00_data,02_teacher] [--seed 0]
 
@@ -18,18 +18,16 @@ are kept off the console, and the run ends with a table of seconds per notebook 
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
+import time
 from pathlib import Path
 
-from .artifacts import read_json, write_json
-from .jobs import NOTEBOOK_DIR, Job, JobError, JobInterrupted, params_for, run_plan
-from .progress import summary_table
-from .report import write_report
-from .rundir import RunFolder
+from ..artifacts import read_json, write_json
+from ..results.report import write_report
+from ..rundir import RunFolder
+from .execute import Job, JobError, JobInterrupted, Local, params_for, run_plan
 
-__all__ = ["NOTEBOOK_DIR", "PipelineError", "PipelineInterrupted", "default_chain", "main", "run_chain"]
+__all__ = ["PipelineError", "PipelineInterrupted", "default_chain", "run_chain"]
 
 
 def default_chain(scale: str = "demo", seed: int = 0, run_dir: str | Path = "outputs/demo") -> list[Job]:
@@ -73,10 +71,13 @@ def _chain_scale(run: RunFolder, jobs: list[Job]) -> str | None:
 
 
 def run_chain(run_dir: str | Path, jobs: list[Job], force: bool = False, kernel_name: str | None = None,
-              progress: bool = True, log_output: bool = False, via: str = "notebook") -> dict:
+              progress: bool = True, log_output: bool = False, via: str = "notebook", workers: int = 1,
+              threads: int | None = None) -> dict:
     """Run ``jobs`` (moved into ``run_dir``) as one chain and keep its record,
     ``run_dir/pipeline.json``; return the record. A finished run folder is refused unless
-    ``force`` (which deletes it first)."""
+    ``force`` (which deletes it first). ``workers`` 2: the students side by side (each job with
+    ``threads`` torch threads; default the cores shared evenly)."""
+    given = str(run_dir)  # the executed notebooks keep the folder as given: a moved run folder re-runs there
     run = RunFolder(run_dir)
     run_dir, record_path = run.root, run.pipeline_record
     if record_path.exists() and read_json(record_path).get("status") == "finished":
@@ -90,14 +91,15 @@ def run_chain(run_dir: str | Path, jobs: list[Job], force: bool = False, kernel_
         stopped = (before.get(before.get("status", "")) or {}).get("step", "?")
         print(f"continuing the run in {run_dir} ({before.get('status')} during {stopped}): finished "
               f"stages are reused, an unfinished training stage resumes from its last.pt")
-    jobs = [Job(j.params.replace(run_dir=str(run_dir)), label=j.label, method=j.method, shown=j.shown)
-            for j in jobs]
+    jobs = [Job(j.params.replace(run_dir=given), label=j.label, method=j.method, shown=j.shown,
+                experiment="chain") for j in jobs]
     run.root.mkdir(parents=True, exist_ok=True)
-    record = {"status": "running", "steps": [], "run_dir": str(run_dir)}
+    record = {"status": "running", "steps": [], "run_dir": str(run_dir), "seconds": 0.0}
+    start = time.perf_counter()
 
     def stopped(status: str, exc: JobError) -> None:
         record["status"] = status
-        label = exc.job.label or exc.job.name() if exc.job is not None else "?"
+        label = (exc.job.label or exc.job.stage) if exc.job is not None else "?"
         record[status] = {"step": label, "executed_copy": str(exc.executed_copy) if exc.executed_copy else None}
         if status == "failed":
             record[status]["message"] = str(exc).splitlines()[0]
@@ -109,8 +111,8 @@ def run_chain(run_dir: str | Path, jobs: list[Job], force: bool = False, kernel_
         write_json(record_path, record)
 
     try:
-        run_plan(jobs, via=via, progress=progress, on_done=done, kernel_name=kernel_name,
-                 log_output=log_output, scale=_chain_scale(run, jobs))
+        run_plan(jobs, via=via, dispatch=Local(workers, threads), progress=progress, on_done=done,
+                 kernel_name=kernel_name, log_output=log_output, scale=_chain_scale(run, jobs))
     except JobInterrupted as exc:
         stopped("interrupted", exc)
         raise PipelineInterrupted(
@@ -126,54 +128,6 @@ def run_chain(run_dir: str | Path, jobs: list[Job], force: bool = False, kernel_
         write_json(record_path, record)
         raise PipelineInterrupted("interrupted (Ctrl-C) during the report; rerun the same command to "
                                   "continue") from None
-    record["status"] = "finished"
+    record["status"], record["seconds"] = "finished", round(time.perf_counter() - start, 1)
     write_json(record_path, record)
     return record
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run-dir", default="outputs/demo")
-    parser.add_argument("--scale", default="demo")
-    parser.add_argument("--force", action="store_true", help="delete a finished run folder first")
-    parser.add_argument("--only", default="", help="comma-separated step labels to run")
-    parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed passed to every notebook (default 0)")
-    parser.add_argument("--via", choices=("notebook", "process"), default="notebook",
-                        help="notebook: executed copies in run_dir/notebooks (default); process: no kernels")
-
-
-def run_from_arguments(args: argparse.Namespace) -> int:
-    if args.seed < 0:
-        print(f"--seed {args.seed} must be >= 0", file=sys.stderr)
-        return 2
-    jobs = default_chain(args.scale, seed=args.seed, run_dir=args.run_dir)
-    if args.only:
-        wanted = [s.strip() for s in args.only.split(",") if s.strip()]
-        unknown = sorted(set(wanted) - {j.label for j in jobs})
-        if unknown:
-            print(f"unknown step(s) {unknown}; the chain is {[j.label for j in jobs]}", file=sys.stderr)
-            return 2
-        jobs = [j for j in jobs if j.label in wanted]
-    try:
-        record = run_chain(args.run_dir, jobs, force=args.force, kernel_name=args.kernel, via=args.via)
-    except PipelineInterrupted as exc:
-        print(f"\n{exc}", file=sys.stderr)
-        return 130  # what a shell reports for a program stopped by Ctrl-C
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    total = sum(s["seconds"] for s in record["steps"])
-    print(f"\nseconds per notebook:\n{summary_table(record['steps'])}\n")
-    print(f"finished {len(record['steps'])} notebooks in {total:.0f} s; report: {Path(record['run_dir']) / 'report.md'}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fndkit chain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run_from_arguments(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

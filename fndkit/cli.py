@@ -1,0 +1,466 @@
+"""One command line: ``python -m fndkit <verb> ...``.
+
+    python -m fndkit chain   --run-dir outputs/demo --scale demo      the notebook chain (make demo)
+    python -m fndkit paper   table2 fig4 --seeds 0 1 2                 search on validation, then the paper's plans
+    python -m fndkit paper   --verdict                                 the claims' core over 10 seeds
+    python -m fndkit search  fnd npair --seeds 0                       search only, then the chosen points
+    python -m fndkit lab     fn_rate fn_ablation --seeds 0             the false-negative lab
+    python -m fndkit distill --seeds 0 1 2                             the distillation benchmark (searched)
+    python -m fndkit train   --run-dir R --stage student -p alpha=2    one training stage (torchrun too)
+    python -m fndkit params  --stage student                           a stage's parameters
+    python -m fndkit timed-chain --run-dir R --scale polyvore630 --report r.json
+    python -m fndkit bench   --scale demo                              scoring and step profiles
+    python -m fndkit pretrain --run-dir R                              the teacher's attribute pre-training
+
+Every plan verb reads as four steps — build the jobs, ``run_plan`` them (on this machine, or
+through an Optuna study storage with ``--storage``), ``collect`` the outcome into one table,
+write the report from it. Shared options mean the same in every verb. A wrong input exits 2 with one
+line; a failed job exits 1; ``--help`` imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+VERBS = ("chain", "paper", "search", "lab", "distill", "train", "params", "timed-chain", "bench", "pretrain")
+DELEGATED = {"train": ("fndkit.run", "train"), "params": ("fndkit.run", "params"),
+             "timed-chain": ("fndkit.run", "chain"), "bench": ("fndkit.bench", None),
+             "pretrain": ("fndkit.pretrain", None)}
+
+
+class UserError(ValueError):
+    """A command-line input that cannot work; printed as one line, exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed {value} must be >= 0")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number of seconds > 0")
+    return value
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _common(p: argparse.ArgumentParser, root: str, seeds: list[int], workers: int = 1) -> None:
+    g = p.add_argument_group("shared options")
+    g.add_argument("--root", default=root, help="the plan's folder (a record plan.json and the reports go there)")
+    g.add_argument("--seeds", nargs="+", type=_seed, default=seeds, help="training seeds (the replicates)")
+    g.add_argument("--scale", default="demo", help="the synthetic benchmark's scale: tiny, demo")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    g.add_argument("--workers", type=_positive_int, default=workers, help="worker processes on this machine")
+    g.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads per job (default: the cores shared evenly between workers); fix it to make "
+                        "results independent of --workers")
+    g.add_argument("--storage", default=None, help="run the jobs through an Optuna study storage: 'journal' (a file "
+                   "under --root), a PATH.journal, postgresql://USER:PASS@HOST:PORT/DB (several machines: each "
+                   "runs the same command) or sqlite:///PATH.db; default: on this machine only")
+    g.add_argument("--study-prefix", default="fndkit", help="names this plan's studies in the storage")
+    g.add_argument("--time-limit", type=_seconds, default=None, help="seconds after which no job starts")
+    g.add_argument("--epochs", type=_positive_int, default=None, help="cap every training (smoke runs)")
+    g.add_argument("--readme", default=None, help="also write the results block into this file (README.md)")
+
+
+def _searching(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("search on validation")
+    g.add_argument("--search-seed", type=_seed, default=None, help="whose run folder the trials use (default: the "
+                   "first seed)")
+    g.add_argument("--values", nargs="*", default=[], help="restrict a space: METHOD.NAME=V1,V2 (augmentation "
+                   "pairs separated by ';')")
+    g.add_argument("--no-prune", action="store_true", help="run every trial to its end (pruning needs --storage)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m fndkit", description=__doc__, formatter_class=_Formatter)
+    sub = top.add_subparsers(dest="verb", metavar="VERB")
+    ch = sub.add_parser("chain", help="the notebook chain into one run folder (make demo)", formatter_class=_Formatter,
+                        description="Run the notebook chain (00_data … 05_cold_start) into one run folder; executed "
+                                    "copies in RUN_DIR/notebooks, report.md at the end. A finished run folder is "
+                                    "refused unless --force; an interrupted one continues.")
+    ch.add_argument("--run-dir", default="outputs/demo")
+    ch.add_argument("--scale", default="demo")
+    ch.add_argument("--seed", type=_seed, default=0, help="passed to every notebook")
+    ch.add_argument("--force", action="store_true", help="delete a finished run folder first")
+    ch.add_argument("--only", default="", help="comma-separated step labels to run")
+    ch.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+    ch.add_argument("--via", choices=("notebook", "process"), default="notebook",
+                    help="notebook: executed copies; process: no kernels")
+    ch.add_argument("--workers", type=_positive_int, default=1,
+                    help="jobs at once (2: the students side by side once their prerequisites are done)")
+    ch.add_argument("--threads", type=_positive_int, default=None, help="torch threads per job")
+
+    pa = sub.add_parser("paper", help="search on validation, then the paper's tables and figures over seeds",
+                        formatter_class=_Formatter,
+                        description="Each method's hyper-parameters searched on the search seed's validation half, "
+                                    "then the experiments' jobs over every seed at the chosen points; results.csv, "
+                                    "results.md and report.html under ROOT/<machine>/. Rerun to continue.")
+    pa.add_argument("names", nargs="*", help="table2 table3 table4 table5 fig4 fig5 fig6 fig7 fn_rate fn_ablation, "
+                    "or all (default with --verdict: the claims' core)")
+    pa.add_argument("--verdict", action="store_true", help="the claims' core (Table 2's personalised rows, Fig. 4, "
+                    "Table 4) over 10 seeds unless --seeds says otherwise")
+    pa.add_argument("--no-search", action="store_true", help="the paper's values, no search")
+    pa.add_argument("--quick", action="store_true", help="tiny data, one seed, tiny epochs (tests)")
+    pa.add_argument("--via", choices=("notebook", "process"), default="process", help="how fixed jobs run")
+    _common(pa, "outputs/paper", [0])
+    _searching(pa)
+
+    se = sub.add_parser("search", help="search methods on validation, then train the chosen points over seeds",
+                        formatter_class=_Formatter)
+    se.add_argument("methods", nargs="+", help="npair bpr fnd fnd-cl, a distillation loss, a baseline, or all")
+    se.add_argument("--quick", action="store_true", help="tiny data, one seed, tiny epochs (tests)")
+    _common(se, "outputs/paper", [0])
+    _searching(se)
+
+    la = sub.add_parser("lab", help="the false-negative lab (fn_rate, fn_ablation)", formatter_class=_Formatter)
+    la.add_argument("names", nargs="+", help="fn_rate, fn_ablation")
+    la.add_argument("--breadths", nargs="+", type=float, default=None, help="taste breadths (default: the lab's)")
+    _common(la, "outputs/fnlab", [0, 1, 2])
+
+    di = sub.add_parser("distill", help="the distillation benchmark: every distillation method, searched, over seeds",
+                        formatter_class=_Formatter,
+                        description="Per seed on the rich benchmark: the pre-trained teacher, the XS student with "
+                                    "N-pair, and each distillation method (FND, KD, …) at the point its search chose "
+                                    "on validation; the report gives each method's gain over N-pair and the share "
+                                    "of the teacher's margin it transfers.")
+    di.add_argument("--methods", nargs="+", default=None, help="distillation methods (default: every registered one)")
+    di.add_argument("--full", action="store_true", help="also Fig. 6's sizes, the lab's rows and FND-CL")
+    di.add_argument("--image-size", type=_positive_int, default=32)
+    di.add_argument("--verdict", action="store_true", help="10 seeds unless --seeds says otherwise")
+    _common(di, "outputs/distill", [0])
+    _searching(di)
+
+    for verb, text in (("train", "one training stage as its notebook does (torchrun: several processes)"),
+                       ("params", "a stage's parameters and their defaults"),
+                       ("timed-chain", "the whole chain at one scale, timed stage by stage (JSON)"),
+                       ("bench", "scoring (cached vs per-outfit), one training step part by part, memory"),
+                       ("pretrain", "the teacher's attribute pre-training (the distillation benchmark)")):
+        d = sub.add_parser(verb, help=text, add_help=False)
+        d.add_argument("rest", nargs=argparse.REMAINDER)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        module, sub = DELEGATED[argv[0]]
+        return importlib.import_module(module).main([sub, *argv[1:]] if sub else argv[1:])
+    args = parser().parse_args(argv)
+    if args.verb is None:
+        parser().print_help()
+        return 2
+    try:
+        return VERB_RUNNERS[args.verb](args, argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C): rerun the same command to continue (finished stages are reused)",
+              file=sys.stderr)
+        return 130
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 — one line for the user's input errors, named by type
+        from .plans.execute import JobError
+
+        if isinstance(exc, JobError):
+            print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 1
+        if isinstance(exc, ValueError):  # ConfigError, StudyError, SearchError, ExperimentError …
+            print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 2
+        raise
+
+
+# ------------------------------------------------------------------------------------------------
+# Verbs: build → run_plan → collect → report
+
+def check_root(path: str) -> Path:
+    """A folder fndkit can create and write (not a file, not under one, writable)."""
+    p = Path(path).expanduser()
+    for parent in [p, *p.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--root/--run-dir {path!r}: {parent} is a file, not a folder; choose another path")
+            if not os.access(parent, os.W_OK):
+                raise UserError(f"--root/--run-dir {path!r}: {parent} is not writable; choose another path")
+            break
+    return p
+
+
+def dispatcher(args, root: Path, identity: dict):
+    from .plans.execute import Local
+
+    if args.storage:
+        from .plans.study import Study
+
+        return Study(root, None if args.storage == "journal" else args.storage, args.study_prefix, identity,
+                     workers=args.workers, threads=args.threads, prune=not getattr(args, "no_prune", False))
+    return Local(args.workers, args.threads)
+
+
+def command_line(argv: list[str]) -> str:
+    return "python -m fndkit " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _chain(args, argv) -> int:
+    from .plans import chain
+
+    check_root(args.run_dir)
+    jobs = chain.default_chain(args.scale, seed=args.seed, run_dir=args.run_dir)
+    if args.only:
+        wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+        unknown = sorted(set(wanted) - {j.label for j in jobs})
+        if unknown:
+            raise UserError(f"unknown step(s) {unknown}; the chain is {[j.label for j in jobs]}")
+        jobs = [j for j in jobs if j.label in wanted]
+    try:
+        record = chain.run_chain(args.run_dir, jobs, force=args.force, kernel_name=args.kernel, via=args.via,
+                                 workers=args.workers, threads=args.threads)
+    except chain.PipelineInterrupted as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 130
+    except chain.PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    from .progress import summary_table
+
+    print(f"\nseconds per notebook:\n{summary_table(record['steps'])}\n")
+    print(f"finished {len(record['steps'])} notebooks in {record['seconds']:.0f} s of wall time; report: "
+          f"{Path(record['run_dir']) / 'report.md'}")
+    return 0
+
+
+def _values(args, methods) -> dict:
+    from .plans import search
+
+    values = search.parse_values(args.values)
+    unknown = sorted(set(values) - set(methods))
+    if unknown:
+        raise UserError(f"--values names {unknown[0]!r}, which is not searched here ({', '.join(methods)})")
+    return values
+
+
+def _searched(args, methods, bases: dict, dispatch, record: Path) -> tuple[dict, list, object]:
+    """Phase one of a searched plan: the prerequisites and every method's trials; the choice."""
+    from .plans import search
+    from .plans.execute import run_plan
+
+    values = _values(args, methods)
+    for line in search.describe_unsearchable(methods):
+        print(f"note: {line}")
+    trials = {m: search.trials(m, bases[m], search.restrict(m, values.get(m))) for m in methods if search.space(m)}
+    return trials, [t for ts in trials.values() for t in ts], run_plan
+
+
+def _paper(args, argv) -> int:
+    from .plans import paper, search
+    from .plans.execute import run_plan
+    from .results import claims as C
+    from .results import collect, report
+
+    root = check_root(args.root)
+    names = paper.check_names(args.names or (["table2", "fig4", "table4"] if args.verdict else ["all"]))
+    seeds = tuple(args.seeds)
+    if args.verdict and args.seeds == [0]:
+        seeds = tuple(range(10))
+    sweep = paper.Sweep(root, seeds=seeds[:1] if args.quick else seeds, scale=args.scale, quick=args.quick,
+                        device=args.device)
+    dispatch = dispatcher(args, sweep.folder, sweep.identity())
+    start = time.perf_counter()
+    searched = [] if args.no_search else [m for m in paper.table2_methods(sweep) if search.space(m)]
+    search_seed = sweep.seeds[0] if args.search_seed is None else args.search_seed
+    chosen = {}
+    trial_jobs: list = []
+    if searched:
+        values = _values(args, searched)
+        for line in search.describe_unsearchable(searched):
+            print(f"note: {line}")
+        bases = paper.search_bases(searched, sweep, search_seed)
+        trials = {m: search.trials(m, _smoke(bases[m], args), search.restrict(m, values.get(m))) for m in searched}
+        trial_jobs = [t for ts in trials.values() for t in ts]
+        print(f"search: {len(trial_jobs)} trials of {len(trials)} methods on seed {search_seed}'s validation half")
+        outcome = run_plan([_smoke(j, args) for j in paper.prerequisites(sweep, search_seed)] + trial_jobs,
+                           via="process", dispatch=dispatch, time_limit=args.time_limit, on_failure="continue",
+                           record=sweep.folder / "plan-search.json")
+        chosen = search.choose(trials, outcome)
+        sweep.chosen = {m: c["values"] for m, c in chosen.items()}
+        for m, c in chosen.items():
+            print(f"{m}: chose {c['values']} (validation AUC {c['val_auc']:.4f}, {c['trials']} trials, "
+                  f"{c['pruned']} pruned)")
+            if search_seed in sweep.seeds:
+                search.adopt(c["stage"], _smoke(paper.method_run(m, sweep, search_seed), args))
+    jobs = [_smoke(j, args) for j in paper.plan(names, sweep)]
+    left = None if args.time_limit is None else max(args.time_limit - (time.perf_counter() - start), 1e-3)
+    outcome = run_plan(jobs, via=args.via, dispatch=dispatch, time_limit=left, on_failure="continue",
+                       record=sweep.folder / "plan.json")
+    if "table5" in names:
+        from .bench import table5_record
+
+        table5_record(sweep.folder, [sweep.seed_dir(s) for s in sweep.seeds], device=args.device,
+                      repeats=2 if args.quick else 10)
+    table = collect.collect(trial_jobs + jobs, records=[sweep.folder / "table5.json"])
+    users = collect.collect_users(jobs)
+    claims = C.compare(users, [C.Comparison(c.text, paper.naming.method_stage(c.a, c.protocol == "hard"),
+                                            paper.naming.method_stage(c.b, c.protocol == "hard"), c.protocol,
+                                            "test", c.sign, c.paper_effect) for c in paper.CLAIMS])
+    info = {"title": f"fndkit — the paper's evidence on {sweep.machine}", "machine": sweep.machine,
+            "seeds": list(sweep.seeds), "scale": sweep.scale, "command": command_line(argv),
+            "seconds": time.perf_counter() - start, "workers": args.workers}
+    paths = report.write_plan_report(sweep.folder, info, table, claims, None, chosen)
+    if args.readme:
+        report.update_readme(args.readme, paths["md"].read_text(), "results")
+    return _finish(outcome, paths)
+
+
+def _smoke(job, args):
+    """``--epochs`` caps every training job; ``--quick`` also keeps epochs to a few steps."""
+    changes = {}
+    if job.kind in ("teacher", "student", "contrastive", "baseline"):
+        if args.epochs:
+            changes["epochs"] = args.epochs
+        if getattr(args, "quick", False):
+            changes["max_steps_per_epoch"] = 2
+    return job.with_params(**changes) if changes else job
+
+
+def _finish(outcome, paths: dict) -> int:
+    print(outcome.describe())
+    print(f"results: {paths['csv']}; report: {paths['html']} (and {paths['md'].name})")
+    return 1 if outcome.failed else 0
+
+
+def _search(args, argv) -> int:
+    args.names, args.verdict, args.no_search, args.via = ["table2"], False, False, "process"
+    from .plans import paper, search
+
+    methods = search.methods() if args.methods == ["all"] else list(dict.fromkeys(args.methods))
+    for m in methods:
+        search.declared_space(m)  # an unknown method, named
+    global _restrict_methods
+    _restrict_methods = tuple(methods)
+    original = paper.table2_methods
+    paper.table2_methods = lambda sweep=None: [m for m in original(sweep) if m in methods] or methods
+    try:
+        return _paper(args, argv)
+    finally:
+        paper.table2_methods = original
+
+
+def _lab(args, argv) -> int:
+    from .plans import lab
+    from .plans.execute import run_plan
+    from .results import claims as C
+    from .results import collect, report
+    from .repro import machine_label
+
+    root = check_root(args.root)
+    unknown = sorted(set(args.names) - set(lab.EXPERIMENTS))
+    if unknown:
+        raise UserError(f"unknown lab experiment(s) {unknown}; choose from {sorted(lab.EXPERIMENTS)}")
+    if args.breadths is not None and any(not 0 < b < 10 for b in args.breadths):
+        raise UserError(f"--breadths {args.breadths} must be taste breadths > 0 (the lab's are {lab.BREADTHS})")
+    if args.scale not in lab.LAB_SCALES:
+        raise UserError(f"--scale {args.scale!r} has no lab budget; choose one of {list(lab.LAB_SCALES)}")
+    folder = root / machine_label(args.device)
+    jobs = []
+    for name in args.names:
+        kwargs = {"breadths": tuple(args.breadths)} if args.breadths else {}
+        jobs += [_smoke(j, args) for j in lab.EXPERIMENTS[name](folder, seeds=args.seeds, scale=args.scale,
+                                                               device=args.device, **kwargs)]
+    start = time.perf_counter()
+    outcome = run_plan(jobs, dispatch=dispatcher(args, folder, {"folder": str(folder), "scale": args.scale}),
+                       time_limit=args.time_limit, on_failure="continue", record=folder / "plan.json")
+    table = collect.collect(jobs)
+    users = collect.collect_users(jobs)
+    comps = []
+    for job in jobs:
+        if job.kind == "student" and job.method != "npair" and not job.stage.endswith("per_pair"):
+            comps.append(C.Comparison(f"{job.method} − N-pair (breadth {job.shown.get('taste_breadth')})",
+                                      job.stage, "student_npair"))
+    claims = C.compare(users[users.run_dir.str.contains(f"breadth")], list(dict.fromkeys(comps)))
+    info = {"title": "fndkit — the false-negative lab", "machine": folder.name, "seeds": list(args.seeds),
+            "scale": args.scale, "command": command_line(argv), "seconds": time.perf_counter() - start,
+            "workers": args.workers}
+    paths = report.write_plan_report(folder, info, table, claims)
+    return _finish(outcome, paths)
+
+
+def _distill(args, argv) -> int:
+    from .plans import distill, search
+    from .plans.execute import run_plan
+    from .results import claims as C
+    from .results import collect, report
+
+    root = check_root(args.root)
+    if args.scale not in ("tiny", "demo"):
+        raise UserError(f"--scale {args.scale!r}: the distillation benchmark has presets tiny-rich and demo-rich; "
+                        f"use tiny or demo")
+    seeds = tuple(range(10)) if args.verdict and args.seeds == [0] else tuple(args.seeds)
+    plan = distill.Distill(root, seeds, args.scale, args.image_size, args.device, args.epochs, args.methods,
+                           args.full, args.search_seed)
+    for m in plan.methods:
+        search.declared_space(m)
+    plan.values = _values(args, plan.searched())
+    dispatch = dispatcher(args, root, plan.identity())
+    start = time.perf_counter()
+    phase1, trials = plan.search_plan()
+    run1 = run_plan(phase1, dispatch=dispatch, time_limit=args.time_limit, on_failure="continue",
+                    record=root / "plan-search.json")
+    chosen = search.choose(trials, run1) if trials else {}
+    for m, c in chosen.items():
+        print(f"{m}: chose {c['values']} (validation AUC {c['val_auc']:.4f})")
+    jobs = plan.plan(chosen)
+    left = None if args.time_limit is None else max(args.time_limit - (time.perf_counter() - start), 1e-3)
+    outcome = run_plan(jobs, dispatch=dispatch, time_limit=left, on_failure="continue", record=root / "plan.json")
+    outcome.failed = run1.failed + outcome.failed
+    trial_jobs = [t for ts in trials.values() for t in ts]
+    table = collect.collect(trial_jobs + jobs)
+    users = collect.collect_users(jobs)
+    students = [naming_sized("XS", m) for m in plan.methods]
+    transfer = C.transfer(table, users, naming_sized("XS", "npair"), "teacher", students,
+                          protocols=("random", "hard"))
+    info = {"title": "fndkit — the distillation benchmark", "machine": root.name, "seeds": list(seeds),
+            "scale": f"{args.scale}-rich", "command": command_line(argv), "seconds": time.perf_counter() - start,
+            "workers": args.workers}
+    paths = report.write_plan_report(root, info, table, None, transfer, chosen)
+    if args.readme:
+        report.update_readme(args.readme, paths["md"].read_text(), "distill")
+    return _finish(outcome, paths)
+
+
+def naming_sized(size: str, method: str) -> str:
+    from .stages import naming
+
+    return naming.sized(size, method)
+
+
+VERB_RUNNERS = {"chain": _chain, "paper": _paper, "search": _search, "lab": _lab, "distill": _distill}

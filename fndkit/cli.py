@@ -88,6 +88,11 @@ def _common(p: argparse.ArgumentParser, root: str, seeds: list[int], workers: in
     g.add_argument("--time-limit", type=_seconds, default=None, help="seconds after which no job starts")
     g.add_argument("--epochs", type=_positive_int, default=None, help="cap every training (smoke runs)")
     g.add_argument("--readme", default=None, help="also write the results block into this file (README.md)")
+    g.add_argument("--worker-only", action="store_true", help="run jobs, write no report (the other machines "
+                   "of a --storage plan)")
+    g.add_argument("--collect-only", action="store_true", help="run nothing: the tables and report from the "
+                   "finished stages")
+    g.add_argument("--no-progress", action="store_true", help="one line per finished job instead of a live display")
 
 
 def _searching(p: argparse.ArgumentParser) -> None:
@@ -222,8 +227,10 @@ def dispatcher(args, root: Path, identity: dict):
     if args.storage:
         from .plans.study import Study
 
-        return Study(root, None if args.storage == "journal" else args.storage, args.study_prefix, identity,
-                     workers=args.workers, threads=args.threads, prune=not getattr(args, "no_prune", False))
+        study = Study(root, None if args.storage == "journal" else args.storage, args.study_prefix, identity,
+                      workers=args.workers, threads=args.threads, prune=not getattr(args, "no_prune", False))
+        study.check()  # an unreachable storage or another plan's studies: refused before any work
+        return study
     return Local(args.workers, args.threads)
 
 
@@ -269,21 +276,8 @@ def _values(args, methods) -> dict:
     return values
 
 
-def _searched(args, methods, bases: dict, dispatch, record: Path) -> tuple[dict, list, object]:
-    """Phase one of a searched plan: the prerequisites and every method's trials; the choice."""
-    from .plans import search
-    from .plans.execute import run_plan
-
-    values = _values(args, methods)
-    for line in search.describe_unsearchable(methods):
-        print(f"note: {line}")
-    trials = {m: search.trials(m, bases[m], search.restrict(m, values.get(m))) for m in methods if search.space(m)}
-    return trials, [t for ts in trials.values() for t in ts], run_plan
-
-
 def _paper(args, argv) -> int:
     from .plans import paper, search
-    from .plans.execute import run_plan
     from .results import claims as C
     from .results import collect, report
 
@@ -308,21 +302,21 @@ def _paper(args, argv) -> int:
         trials = {m: search.trials(m, _smoke(bases[m], args), search.restrict(m, values.get(m))) for m in searched}
         trial_jobs = [t for ts in trials.values() for t in ts]
         print(f"search: {len(trial_jobs)} trials of {len(trials)} methods on seed {search_seed}'s validation half")
-        outcome = run_plan([_smoke(j, args) for j in paper.prerequisites(sweep, search_seed)] + trial_jobs,
-                           via="process", dispatch=dispatch, time_limit=args.time_limit, on_failure="continue",
-                           record=sweep.folder / "plan-search.json")
+        outcome = _run(args, [_smoke(j, args) for j in paper.prerequisites(sweep, search_seed)] + trial_jobs,
+                       dispatch, sweep.folder / "plan-search.json", args.time_limit)
         chosen = search.choose(trials, outcome)
         sweep.chosen = {m: c["values"] for m, c in chosen.items()}
         for m, c in chosen.items():
             print(f"{m}: chose {c['values']} (validation AUC {c['val_auc']:.4f}, {c['trials']} trials, "
                   f"{c['pruned']} pruned)")
-            if search_seed in sweep.seeds:
+            if search_seed in sweep.seeds and not args.collect_only:
                 search.adopt(c["stage"], _smoke(paper.method_run(m, sweep, search_seed), args))
     jobs = [_smoke(j, args) for j in paper.plan(names, sweep)]
     left = None if args.time_limit is None else max(args.time_limit - (time.perf_counter() - start), 1e-3)
-    outcome = run_plan(jobs, via=args.via, dispatch=dispatch, time_limit=left, on_failure="continue",
-                       record=sweep.folder / "plan.json")
-    if "table5" in names:
+    outcome = _run(args, jobs, dispatch, sweep.folder / "plan.json", left)
+    if args.worker_only:
+        return _finish(outcome, None)
+    if "table5" in names and not args.collect_only:
         from .bench import table5_record
 
         table5_record(sweep.folder, [sweep.seed_dir(s) for s in sweep.seeds], device=args.device,
@@ -341,6 +335,16 @@ def _paper(args, argv) -> int:
     return _finish(outcome, paths)
 
 
+def _run(args, jobs, dispatch, record, time_limit=None):
+    """``run_plan`` as the shared options ask (``--collect-only``: nothing runs)."""
+    from .plans.execute import PlanOutcome, ordered, run_plan
+
+    if args.collect_only:
+        return PlanOutcome(not_started=ordered(jobs))
+    return run_plan(jobs, via=getattr(args, "via", "process"), dispatch=dispatch, time_limit=time_limit,
+                    on_failure="continue", record=record, progress=False if args.no_progress else True)
+
+
 def _smoke(job, args):
     """``--epochs`` caps every training job; ``--quick`` also keeps epochs to a few steps."""
     changes = {}
@@ -352,9 +356,10 @@ def _smoke(job, args):
     return job.with_params(**changes) if changes else job
 
 
-def _finish(outcome, paths: dict) -> int:
+def _finish(outcome, paths: dict | None) -> int:
     print(outcome.describe())
-    print(f"results: {paths['csv']}; report: {paths['html']} (and {paths['md'].name})")
+    if paths:
+        print(f"results: {paths['csv']}; report: {paths['html']} (and {paths['md'].name})")
     return 1 if outcome.failed else 0
 
 
@@ -397,16 +402,20 @@ def _lab(args, argv) -> int:
         jobs += [_smoke(j, args) for j in lab.EXPERIMENTS[name](folder, seeds=args.seeds, scale=args.scale,
                                                                device=args.device, **kwargs)]
     start = time.perf_counter()
-    outcome = run_plan(jobs, dispatch=dispatcher(args, folder, {"folder": str(folder), "scale": args.scale}),
-                       time_limit=args.time_limit, on_failure="continue", record=folder / "plan.json")
+    outcome = _run(args, jobs, dispatcher(args, folder, {"folder": str(folder), "scale": args.scale}),
+                   folder / "plan.json", args.time_limit)
+    if args.worker_only:
+        return _finish(outcome, None)
     table = collect.collect(jobs)
     users = collect.collect_users(jobs)
     comps = []
-    for job in jobs:
+    for job in jobs:  # each student against N-pair in the same folders (one taste breadth, every seed)
         if job.kind == "student" and job.method != "npair" and not job.stage.endswith("per_pair"):
-            comps.append(C.Comparison(f"{job.method} − N-pair (breadth {job.shown.get('taste_breadth')})",
-                                      job.stage, "student_npair"))
-    claims = C.compare(users[users.run_dir.str.contains(f"breadth")], list(dict.fromkeys(comps)))
+            breadth = job.shown.get("taste_breadth")
+            folders = tuple(sorted({j.run_dir for j in jobs if j.shown.get("taste_breadth") == breadth}))
+            comps.append(C.Comparison(f"{job.method} − N-pair (breadth {breadth})", job.stage, "student_npair",
+                                      folders=folders))
+    claims = C.compare(users, list(dict.fromkeys(comps)))
     info = {"title": "fndkit — the false-negative lab", "machine": folder.name, "seeds": list(args.seeds),
             "scale": args.scale, "command": command_line(argv), "seconds": time.perf_counter() - start,
             "workers": args.workers}
@@ -433,15 +442,16 @@ def _distill(args, argv) -> int:
     dispatch = dispatcher(args, root, plan.identity())
     start = time.perf_counter()
     phase1, trials = plan.search_plan()
-    run1 = run_plan(phase1, dispatch=dispatch, time_limit=args.time_limit, on_failure="continue",
-                    record=root / "plan-search.json")
+    run1 = _run(args, phase1, dispatch, root / "plan-search.json", args.time_limit)
     chosen = search.choose(trials, run1) if trials else {}
     for m, c in chosen.items():
         print(f"{m}: chose {c['values']} (validation AUC {c['val_auc']:.4f})")
     jobs = plan.plan(chosen)
     left = None if args.time_limit is None else max(args.time_limit - (time.perf_counter() - start), 1e-3)
-    outcome = run_plan(jobs, dispatch=dispatch, time_limit=left, on_failure="continue", record=root / "plan.json")
+    outcome = _run(args, jobs, dispatch, root / "plan.json", left)
     outcome.failed = run1.failed + outcome.failed
+    if args.worker_only:
+        return _finish(outcome, None)
     trial_jobs = [t for ts in trials.values() for t in ts]
     table = collect.collect(trial_jobs + jobs)
     users = collect.collect_users(jobs)

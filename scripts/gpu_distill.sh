@@ -11,7 +11,7 @@
 #
 # LIMIT_S: no job starts after it; KILL_S kills everything as a last resort; the tables are then
 # read back from every finished stage. SCALE=tiny EPOCHS=1 DEVICE=cpu JOBS=2 checks the script on
-# a CPU in a few minutes. ONLY=core runs only the teacher, the α grid and XS N-pair.
+# a CPU in a few minutes. FULL= (empty) runs only the core: the teacher, XS N-pair and each distillation method.
 # Writes to $OUT: results.md, results.json, distill.log, nvidia-smi.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,22 +23,22 @@ KILL_S=${KILL_S:-560}
 SEEDS=${SEEDS:-0 1 2}
 SCALE=${SCALE:-demo}
 DEVICE=${DEVICE:-cuda}
-ONLY=${ONLY:-all}
+FULL=${FULL:-1}
 EPOCHS=${EPOCHS:-}
 ROOT=${ROOT:-$(mktemp -d /tmp/fndkit-distill-XXXXXX)}
-export PYTHONUNBUFFERED=1 FNDKIT_DISTILL_THREADS=${FNDKIT_DISTILL_THREADS:-1}
+export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/nvidia-smi.txt"
 # shellcheck disable=SC2086  # word splitting of SEEDS is intended
-common=(--out "$ROOT" --seeds $SEEDS --scale "$SCALE" --device "$DEVICE" --only "$ONLY" ${EPOCHS:+--epochs "$EPOCHS"})
+common=(--root "$ROOT" --seeds $SEEDS --scale "$SCALE" --device "$DEVICE" ${FULL:+--full} ${EPOCHS:+--epochs "$EPOCHS"})
 
 start=$(date +%s)
-timeout -s KILL "$KILL_S" "$PY" -m fndkit distill "${common[@]}" --jobs "$JOBS" --time-limit "$LIMIT_S" \
+timeout -s KILL "$KILL_S" "$PY" -m fndkit distill "${common[@]}" --workers "$JOBS" --threads 1 --time-limit "$LIMIT_S" \
     > "$OUT/distill.log" 2>&1
 rc=$?
 echo "distill exit code $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/distill.log"
 [ "$rc" -eq 0 ] || "$PY" -m fndkit distill "${common[@]}" --collect-only >> "$OUT/distill.log" 2>&1
-for f in results.md results.json; do
+for f in results.md results.csv report.html plan.json; do
     [ -f "$ROOT/$f" ] && cp "$ROOT/$f" "$OUT/$f"
 done
 tail -n 70 "$OUT/distill.log"

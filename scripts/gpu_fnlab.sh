@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The false-negative lab (fn_rate + fn_ablation) at demo scale over three seeds on one GPU: issue
 # 13's evidence. The runs execute in-process in JOBS worker processes that share the GPU
-# (`python -m fndkit lab`, see fndkit.fnlab.run_lab): per run folder (taste breadth × seed) the
+# (`python -m fndkit lab`, see fndkit.plans.lab): per run folder (taste breadth × seed) the
 # dataset and teacher, then every student, then the teacher's diagnostics; lowest seed first.
 #
 #   OUT=/path/for/results scripts/gpu_fnlab.sh
@@ -30,13 +30,13 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/nvidia-s
 common=($EXPERIMENTS --seeds $SEEDS --scale "$SCALE" --root "$ROOT" --device "$DEVICE" --no-progress)
 
 start=$(date +%s)
-timeout -s KILL "$KILL_S" "$PY" -m fndkit lab "${common[@]}" --jobs "$JOBS" --time-limit "$LIMIT_S" \
+timeout -s KILL "$KILL_S" "$PY" -m fndkit lab "${common[@]}" --workers "$JOBS" --time-limit "$LIMIT_S" \
     > "$OUT/fnlab.log" 2>&1
 rc=$?
 echo "lab exit code $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/fnlab.log"
 "$PY" -m fndkit lab "${common[@]}" --collect-only >> "$OUT/fnlab.log" 2>&1
-for f in results.csv gains.csv diagnostics.csv summary.md lab.json; do
-    [ -f "$ROOT/$f" ] && cp "$ROOT/$f" "$OUT/$f"
+for f in results.csv results.md report.html plan.json; do
+    for g in "$ROOT"/*/"$f"; do [ -f "$g" ] && cp "$g" "$OUT/$f"; done
 done
 tail -n 60 "$OUT/fnlab.log"
 exit "$rc"

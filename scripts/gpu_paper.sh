@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One seed of `make paper` at demo scale — every method's validation search, then every table and
-# figure — on one GPU with K worker processes sharing it (--workers-per-gpu K): wall time and the
+# figure — on one GPU with K worker processes sharing it (--workers K through the study storage): wall time and the
 # GPU's busy fraction (nvidia-smi's utilization.gpu sampled every SAMPLE_S seconds; the fraction of
 # samples above 0 %, and the mean utilization).
 #
@@ -27,8 +27,7 @@ mkdir -p "$OUT"
 if [ -z "${CMD:-}" ]; then
     # shellcheck disable=SC2206  # word splitting of SEEDS is intended
     cmd=("$PY" -m fndkit paper all --seeds $SEEDS --scale "$SCALE" --device "$DEVICE" --root "$ROOT"
-         --via process --workers-per-gpu "$K")
-    [ "$DEVICE" = cpu ] && cmd=("${cmd[@]/--workers-per-gpu/--workers}")
+         --via process --workers "$K" --storage journal)
 else
     eval "cmd=($CMD)"  # the shell's quoting rules: CMD is a command line
 fi

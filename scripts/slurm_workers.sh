@@ -7,11 +7,11 @@
 #     sbatch --array=0-7 --gres=gpu:1 scripts/slurm_workers.sh paper all --seeds 0 1 2
 #
 # Every node must see the same --root (a shared file system): the run folders are the jobs'
-# artifacts. WORKERS_PER_GPU=K runs K workers per task's GPU. When the array has finished, run the
+# artifacts. WORKERS=K runs K workers per task (they share its GPU). When the array has finished, run the
 # same command once without --worker-only (anywhere) to collect results.csv and report.html; it
 # trains nothing more. A task killed by Slurm (time limit, preemption) leaves its job RUNNING in the
 # storage; any later worker fails it and enqueues it again, resumed from its last.pt
-# (fndkit/search.py, "Faults").
+# (fndkit/plans/study.py, "Faults").
 #SBATCH --job-name=fndkit-workers
 #SBATCH --output=fndkit-worker-%A_%a.log
 set -euo pipefail
@@ -21,8 +21,8 @@ PY=${PY:-python3}
 ROOT=${ROOT:-outputs/paper}
 [ $# -gt 0 ] || set -- paper all --seeds 0
 args=("$@" --root "$ROOT" --storage "$STORAGE" --worker-only --via process)
-if [ -n "${WORKERS_PER_GPU:-}" ]; then
-    args+=(--workers-per-gpu "$WORKERS_PER_GPU")
+if [ -n "${WORKERS:-}" ]; then
+    args+=(--workers "$WORKERS")
 fi
 echo "task ${SLURM_ARRAY_TASK_ID:-0} on $(hostname): $PY -m fndkit ${args[*]//$STORAGE/<storage>}"
 exec "$PY" -m fndkit "${args[@]}"

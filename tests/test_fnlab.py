@@ -9,7 +9,9 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from fndkit import fnlab
+from fndkit import cli
+from fndkit.plans import lab as fnlab
+from fndkit.plans.execute import Job, run_plan, unique_jobs
 from fndkit.artifacts import load_checkpoint, read_json, save_checkpoint, write_json
 from fndkit.config import DataConfig, TrainConfig
 from fndkit.data.sampling import (NegativeSampler, _in_sorted, _user_outfit_keys, attach_candidates,
@@ -359,7 +361,7 @@ def test_rank_correlation_is_spearman_and_calibration_bins():
     assert cal["teacher_score"].tolist() == [2 * m + 1 for m in cal["true_affinity"]]
 
 
-def test_student_table_and_gain_summary():
+def test_student_table():
     def m(auc_r, auc_h, loss, best=3):
         return {"loss": loss, "best_epoch": best, "epochs_run": best + 4, "stopped_early": True,
                 "test": {"random": {"auc": auc_r, "ndcg_lpae": 0.5}, "hard": {"auc": auc_h, "ndcg_lpae": 0.4}},
@@ -370,17 +372,6 @@ def test_student_table_and_gain_summary():
     assert gain[("student_fnd", "hard")] == pytest.approx(-0.01)
     assert gain[("student_npair", "hard")] == 0.0
     assert t.set_index(["stage", "protocol"]).loc[("student_fnd", "random"), "auc_at_2_epochs"] == pytest.approx(0.82)
-    rows = [{"method": meth, "taste_breadth": 1.0, "fn_rate": 0.07, "seed": s, "protocol": "random",
-             "metric": "auc", "value": v}
-            for meth, vals in (("npair", (0.80, 0.82)), ("fnd", (0.83, 0.82))) for s, v in zip((0, 1), vals)]
-    g = fnlab.gain_summary(pd.DataFrame(rows)).set_index("method")
-    assert g.loc["fnd", "gain_mean"] == pytest.approx(0.015) and g.loc["npair", "gain_mean"] == 0.0
-    assert g.loc["fnd", "gain_std"] == pytest.approx(np.std([0.03, 0.0], ddof=1)) and g.loc["fnd", "seeds"] == 2
-    # a seed without an N-pair run has no gain: it counts for neither the mean nor the seeds
-    extra = pd.DataFrame([{"method": "fnd", "taste_breadth": 1.0, "fn_rate": 0.07, "seed": 2, "protocol": "random",
-                           "metric": "auc", "value": 0.99}])
-    g = fnlab.gain_summary(pd.concat([pd.DataFrame(rows), extra])).set_index("method")
-    assert g.loc["fnd", "gain_mean"] == pytest.approx(0.015) and g.loc["fnd", "seeds"] == 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,7 +422,7 @@ def test_lab_plans_name_real_notebook_parameters(tmp_path):
     assert len(students) == len(folders) * (1 + len(fnlab.ALPHAS) + 2)
     assert {r.params.loss for r in students} == {"npair", "fnd", "oracle-drop", "oracle-pull"}
     assert len({(r.run_dir, r.stage) for r in students}) == len(students)  # no stage trained twice
-    both = fnlab.unique_runs(rate + fnlab.fn_ablation_runs(tmp_path, seeds=[0, 1], scale="tiny"))
+    both = unique_jobs(rate + fnlab.fn_ablation_runs(tmp_path, seeds=[0, 1], scale="tiny"))
     assert sum(r.notebook == "02_teacher" for r in both) == len({r.run_dir for r in both})  # one teacher per folder
     with pytest.raises(ValueError, match="seeds"):
         fnlab.fn_rate_runs(tmp_path, seeds=[])
@@ -455,109 +446,93 @@ def test_snapshots_and_fixed_budget_of_one_run(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# the lab's own runner: worker processes, reuse, failures, the time limit, its tables
+# the lab through the one command line: worker processes, reuse, failures, the time limit, its tables
 
 
 @pytest.fixture(scope="module")
 def lab_cli(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
-    code = fnlab.main(["fn_rate", "--scale", "tiny", "--seeds", "0", "--breadths", "1.0", "--root", str(root),
-                       "--jobs", "2", "--device", "cpu", "--no-progress"])
+    code = cli.main(["lab", "fn_rate", "--scale", "tiny", "--seeds", "0", "--breadths", "1.0", "--root", str(root),
+                     "--workers", "2", "--device", "cpu", "--no-progress"])
     return root, code
 
 
 def _tiny_plan(root):
-    return fnlab.fn_rate_runs(root, seeds=[0], scale="tiny", breadths=(1.0,), device="cpu")
+    return fnlab.fn_rate_runs(root / "cpu-2c" if (root / "cpu-2c").exists() else root, seeds=[0], scale="tiny",
+                              breadths=(1.0,), device="cpu")
+
+
+def _folder(root):
+    return next(root.glob("*/plan.json")).parent
 
 
 def test_lab_command_runs_the_plan_in_workers_and_writes_its_tables(lab_cli):
     root, code = lab_cli
     assert code == 0
-    plan = fnlab.unique_runs(_tiny_plan(root))
-    info = read_json(root / "lab.json")
-    assert info["runs_done"] == len(plan) == 9 and info["runs_failed"] == [] and info["runs_not_started"] == []
-    folder = RunFolder(fnlab.lab_folder(root, 1.0, 0))
-    table = pd.read_csv(root / "results.csv")
-    assert set(table.method) == {"teacher", "npair", "fnd α=1.25", "fnd α=2", "fnd α=3", "oracle-drop", "oracle-pull"}
+    folder_root = _folder(root)
+    plan = unique_jobs(fnlab.fn_rate_runs(folder_root, seeds=[0], scale="tiny", breadths=(1.0,), device="cpu"))
+    record = read_json(folder_root / "plan.json")
+    assert record["status"] == "finished" and len(record["jobs"]) == len(plan) == 9
+    assert {j["status"] for j in record["jobs"]} == {"done"}
+    folder = RunFolder(fnlab.lab_folder(folder_root, 1.0, 0))
+    table = pd.read_csv(folder_root / "results.csv")
+    trained = table[table.list == "test"]
+    assert set(trained.method) == {"teacher", "npair", "fnd α=1.25", "fnd α=2", "fnd α=3", "oracle-drop", "oracle-pull"}
 
     def auc(method, protocol="random"):
-        return table.query("method == @method and protocol == @protocol and metric == 'auc'")["value"].item()
+        return trained.query("method == @method and protocol == @protocol and metric == 'auc'")["value"].item()
 
     assert auc("npair") == pytest.approx(folder.read_metrics("student_npair")["test"]["random"]["auc"], abs=1e-12)
     assert auc("teacher", "hard") == pytest.approx(folder.read_metrics("teacher")["test"]["hard"]["auc"], abs=1e-12)
-    gains = pd.read_csv(root / "gains.csv").set_index(["method", "protocol"])
-    assert gains.loc[("oracle-pull", "random"), "gain_mean"] == pytest.approx(auc("oracle-pull") - auc("npair"), abs=1e-12)
-    assert gains.loc[("npair", "hard"), "gain_mean"] == 0.0
-    # the diagnostics ran after every student of the folder: they list all six
+    # the diagnostics ran after every student of the folder: they list all six, and their flags are rows
     students = {r.stage for r in plan if r.notebook == "03_student"}
     assert {s["stage"] for s in folder.read_metrics("false_negatives")["students"]} == students
-    diag = pd.read_csv(root / "diagnostics.csv")
-    assert diag["flag_precision"].item() == folder.read_metrics("false_negatives")["flag_precision"]
-    assert diag["fn_rate"].item() == folder.read_metrics("data")["false_negative_fraction_random_mixtures"]
-    summary = (root / "summary.md").read_text()
-    assert "Test AUC gain over N-pair, random negatives, at convergence" in summary
-    assert "within the fixed budget" in summary and "Epochs to best" in summary
+    diag = table.query("method == 'diagnostics' and metric == 'flag_precision'")["value"].item()
+    assert diag == folder.read_metrics("false_negatives")["flag_precision"]
+    rate = table.query("stage == 'data' and metric == 'false_negative_fraction_random_mixtures'")["value"].item()
+    assert rate == folder.read_metrics("data")["false_negative_fraction_random_mixtures"]
+    summary = (folder_root / "results.md").read_text()
+    assert "oracle-pull − N-pair (breadth 1.0)" in summary and "single seed: not a verdict" in summary
+    assert "**fn_rate**" in summary and (folder_root / "report.html").exists()
 
 
-def test_run_lab_reuses_finished_runs_and_reports_a_failure_by_name(lab_cli):
+def test_lab_reuses_finished_runs_and_reports_a_failure_by_name(lab_cli):
     root, _ = lab_cli
-    plan = _tiny_plan(root)
+    folder_root = _folder(root)
+    plan = fnlab.fn_rate_runs(folder_root, seeds=[0], scale="tiny", breadths=(1.0,), device="cpu")
     trained = sorted(root.rglob("checkpoint.pt"))
     before = {p: p.stat().st_mtime_ns for p in trained}
-    bad = fnlab.student_run(root, 1.0, 0, "npair", "tiny", device="cpu")
-    bad = fnlab.LabRun(bad.params.replace(loss="no-such-loss", out_name="student_bad"), label="student_bad",
-                       method="bad")
-    out = fnlab.run_lab([*plan, bad], jobs=1, progress=False)
+    bad = fnlab.student_run(folder_root, 1.0, 0, "npair", "tiny", device="cpu")
+    bad = Job(bad.params.replace(loss="no-such-loss", out_name="student_bad"), method="bad")
+    out = run_plan([*plan, bad], progress=False, on_failure="continue")
     assert len(out.done) == 9 and len(out.failed) == 1 and not out.not_started
     assert "breadth1/seed0/student_bad" in out.failed[0][1] and "no-such-loss" in out.failed[0][1]
     assert {p: p.stat().st_mtime_ns for p in trained} == before  # every model reused, none retrained
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_run_lab_starts_nothing_after_its_time_limit(tmp_path, jobs):
-    plan = _tiny_plan(tmp_path)
-    out = fnlab.run_lab(plan, jobs=jobs, time_limit=1e-9, progress=False)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_lab_starts_nothing_after_its_time_limit(tmp_path, workers):
+    plan = fnlab.fn_rate_runs(tmp_path, seeds=[0], scale="tiny", breadths=(1.0,), device="cpu")
+    out = run_plan(plan, workers=workers, time_limit=1e-9, progress=False, on_failure="continue")
     assert not out.done and not out.failed
-    assert {(r.run_dir, r.stage) for r in out.not_started} == {(r.run_dir, r.stage) for r in plan}
+    assert {(r.run_dir, r.stage) for r in out.not_started} == {(r.run_dir, r.stage) for r in unique_jobs(plan)}
     assert not (fnlab.lab_folder(tmp_path, 1.0, 0) / "data").exists()
-    with pytest.raises(ValueError, match="workers=0 must be an integer >= 1"):
-        fnlab.run_lab(plan, jobs=0)
 
 
-def test_lab_command_never_replaces_tables_with_nothing(tmp_path, capsys):
-    (tmp_path / "results.csv").write_text("experiment,method\nfn_rate,npair\n")  # a finished lab's table
-    code = fnlab.main(["fn_rate", "--scale", "tiny", "--seeds", "0", "--root", str(tmp_path), "--collect-only"])
-    assert code == 2 and "no finished run" in capsys.readouterr().err
-    assert (tmp_path / "results.csv").read_text() == "experiment,method\nfn_rate,npair\n"
+def test_lab_command_refuses_bad_input_in_one_line(tmp_path, capsys):
+    for argv, needle in ((["lab", "fn_rate", "--breadths", "-1", "--root", str(tmp_path)], "--breadths"),
+                         (["lab", "nope", "--root", str(tmp_path)], "unknown lab experiment"),
+                         (["lab", "fn_rate", "--workers", "0", "--root", str(tmp_path)], "must be >= 1"),
+                         (["lab", "fn_rate", "--scale", "polyvore630", "--root", str(tmp_path)], "no lab budget")):
+        with pytest.raises(SystemExit) if "--workers" in argv else _no_raise():
+            assert cli.main(argv) == 2
+        assert needle in capsys.readouterr().err
+    assert not list(tmp_path.rglob("data"))
 
 
-def test_lab_command_merges_seeds_run_on_different_machines(tmp_path):
-    def lab(folder, machine, rows):
-        folder.mkdir()
-        pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
-        pd.DataFrame([{"taste_breadth": 1.0, "seed": r["seed"], "fn_rate": 0.07} for r in rows]).to_csv(
-            folder / "diagnostics.csv", index=False)
-        write_json(folder / "lab.json", {"machine": machine})
+class _no_raise:
+    def __enter__(self):
+        return self
 
-    def row(method, seed, value):
-        return {"experiment": "fn_rate", "method": method, "stage": f"student_{method}", "taste_breadth": 1.0,
-                "fn_rate": 0.07, "negatives": "shared", "alpha": 1.25, "seed": seed, "protocol": "random",
-                "metric": "auc", "value": value}
-
-    lab(tmp_path / "gpu", "cuda-X", [row("npair", 0, 0.90), row("fnd", 0, 0.92), row("npair", 1, 0.91),
-                                     row("fnd", 1, 0.90)])
-    lab(tmp_path / "cpu", "cpu-2c", [row("npair", 1, 0.50), row("npair", 2, 0.80), row("fnd", 2, 0.83)])
-    code = fnlab.main(["fn_rate", "--seeds", "0", "1", "2", "--root", str(tmp_path / "both"),
-                       "--merge", str(tmp_path / "gpu"), str(tmp_path / "cpu")])
-    assert code == 0
-    table = pd.read_csv(tmp_path / "both" / "results.csv")
-    assert len(table) == 6  # seed 1's N-pair comes from the first folder only
-    assert table.set_index(["method", "seed"]).loc[("npair", 1), "value"] == 0.91
-    assert table.set_index(["method", "seed"]).loc[("fnd", 2), "machine"] == "cpu-2c"
-    gains = pd.read_csv(tmp_path / "both" / "gains.csv").set_index("method")
-    assert gains.loc["fnd", "seeds"] == 3
-    assert gains.loc["fnd", "gain_mean"] == pytest.approx(np.mean([0.02, -0.01, 0.03]))
-    summary = (tmp_path / "both" / "summary.md").read_text()
-    assert "cuda-X (seeds [0, 1]) + cpu-2c (seeds [1, 2])" in summary
-    assert fnlab.main(["fn_rate", "--root", str(tmp_path / "gpu"), "--merge", str(tmp_path / "gpu")]) == 2
-    assert fnlab.main(["fn_rate", "--root", str(tmp_path / "x"), "--merge", str(tmp_path / "nothing")]) == 2
+    def __exit__(self, *exc):
+        return False

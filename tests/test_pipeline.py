@@ -1,6 +1,6 @@
 """The chain runner: executed copies, a clear failure naming notebook and cell, no silent overwrite.
 
-The chain is a plan of jobs run by :func:`fndkit.jobs.run_plan` as notebooks; these tests run the
+The chain is a plan of jobs run by :func:`fndkit.plans.execute.run_plan` as notebooks; these tests run the
 cheapest real job (00_data at tiny scale) through papermill."""
 
 import json
@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from fndkit.plans.execute import Job, params_for
-from fndkit.pipeline import PipelineError, default_chain, main, run_chain
+from fndkit.cli import main as cli_main
+from fndkit.plans.chain import PipelineError, default_chain, run_chain
 
 pytestmark = pytest.mark.notebook
 
@@ -45,7 +46,7 @@ def test_failure_names_notebook_and_cell(tmp_path):
 
 
 def test_cli_rejects_unknown_step(capsys):
-    assert main(["--only", "99_nothing"]) == 2
+    assert cli_main(["chain", "--only", "99_nothing"]) == 2
     assert "unknown step" in capsys.readouterr().err
 
 
@@ -75,7 +76,7 @@ def test_kernels_wait_passively_unless_told_otherwise(monkeypatch, own):
     """Spinning OpenMP threads crawl on a busy 2-core machine: the kernels get
     OMP_WAIT_POLICY=PASSIVE, a value of the user's own is kept, and the runner's environment is
     left as it was."""
-    from fndkit.jobs import kernel_environment
+    from fndkit.plans.execute import kernel_environment
 
     if own is None:
         monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
@@ -86,3 +87,19 @@ def test_kernels_wait_passively_unless_told_otherwise(monkeypatch, own):
                               capture_output=True, text=True).stdout.strip()
     assert seen == (own or "PASSIVE")
     assert os.environ.get("OMP_WAIT_POLICY") == own
+
+
+def test_chain_with_two_workers_writes_what_one_worker_writes(tmp_path):
+    """The students side by side (two workers) give the same metrics as one after another, for the
+    same seeds and a fixed number of threads per job."""
+    steps = ("00_data", "01_autoencoder", "02_teacher", "03_student_fnd", "03_student_npair")
+    metrics = {}
+    for workers in (1, 2):
+        run_dir = tmp_path / f"w{workers}"
+        jobs = [j for j in default_chain("tiny", run_dir=run_dir) if j.label in steps]
+        record = run_chain(run_dir, jobs, progress=False, via="process", workers=workers, threads=1)
+        assert record["status"] == "finished" and len(record["steps"]) == len(steps)
+        metrics[workers] = {s: {k: v for k, v in json.loads((run_dir / s / "metrics.json").read_text()).items()
+                                if k in ("test", "test_clean", "best_val_auc", "best_epoch")}
+                            for s in ("teacher", "student_fnd", "student_npair")}
+    assert metrics[1] == metrics[2]

@@ -304,6 +304,7 @@ class Ended(NamedTuple):
     error: str | None
     seconds: float
     info: dict = {}
+    exc: BaseException | None = None
 
 
 def _check_plan_arguments(via: str, time_limit: Any, on_failure: str) -> None:
@@ -417,7 +418,7 @@ class _LocalSession:
                     target = executed_copy(job, _label(job)) if self.via == "notebook" else None
                     raise JobInterrupted(f"interrupted (Ctrl-C) during {_label(job)}", job, target) from None
                 except JobError as exc:
-                    return [Ended(job, None, str(exc), time.perf_counter() - started)]
+                    return [Ended(job, None, str(exc), time.perf_counter() - started, {}, exc)]
             seconds = info.get("seconds", time.perf_counter() - started)
             return [Ended(job, metrics, None, seconds, {k: info[k] for k in ("training",) if k in info})]
         done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
@@ -427,7 +428,8 @@ class _LocalSession:
             exc = future.exception()
             if exc is not None:
                 message = str(exc) if isinstance(exc, JobError) else f"{job.describe()}: {type(exc).__name__}: {exc}"
-                out.append(Ended(job, None, message, time.perf_counter() - started))
+                out.append(Ended(job, None, message, time.perf_counter() - started, {},
+                                 exc if isinstance(exc, JobError) else None))
             else:
                 out.append(Ended(job, future.result(), None, time.perf_counter() - started))
         return out
@@ -468,17 +470,17 @@ def run_plan(jobs: Iterable[Job], via: str = "process", dispatch=None, time_limi
     plan = ordered(jobs)
     schedule = Schedule(plan)
     outcome, start = PlanOutcome(), time.perf_counter()
+    stopping, recorded, errors = False, 0, {}
     folders = list(dict.fromkeys(j.run_dir for j in plan))
     chain_view = len(folders) == 1 and dispatch.capacity() == 1 and isinstance(dispatch, Local)
+    options = {"kernel_name": kernel_name, "log_output": log_output, "progress": progress is True
+               and not chain_view and via == "process" and dispatch.capacity() == 1}
+    session = dispatch.open(plan, via, options)  # a storage that cannot be opened: refused before any output
     live = ChainProgress(RunFolder(folders[0]), [_label(j) for j in plan], scale=scale,
                          enabled=progress is True) if chain_view and plan else None
     bar = tqdm(total=len(plan), desc="plan", unit="job", disable=progress is not True or live is not None,
                dynamic_ncols=True)
     late = (lambda: False) if time_limit is None else (lambda: time.perf_counter() - start > time_limit)
-    options = {"kernel_name": kernel_name, "log_output": log_output, "progress": progress is True and live is None
-               and via == "process" and dispatch.capacity() == 1}
-    session = dispatch.open(plan, via, options)
-    stopping, recorded = False, 0
 
     def write_record(status: str) -> None:
         if record is not None:
@@ -508,6 +510,7 @@ def run_plan(jobs: Iterable[Job], via: str = "process", dispatch=None, time_limi
                           f"{'FAILED' if ended.error else 'done'} {job.describe()}", flush=True)
                 if ended.error is not None:
                     outcome.failed.append((job, ended.error))
+                    errors[job.key] = ended.exc
                     stopping = stopping or on_failure == "stop"
                     continue
                 rec = {"key": job.key, "label": _label(job), "stage": job.stage, "kind": job.kind,
@@ -531,5 +534,6 @@ def run_plan(jobs: Iterable[Job], via: str = "process", dispatch=None, time_limi
     write_record("failed" if outcome.failed else "finished" if not outcome.not_started else "partial")
     if stopping and outcome.failed:
         job, message = outcome.failed[0]
-        raise JobError(message, job)
+        original = errors.get(job.key)
+        raise JobError(message, job, getattr(original, "executed_copy", None))
     return outcome

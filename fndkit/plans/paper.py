@@ -44,7 +44,7 @@ BATCH_SIZES = (16, 32, 64, 128)                                    # Fig. 7
 QUICK_PAIRS = (("erase", "replace"),)                               # --quick: one cell of Fig. 5
 
 
-class ExperimentError(RuntimeError):
+class ExperimentError(ValueError):
     """A plan's input is wrong; the message names it."""
 
 

@@ -28,10 +28,13 @@ class Comparison(NamedTuple):
     list: str = "test"
     sign: int = 1
     paper_effect: float | None = None
+    folders: tuple = ()   # only these run folders (e.g. one taste breadth of the lab); () all
 
 
-def _values(users: pd.DataFrame, stage: str, protocol: str, which: str) -> pd.DataFrame:
+def _values(users: pd.DataFrame, stage: str, protocol: str, which: str, folders: tuple = ()) -> pd.DataFrame:
     part = users[(users.stage == stage) & (users.protocol == protocol) & (users.list == which)]
+    if folders:
+        part = part[part.run_dir.isin([str(f) for f in folders])]
     return part.drop_duplicates(subset=["run_dir", "user"])[["seed", "user", "value"]]
 
 
@@ -40,7 +43,7 @@ def compare(users: pd.DataFrame, comparisons: Iterable[Comparison], n_boot: int 
     the rows returned), mde, n_seeds, n_users, verdict."""
     done, rows = [], []
     for c in comparisons:
-        a, b = _values(users, c.a, c.protocol, c.list), _values(users, c.b, c.protocol, c.list)
+        a, b = (_values(users, stage, c.protocol, c.list, c.folders) for stage in (c.a, c.b))
         if a.empty or b.empty:
             continue
         try:

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .artifacts import atomic_path, jsonable, load_checkpoint, save_checkpoint, write_json
-from .config import TrainConfig
+from .config import TrainConfig, identity
 from .data.datasets import make_loader
 from .feeding import prefetch_images
 from .data.sampling import NegativeSampler
@@ -469,7 +469,8 @@ def _resume_state(last_path: Path, cfg: TrainConfig, model: OutfitModel, device:
         raise ValueError(f"cannot resume from {last_path}: the file is unreadable ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it (or pass "
                          f"overwrite=True) to start the stage over") from None
-    saved, wanted = TrainConfig.with_defaults(payload["config"].get("train", {})), jsonable(cfg.to_dict())
+    # where it ran (the device) is no part of what it is: a run started on the CPU resumes anywhere
+    saved, wanted = identity(TrainConfig.with_defaults(payload["config"].get("train", {}))), identity(cfg.to_dict())
     if saved != wanted:
         diff = ", ".join(f"{k}={saved.get(k)!r} there, {wanted.get(k)!r} here"
                          for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))

@@ -139,6 +139,28 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return (root / p).resolve()
 
 
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` as an executed notebook should carry it: a relative path as it was given; an
+    absolute one inside the project root as the path relative to that root, so the notebook
+    names the same folder in a moved or copied checkout (what a plan builder resolved goes back
+    to what the user typed, e.g. ``outputs/demo``). Absolute it stays outside the project root,
+    or where the relative form would mean another folder from ``notebooks/`` (the kernels'
+    working directory, which :func:`resolve_path` looks at first)."""
+    p = Path(path).expanduser()
+    root = project_root()
+    if not p.is_absolute():
+        return str(path)
+    if root is None:
+        return str(p)
+    try:
+        rel = Path(os.path.normpath(p)).relative_to(root)
+    except ValueError:
+        return str(p)
+    if not rel.parts or (root / NOTEBOOKS / rel).exists():
+        return str(p)
+    return rel.as_posix()
+
+
 def _where(path: Path) -> str:
     root = project_root()
     if root is None:
@@ -807,7 +829,7 @@ def check_same_dataset(payload: dict, dataset: OutfitDataset, where: Any) -> Non
 
 
 __all__ = ["RunFolder", "StageError", "StageBusy", "StageClaim", "StageStatus", "DatasetError", "project_root",
-           "resolve_path", "check_same_dataset", "check_overwrite", "config_differences"]
+           "resolve_path", "portable_path", "check_same_dataset", "check_overwrite", "config_differences"]
 
 
 def claim_holder(folder: str | os.PathLike) -> dict | None:

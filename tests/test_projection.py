@@ -6,6 +6,8 @@ UMAP (35 s of numba compilation on first use) runs only with --runslow.
 """
 
 import base64
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -467,3 +469,39 @@ def test_snapshot_is_static_output(run_models, tmp_path):
     png = tmp_path / "space_pca.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
     assert base64.b64decode(ex.snapshot(png)._repr_mimebundle_()["image/png"]) == png.read_bytes()
+
+
+_FAKE_PAGE = """
+var sent = null, handlers = {};
+var input = {value: "", dispatchEvent: function () { sent = this.value; }};
+var gd = {layout: {meta: "tok"},
+          _fullLayout: {xaxis: {_offset: 80, _m: 50, p2d: function (p) { return (p - 10) / 50; }},
+                        yaxis: {_offset: 60, _m: -40, p2d: function (p) { return (p - 400) / -40; }}},
+          getBoundingClientRect: function () { return {left: 100, top: 20}; },
+          getAttribute: function () { return null; }, setAttribute: function () {},
+          on: function (name, fn) { handlers[name] = fn; }};
+var document = {querySelector: function () { return input; }, querySelectorAll: function () { return [gd]; }};
+function setTimeout() {}
+function Event() {}
+%s
+handlers.plotly_click({points: [{customdata: 7}], event: {clientX: 300, clientY: 200}});
+console.log(sent);
+handlers.plotly_hover({points: [{customdata: 9}], event: {clientX: 300, clientY: 200}});
+console.log(sent);
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page script")
+def test_page_script_sends_the_click_in_data_coordinates(tmp_path):
+    """The script beside the picture, run against a stand-in plotly page: a click 120 px right of
+    the x axis' start and 120 px below the y axis' top, on axes of 50 and −40 px per unit whose
+    pixel 10 / 400 is data 0, is sent at data (2.2, 7) with those scales; a hover sends no cursor."""
+    from fndkit.viz.explorer import _BIND_SCRIPT, parse_pick
+
+    body = (_BIND_SCRIPT % {"uid": "u1", "token": "tok"}).replace("<script>", "").replace("</script>", "")
+    page = tmp_path / "page.js"
+    page.write_text(_FAKE_PAGE % body)
+    out = subprocess.run(["node", str(page)], capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    how, point, cursor = parse_pick(out[0])
+    assert (how, point) == ("click", 7) and cursor == pytest.approx((2.2, 7.0, 50.0, -40.0))
+    assert parse_pick(out[1]) == ("hover", 9, None)

@@ -793,6 +793,8 @@ def _resuming(stage: str, folder: Path) -> str:
         stopped = bool(state.get("stopped_early"))
     except Exception:  # unreadable: fit() says why when it loads it
         return f"resuming {stage} in {folder} {how}"
+    if not (folder / "config.json").exists():  # written at every start: the weights were handed over
+        how = "(a last.pt placed there without a config.json: the search hands its chosen trial over so)"
     if epoch >= epochs or stopped:
         return (f"resuming {stage} from epoch {epoch} of {epochs}: its training had "
                 f"{'stopped early' if stopped else 'ended'}, so nothing is trained, only scored {how}")

@@ -76,6 +76,9 @@ def test_resume_line_names_the_epoch_of_last_pt(tmp_path):
     cfg = TrainConfig(epochs=5)
     save_checkpoint(folder / "last.pt", state_dict={}, config={"train": cfg.to_dict()}, metrics={},
                     extra={"train_state": {"epoch": 3, "stopped_early": False}})
+    assert _resuming("student", folder).startswith("resuming student from epoch 3 of 5 (a last.pt placed there "
+                                                   "without a config.json")  # the search's hand-over
+    (folder / "config.json").write_text("{}")
     assert _resuming("student", folder).startswith("resuming student from epoch 3 of 5 (its last.pt")
     (folder / "last.pt").write_text("not a checkpoint")
     assert _resuming("student", folder).startswith(f"resuming student in {folder} (its last.pt")

@@ -12,6 +12,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+from .artifacts import jsonable
+
 SCALES = ("tiny", "demo", "polyvore630", "polyvore519")
 APPEARANCES = ("simple", "rich")   # fndkit.data.appearance.APPEARANCES
 
@@ -234,6 +236,17 @@ class TrainConfig(_Base):
     def scaled_lr(self) -> float:
         """Linear learning-rate scaling with batch size (Goyal et al.; paper §4.8)."""
         return self.lr * self.batch_size / 32
+
+
+# Training-config fields that say where a run happens, not what it is: two configs that differ
+# only in these are one run (a stage finished on the CPU is reused when ``device="auto"`` asks).
+RUN_ONLY_KEYS = ("device",)
+
+
+def identity(saved: dict) -> dict:
+    """A saved training config (``to_dict()``, fields it lacks already defaulted) without
+    :data:`RUN_ONLY_KEYS`, as plain JSON values: what two runs must share to be the same run."""
+    return jsonable({k: v for k, v in saved.items() if k not in RUN_ONLY_KEYS})
 
 
 def train_config(scale: str, role: str, **overrides) -> TrainConfig:

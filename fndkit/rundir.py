@@ -16,7 +16,10 @@ project root: a relative path stays relative to the working directory, and error
 
 **Stages.** A stage folder (``teacher/``, ``student_fnd/`` …) is *finished* when its
 ``metrics.json`` exists. Asked again with the same config it is reused; with another config it is
-refused (never silently overwritten); a folder with ``last.pt`` but no metrics is resumed.
+refused (never silently overwritten; the message names each differing key with both values); a
+folder with ``last.pt`` but no metrics is resumed ("resuming <stage> from epoch k of n"), any other
+is started ("starting <stage>"). The device is no part of a config's identity: where a run happens
+is not what it is (:data:`~fndkit.config.RUN_ONLY_KEYS`).
 
 **One writer per stage folder.** :meth:`RunFolder.begin_stage` first *claims* the stage folder:
 it creates ``<stage>/.claim.json`` (host, pid, the pid's start time, when, and a heartbeat a daemon
@@ -65,7 +68,7 @@ import numpy as np
 
 from . import baselines  # noqa: F401  (a run folder may hold baseline checkpoints: register them)
 from .artifacts import TMP_MARK, explain_write_error, jsonable, load_checkpoint, read_json, write_json
-from .config import PAPER_DEFAULTS, TrainConfig
+from .config import PAPER_DEFAULTS, TrainConfig, identity
 from .data.schema import DatasetError, OutfitDataset
 from .models.registry import load_model
 
@@ -134,6 +137,28 @@ def resolve_path(path: str | os.PathLike) -> Path:
     if here.exists() or root is None:
         return here.resolve()
     return (root / p).resolve()
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` as an executed notebook should carry it: a relative path as it was given; an
+    absolute one inside the project root as the path relative to that root, so the notebook
+    names the same folder in a moved or copied checkout (what a plan builder resolved goes back
+    to what the user typed, e.g. ``outputs/demo``). Absolute it stays outside the project root,
+    or where the relative form would mean another folder from ``notebooks/`` (the kernels'
+    working directory, which :func:`resolve_path` looks at first)."""
+    p = Path(path).expanduser()
+    root = project_root()
+    if not p.is_absolute():
+        return str(path)
+    if root is None:
+        return str(p)
+    try:
+        rel = Path(os.path.normpath(p)).relative_to(root)
+    except ValueError:
+        return str(p)
+    if not rel.parts or (root / NOTEBOOKS / rel).exists():
+        return str(p)
+    return rel.as_posix()
 
 
 def _where(path: Path) -> str:
@@ -328,6 +353,20 @@ class RunFolder:
             self._claims[stage] = claim
         return status, finished
 
+    def refuse_other(self, stage: str, config: dict, overwrite: bool = False) -> None:
+        """Raise the refusal :meth:`begin_stage` would give when ``stage`` holds a finished run
+        with another config (the differing keys named, with both values); nothing otherwise. A
+        verb calls it before it announces the training, so a refused run prints no such line."""
+        if not check_overwrite(overwrite) and self.status(stage, config) is StageStatus.FINISHED_OTHER:
+            raise self._other_config(stage, config)
+
+    def _other_config(self, stage: str, config: dict) -> StageError:
+        folder = self.stage_dir(stage)
+        old = read_json(folder / "config.json") if (folder / "config.json").exists() else None
+        diff = "; ".join(config_differences(old, config)) or "its config.json is missing"
+        return StageError(f"{folder} holds a finished run with another config ({diff}); pass a new "
+                          f"out_name, or overwrite=True to replace it")
+
     def _decide(self, folder: Path, stage: str, config: dict, overwrite: bool) -> tuple[StageStatus, dict | None]:
         """:meth:`begin_stage` once the claim is held: today's reuse / refuse / resume rules."""
         status = self.status(stage, config)
@@ -336,19 +375,20 @@ class RunFolder:
                   f"(pass overwrite=True to retrain)")
             return status, read_json(folder / "metrics.json")
         if status is StageStatus.FINISHED_OTHER and not overwrite:
-            raise StageError(f"{folder} holds a finished run with another config; pass a new "
-                             f"out_name, or overwrite=True to replace it")
+            raise self._other_config(stage, config)
         if status is StageStatus.PARTIAL and (folder / "config.json").exists():
             old = read_json(folder / "config.json")
             if _what(old) != _what(jsonable(config)):
-                print(f"{folder} holds an unfinished run with another config; starting over")
+                print(f"{folder} holds an unfinished run with another config "
+                      f"({'; '.join(config_differences(old, config))}); starting over")
                 overwrite = True
         if overwrite and folder.exists():
             _clear(folder)
             status = StageStatus.NEW
         if status is StageStatus.PARTIAL:
-            print(f"{folder} holds an unfinished run with this config; resuming it from its last.pt "
-                  f"(delete the folder, or pass overwrite=True, to start over)")
+            print(_resuming(stage, folder))
+        else:
+            print(f"starting {stage} in {folder}")
         for stale in folder.glob(f".*{TMP_MARK}*") if folder.is_dir() else ():
             shutil.rmtree(stale, ignore_errors=True)  # a write cut short by a kill: never read
         write_json(folder / "config.json", {**config, "run_dir": str(self.root)})
@@ -701,13 +741,64 @@ def check_overwrite(overwrite: Any) -> bool:
 
 def _what(config: Any) -> Any:
     """A stage config without its location keys (see LOCATION_KEYS); its training config with
-    the fields it lacks at their defaults (a stage finished before a field existed still matches)."""
+    the fields it lacks at their defaults (a stage finished before a field existed still matches)
+    and without the fields that say where it ran (:data:`~fndkit.config.RUN_ONLY_KEYS`: a run
+    finished on the CPU is the same run to a later ``device="auto"``)."""
     if not isinstance(config, dict):
         return config
     what = {k: v for k, v in config.items() if k not in LOCATION_KEYS}
     if isinstance(what.get("train"), dict):
-        what["train"] = jsonable(TrainConfig.with_defaults(what["train"]))
+        what["train"] = identity(TrainConfig.with_defaults(what["train"]))
     return what
+
+
+def config_differences(old: Any, new: Any) -> list[str]:
+    """How stage config ``new`` (asked for here) differs from ``old`` (the folder's): one
+    ``"key: <old> there, <new> here"`` per differing field, the training config's fields by their
+    own names (``lr: 0.01 there, 0.03 here``), other nested sections as ``section.key``."""
+    old, new = _what(jsonable(old)), _what(jsonable(new))
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [] if old == new else [f"config: {old!r} there, {new!r} here"]
+    out = []
+
+    def walk(a: dict, b: dict, prefix: str) -> None:
+        for key in sorted(set(a) | set(b), key=str):
+            x, y = a.get(key, _ABSENT), b.get(key, _ABSENT)
+            if isinstance(x, dict) and isinstance(y, dict):
+                walk(x, y, "" if (not prefix and key == "train") else f"{prefix}{key}.")
+            elif x != y:
+                out.append(f"{prefix}{key}: {_shown(x)} there, {_shown(y)} here")
+
+    walk(old, new, "")
+    return out
+
+
+_ABSENT = object()
+
+
+def _shown(value: Any) -> str:
+    return "absent" if value is _ABSENT else repr(value)
+
+
+def _resuming(stage: str, folder: Path) -> str:
+    """The line a partial stage prints: the epoch its ``last.pt`` ends at (of how many), and
+    that nothing is trained when that run had ended (the search hands its chosen trial over so)."""
+    how = f"(its last.pt; delete {folder}, or pass overwrite=True, to start over)"
+    try:
+        import torch
+
+        payload = torch.load(folder / "last.pt", map_location="cpu", weights_only=True, mmap=True)
+        state = payload["extra"]["train_state"]
+        epoch, epochs = int(state["epoch"]), int(payload["config"]["train"]["epochs"])
+        stopped = bool(state.get("stopped_early"))
+    except Exception:  # unreadable: fit() says why when it loads it
+        return f"resuming {stage} in {folder} {how}"
+    if not (folder / "config.json").exists():  # written at every start: the weights were handed over
+        how = "(a last.pt placed there without a config.json: the search hands its chosen trial over so)"
+    if epoch >= epochs or stopped:
+        return (f"resuming {stage} from epoch {epoch} of {epochs}: its training had "
+                f"{'stopped early' if stopped else 'ended'}, so nothing is trained, only scored {how}")
+    return f"resuming {stage} from epoch {epoch} of {epochs} {how}"
 
 
 def _check_own_checkpoint(payload: dict, ckpt: Path) -> None:
@@ -740,7 +831,7 @@ def check_same_dataset(payload: dict, dataset: OutfitDataset, where: Any) -> Non
 
 
 __all__ = ["RunFolder", "StageError", "StageBusy", "StageClaim", "StageStatus", "DatasetError", "project_root",
-           "resolve_path", "check_same_dataset", "check_overwrite"]
+           "resolve_path", "portable_path", "check_same_dataset", "check_overwrite", "config_differences"]
 
 
 def claim_holder(folder: str | os.PathLike) -> dict | None:

@@ -4,8 +4,8 @@
 negatives — shared by them, or each pair's own with ``negatives="per_pair"`` (eq. 10) — (random
 mixtures, a ``hard_fraction`` of other users' positives), then
 ``loss, stats = objective(model, batch)`` (see :mod:`fndkit.objectives`), backward, gradient
-values clipped where the model asks for it (its ``grad_clip_value``, see
-:mod:`fndkit.models.contract`), SGD step.
+values or their global norm clipped where the model asks for it (its ``grad_clip_value`` /
+``grad_clip_norm``, see :mod:`fndkit.models.contract`), SGD step.
 Everything around the loop is a callback that receives the :class:`Trainer`:
 
 - :class:`Validate` — validation AUC each epoch (the record's ``val_auc``);
@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .artifacts import atomic_path, jsonable, load_checkpoint, save_checkpoint, write_json
-from .config import TrainConfig
+from .config import TrainConfig, identity
 from .data.datasets import make_loader
 from .feeding import prefetch_images
 from .data.sampling import NegativeSampler
@@ -377,6 +377,7 @@ class _Feed:
         self.dataset, self.cfg, self.device, self.prefetch = dataset, cfg, device, prefetch
         self.train_step = distributed.training_step(model)
         self.clip_value = getattr(model, "grad_clip_value", None)  # the model's own published clipping
+        self.clip_norm = getattr(model, "grad_clip_norm", None)
         self.input_size = model.input_size
         self.sampler = NegativeSampler(dataset, split=cfg.train_split, n_negatives=cfg.negatives_per_pair,
                                        hard_fraction=cfg.hard_fraction, seed=cfg.seed, mode=cfg.negatives)
@@ -407,7 +408,7 @@ class _Feed:
 def _train_epoch(t: Trainer, feed: _Feed, epoch: int, callbacks: list[Callback], progress: bool) -> None:
     """One epoch of SGD steps; leaves its record in ``t.record`` and calls the callbacks."""
     model, cfg, objective, optimizer = t.model, t.cfg, t.objective, t.optimizer
-    train_step, clip_value = feed.train_step, feed.clip_value
+    train_step, clip_value, clip_norm = feed.train_step, feed.clip_value, feed.clip_norm
     model.train()
     model.start_epoch(epoch)   # the model's own per-epoch schedule, if any (contract)
     n_steps, batches = feed.epoch(epoch)
@@ -423,6 +424,8 @@ def _train_epoch(t: Trainer, feed: _Feed, epoch: int, callbacks: list[Callback],
         loss.backward()
         if clip_value is not None:   # the model's own published training clips (contract)
             torch.nn.utils.clip_grad_value_(model.parameters(), clip_value)
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         optimizer.step()
         for k, v in stats.items():
             sums[k] = sums.get(k, 0) + v
@@ -469,7 +472,8 @@ def _resume_state(last_path: Path, cfg: TrainConfig, model: OutfitModel, device:
         raise ValueError(f"cannot resume from {last_path}: the file is unreadable ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it (or pass "
                          f"overwrite=True) to start the stage over") from None
-    saved, wanted = TrainConfig.with_defaults(payload["config"].get("train", {})), jsonable(cfg.to_dict())
+    # where it ran (the device) is no part of what it is: a run started on the CPU resumes anywhere
+    saved, wanted = identity(TrainConfig.with_defaults(payload["config"].get("train", {}))), identity(cfg.to_dict())
     if saved != wanted:
         diff = ", ".join(f"{k}={saved.get(k)!r} there, {wanted.get(k)!r} here"
                          for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))

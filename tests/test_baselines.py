@@ -345,6 +345,31 @@ def test_fit_clips_gradient_values_where_the_model_asks(tiny, tmp_path):
     assert maxima[1e-4] <= 1e-4 < maxima[None]
 
 
+class GradNorm(Callback):
+    """The largest global gradient norm a step used (after fit's clipping)."""
+
+    def __init__(self):
+        self.max_norm = 0.0
+
+    def on_batch_end(self, t):
+        grads = [p.grad.flatten() for p in t.model.parameters() if p.grad is not None]
+        self.max_norm = max(self.max_norm, torch.cat(grads).norm().item())
+
+
+def test_fit_clips_the_global_gradient_norm_where_the_model_asks(tiny, tmp_path):
+    """Bi-LSTM declares grad_clip_norm 5.0 (its public training clips the global norm at 5);
+    fit reads the attribute of any model."""
+    assert MODELS["bi-lstm"].grad_clip_norm == 5.0 and MODELS["fhn"].grad_clip_norm is None
+    norms = {}
+    for clip in (None, 1e-4):
+        model = tiny_model("fhn", n_users=tiny.n_users)
+        model.grad_clip_norm = clip
+        record = GradNorm()
+        short_fit(model, tiny, tmp_path / str(clip), callbacks=[record])
+        norms[clip] = record.max_norm
+    assert norms[1e-4] <= 1e-4 * (1 + 1e-5) < norms[None]
+
+
 def test_lpae_encoder_is_lpae_own_and_fnd_on_request():
     """LPAE's own set transformer by default (input embedding, 4 heads); FND's on request; a config
     saved before the option (it has 'heads') rebuilds FND's."""
@@ -558,6 +583,41 @@ def test_sce_net_uses_one_condition_weight_vector_per_triplet():
     assert torch.allclose(got[1], per_pair.pair_distance(a, n, cat, cat), atol=1e-6)
     with pytest.raises(ValueError, match="triplet_weights='both'"):
         tiny_model("sce-net", triplet_weights="both")
+
+
+def test_triplet_regularisers_average_the_three_roles_as_the_public_codes():
+    """Type-Aware and SCE-Net: embed weight · mean over (anchor, positive, negative) of
+    ‖G_role‖_F / √T (the codes average the three roles' norms) + mask weight · mean L1 of the masks
+    (relu'd). With rows of norm 1, 2 and 4 the embedding term is 7/3, not the pooled RMS √7."""
+    from fndkit.baselines import scenet, type_aware
+    from fndkit.baselines.common import role_rms
+
+    t, cat = 5, torch.zeros(5, dtype=torch.long)
+    unit = F.normalize(torch.randn(3, t, D, generator=torch.Generator().manual_seed(0)), dim=-1)
+    general = unit * torch.tensor([1.0, 2.0, 4.0])[:, None, None]
+    assert role_rms(general).item() == pytest.approx(7 / 3, abs=1e-5)
+    assert role_rms(general[0]).item() == pytest.approx(1.0, abs=1e-5)   # one role
+    ta = tiny_model("type-aware")
+    mask_l1 = torch.relu(ta.masks[type_pair_index(cat, cat)]).sum(-1).mean()
+    assert ta.regularizer(general, cat, cat).item() == pytest.approx(
+        (type_aware.EMBED_WEIGHT * 7 / 3 + type_aware.MASK_WEIGHT * mask_l1).item(), abs=1e-6)
+    sce = tiny_model("sce-net")
+    assert sce.regularizer(general, cat, cat).item() == pytest.approx(
+        (scenet.EMBED_WEIGHT * 7 / 3 + scenet.MASK_WEIGHT * torch.relu(sce.masks).sum(-1).mean()).item(), abs=1e-6)
+
+
+def test_bilstm_drops_out_lstm_inputs_and_outputs_in_training_only():
+    """The public cells' DropoutWrapper (keep 0.7 on inputs and outputs) in training; none in
+    evaluation, where scores are deterministic (and equal the reference without dropout)."""
+    model = tiny_model("bi-lstm")
+    assert model.lstm_dropout.p == pytest.approx(0.3)
+    f, mask = outfits(3, s=3)
+    torch.manual_seed(0)
+    model.train()
+    a, b = model.outfit_scores(f, mask), model.outfit_scores(f, mask)
+    assert not torch.allclose(a, b)
+    model.eval()
+    assert torch.equal(model.outfit_scores(f, mask), model.outfit_scores(f, mask))
 
 
 def test_triplets_pair_items_worn_together_against_a_same_category_item():

@@ -172,7 +172,7 @@ def test_sigkilled_holder_is_taken_over_and_resumed(ctx, tmp_path):
     a.join(WAIT_S)
     assert a.exitcode == -signal.SIGKILL
     assert f"taking over the claim of pid {a.pid} on host {socket.gethostname()}" in log(tmp_path, "b")
-    assert "resuming it from its last.pt" in log(tmp_path, "b")
+    assert "resuming student in " in log(tmp_path, "b")
     got = result(tmp_path, "b")
     assert got["outcome"] == "trained" and got["status"] == "partial"
     assert got["metrics"] == {"by": "b", "resumed_from": 1}

@@ -5,6 +5,10 @@ against numpy's SVD; gathering and t-SNE for determinism; every bad input for it
 UMAP (35 s of numba compilation on first use) runs only with --runslow.
 """
 
+import base64
+import shutil
+import subprocess
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -357,3 +361,147 @@ def test_export_static_writes_html_and_table(space, tmp_path):
     back = pd.read_csv(tmp_path / "explorer" / "space_pca.csv")
     np.testing.assert_allclose(back.x, frame.x)
     assert {p.suffix for p in written} >= {".html", ".csv"}
+
+
+# --------------------------------------------------------------------------------------------
+# the click → record mapping, the details panel, the status line, the kept metrics (issue 31)
+
+
+def _markers(rows):
+    """Markers as :func:`~fndkit.viz.explorer.drawn_markers` gives them, in drawing order."""
+    frame = pd.DataFrame(rows, columns=["point", "x", "y", "radius_px"])
+    frame["order"] = np.arange(len(frame))
+    return frame
+
+
+def test_pick_point_takes_the_marker_drawn_on_top_not_the_smaller_one():
+    from fndkit.viz.explorer import pick_point
+
+    # a small negative square (radius 3.5 px) drawn first, a large flagged diamond (6.5 px) over it
+    markers = _markers([(7, 0.0, 0.0, 3.5), (4, 0.2, 0.0, 6.5)])
+    # 20 px per unit: a click at x = 0.19 lies inside both (3.8 px from the square's centre, 0.2 px
+    # from the diamond's); plotly's closest rule ranks a cursor inside a marker by 1 - 3 / radius
+    # (0.14 for the square, 0.54 for the diamond) and so opened the square
+    assert pick_point(markers, 0.19, 0.0, 20.0, -20.0) == 4
+    assert pick_point(markers, -0.2, 0.0, 20.0, -20.0) == 7  # 8 px from the diamond: only the square holds it
+    assert pick_point(markers, 0.0, 5.0, 20.0, -20.0) is None  # nothing there: the caller keeps plotly's
+    assert pick_point(markers.iloc[:0], 0.0, 0.0, 1.0, 1.0) is None
+
+
+def test_a_click_on_any_marker_maps_to_its_own_record(space):
+    from fndkit.viz.explorer import drawn_markers, pick_point, space_figure
+
+    frame = P.space_frame(space, "pca")
+    markers = drawn_markers(space_figure(frame))
+    assert sorted(markers.point) == frame.point.tolist()
+    assert (frame.point.to_numpy() == np.arange(len(frame))).all()  # show_point reads frame.iloc[point]
+    zoom = 1e7  # zoomed in so far that no two markers overlap
+    for _, m in markers.iterrows():
+        assert pick_point(markers, m.x, m.y, zoom, -zoom) == m.point
+    # zoomed out until every marker covers the click: the one drawn last is the one seen
+    last = int(markers.point.iloc[-1])
+    assert all(pick_point(markers, m.x, m.y, 1e-9, 1e-9) == last for _, m in markers.iterrows())
+
+
+def test_parse_pick():
+    from fndkit.viz.explorer import parse_pick
+
+    assert parse_pick("hover:12:1700") == ("hover", 12, None)
+    assert parse_pick("click:3:1700:0.5:-1.25:40:-38.5") == ("click", 3, (0.5, -1.25, 40.0, -38.5))
+    assert parse_pick("click:3:1700:NaN:0:1:1") == ("click", 3, None)
+    assert parse_pick("click:x:1") is None and parse_pick("") is None
+
+
+def test_explorer_click_details_placeholder_and_users_change(run_models):
+    from fndkit.viz.explorer import DETAILS_HINT, SpaceExplorer
+
+    ex = SpaceExplorer(run_models, users=[1], method="pca", n_negatives=6)
+    assert ex.details_image.layout.display == "none" and ex.details_image.value == b""  # no broken icon
+    outfits = ex.frame[ex.frame.kind != "user"]
+    meant, plotly_said = outfits.iloc[0], outfits.iloc[1]
+    # plotly reports a neighbour; the click's position names the marker the user clicked
+    ex._pick.value = f"click:{int(plotly_said.point)}:1:{meant.x}:{meant.y}:1e7:-1e7"
+    assert f"items</td><td>{meant['items']}" in ex.details_text.value
+    assert ex.details_image.layout.display is None and ex.details_image.value[:4] == b"\x89PNG"
+    user_row = ex.frame[ex.frame.kind == "user"].iloc[0]
+    ex.show_point(int(user_row.point))
+    assert ex.details_image.layout.display == "none"
+    ex.show_point(int(meant.point))
+    ex.users_select.value = (2,)  # other users: the panel's outfit left the picture
+    assert ex.details_title.value == DETAILS_HINT and ex.details_text.value == ""
+    assert ex.details_image.layout.display == "none"
+    assert "held-out positives inside the boundary" in ex.status.value
+    bundle = ex._repr_mimebundle_()
+    assert "VBox" not in bundle["text/plain"] and "PCA of" in bundle["text/plain"]
+
+
+def test_flag_summary_counts_held_out_positives_apart():
+    from fndkit.viz.explorer import flag_summary
+
+    counts = {"positives": 9, "negatives": 60, "held_out_shown": 2, "flagged": 9, "flagged_held_out": 1,
+              "flagged_truth_positive": 3, "truth_positive_negatives": 4, "positive_boundary": 0.4}
+    assert flag_summary(3, counts) == ("user 3: 8 of 60 negatives and 1 of 2 held-out positives inside the "
+                                       "boundary (3 of the 9 flagged the ground truth calls positive)")
+    assert "ground truth" not in flag_summary(3, {**counts, "flagged_truth_positive": None})
+
+
+def test_explorer_metrics_keep_every_method():
+    from fndkit.viz.explorer import keep_methods
+
+    tsne = {"method": "tsne", "perplexity": 15, "per_user": {"1": {"flagged": 2}}}
+    pca = {"method": "pca", "perplexity": 15, "per_user": {"1": {"flagged": 2}}}
+    after_pca = keep_methods(tsne, pca)  # an older file without by_method: the t-SNE run is kept
+    assert after_pca["method"] == "pca" and set(after_pca["by_method"]) == {"pca", "tsne"}
+    assert after_pca["by_method"]["tsne"] == tsne and after_pca["by_method"]["pca"] == pca
+    again = keep_methods(after_pca, {**tsne, "perplexity": 30})
+    assert again["by_method"]["tsne"]["perplexity"] == 30 and again["by_method"]["pca"] == pca
+    assert keep_methods({}, pca) == {**pca, "by_method": {"pca": pca}}
+
+
+def test_snapshot_is_static_output(run_models, tmp_path):
+    from fndkit.viz.explorer import SpaceExplorer
+
+    ex = SpaceExplorer(run_models, users=[1], method="pca", n_negatives=6)
+    bundle = ex.snapshot()._repr_mimebundle_()
+    fig = bundle["application/vnd.plotly.v1+json"]
+    assert sum(len(t["x"]) for t in fig["data"] if t.get("hoverinfo") != "skip") == len(ex.frame)
+    assert "image/png" not in bundle  # no export written
+    png = tmp_path / "space_pca.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    assert base64.b64decode(ex.snapshot(png)._repr_mimebundle_()["image/png"]) == png.read_bytes()
+
+
+_FAKE_PAGE = """
+var sent = null, handlers = {};
+var input = {value: "", dispatchEvent: function () { sent = this.value; }};
+var gd = {layout: {meta: "tok"},
+          _fullLayout: {xaxis: {_offset: 80, _m: 50, p2d: function (p) { return (p - 10) / 50; }},
+                        yaxis: {_offset: 60, _m: -40, p2d: function (p) { return (p - 400) / -40; }}},
+          getBoundingClientRect: function () { return {left: 100, top: 20}; },
+          getAttribute: function () { return null; }, setAttribute: function () {},
+          on: function (name, fn) { handlers[name] = fn; }};
+var document = {querySelector: function () { return input; }, querySelectorAll: function () { return [gd]; }};
+function setTimeout() {}
+function Event() {}
+%s
+handlers.plotly_click({points: [{customdata: 7}], event: {clientX: 300, clientY: 200}});
+console.log(sent);
+handlers.plotly_hover({points: [{customdata: 9}], event: {clientX: 300, clientY: 200}});
+console.log(sent);
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page script")
+def test_page_script_sends_the_click_in_data_coordinates(tmp_path):
+    """The script beside the picture, run against a stand-in plotly page: a click 120 px right of
+    the x axis' start and 120 px below the y axis' top, on axes of 50 and −40 px per unit whose
+    pixel 10 / 400 is data 0, is sent at data (2.2, 7) with those scales; a hover sends no cursor."""
+    from fndkit.viz.explorer import _BIND_SCRIPT, parse_pick
+
+    body = (_BIND_SCRIPT % {"uid": "u1", "token": "tok"}).replace("<script>", "").replace("</script>", "")
+    page = tmp_path / "page.js"
+    page.write_text(_FAKE_PAGE % body)
+    out = subprocess.run(["node", str(page)], capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    how, point, cursor = parse_pick(out[0])
+    assert (how, point) == ("click", 7) and cursor == pytest.approx((2.2, 7.0, 50.0, -40.0))
+    assert parse_pick(out[1]) == ("hover", 9, None)

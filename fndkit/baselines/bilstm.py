@@ -17,6 +17,24 @@ as the public code computes it for compatibility prediction. The vocabulary: in 
 test set". The objective ``bi-lstm`` minimises −s over the batch's positive outfits; it needs no
 negatives. The visual-semantic embedding loss of the paper needs text and is left out; the temperature
 the model was trained with is kept in its state dict (``temperature``) so evaluation uses it too.
+
+As the public training (``configuration.py``, ``polyvore_model_bi.py``): dropout on each LSTM's
+inputs and outputs with keep probability 0.7 in training (the cells' ``DropoutWrapper``; none in
+evaluation), and the gradients clipped to a global L2 norm of 5.0 (``optimize_loss(clip_gradients=
+5.0)``; ``grad_clip_norm``, read by :func:`fndkit.train.fit`).
+
+Departures that remain, against the public code:
+
+- Logits. The code's logit is a raw dot product of the step's output with a target's embedding
+  (no normalisation, no temperature); here cos(W_o h_t, e_v) / τ.
+- END. The code's END target is a zero vector (its logit is 0 at every step, in training and in
+  ``fashion_compatibility.py``'s test softmax); here a learned vector ``end``.
+- The training softmax's classes. The code scores each step against the targets of every step of
+  the minibatch (one class per (outfit, step): an item worn in two outfits is two classes, every
+  outfit's END its own zero row) and the label is the step's own row; here the classes are the
+  batch's *distinct* items plus END.
+- Optimiser: fndkit's shared loop (SGD, lr 0.003 at batch 32, the plateau schedule) where the
+  code runs SGD at lr 0.2, batch 10, halved every 2 epochs.
 """
 
 from __future__ import annotations
@@ -55,6 +73,8 @@ def reverse_real(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 @register_model("bi-lstm")
 class BiLSTM(NonPersonalized):
     objective = "bi-lstm"
+    grad_clip_norm = 5.0   # the public training: optimize_loss(clip_gradients=5.0), a global-norm clip
+    dropout = 0.3          # the public LSTM cells' DropoutWrapper, keep probability 0.7 on inputs and outputs
     # lr 0.003: on the demo's validation half (seed 0, 2 epochs) 0.567 AUC against 0.543 at 0.01,
     # whose loss oscillated, and 0.491 at τ 0.3
     train_defaults = {"lr": 0.003, "tau": 0.1}
@@ -71,13 +91,15 @@ class BiLSTM(NonPersonalized):
         self.forward_out = nn.Linear(dim, dim)               # W_o of each direction
         self.backward_out = nn.Linear(dim, dim)
         self.end = nn.Parameter(torch.randn(dim) / dim ** 0.5)
+        self.lstm_dropout = nn.Dropout(self.dropout)         # training only (eval: identity)
         self.register_buffer("temperature", torch.tensor(0.1))
 
     def _direction(self, lstm: nn.LSTM, out: nn.Linear, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        inputs = self.lstm_dropout(inputs)
         packed = nn.utils.rnn.pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         hidden, _ = lstm(packed)
         hidden, _ = nn.utils.rnn.pad_packed_sequence(hidden, batch_first=True, total_length=inputs.shape[1])
-        return normalized(out(hidden))
+        return normalized(out(self.lstm_dropout(hidden)))
 
     def sequence_scores(self, features: torch.Tensor, mask: torch.Tensor, vocabulary: torch.Tensor,
                         targets: torch.Tensor) -> torch.Tensor:

@@ -269,7 +269,8 @@ class PairwiseCompatibility(NonPersonalized):
         return self.pair_distance(anchor, positive, cat_a, cat_p), self.pair_distance(anchor, negative, cat_a, cat_p)
 
     def regularizer(self, general: torch.Tensor, cat_x: torch.Tensor, cat_y: torch.Tensor) -> torch.Tensor:
-        """Penalty added to the triplet loss; ``general`` [n, d] are the triplets' item features."""
+        """Penalty added to the triplet loss; ``general`` [3, T, d] are the triplets' item
+        features by role (anchors, positives, negatives; :func:`role_rms`)."""
         return general.new_zeros(())
 
     def outfit_scores(self, features, mask):
@@ -329,7 +330,7 @@ class Triplet(Objective):
         anchor, pos, neg, cat_a, cat_p = anchor[valid], pos[valid], neg[valid], cat_a[valid], cat_p[valid]
         d_ap, d_an = model.triplet_distances(anchor, pos, neg, cat_a, cat_p)
         triplet = torch.relu(d_ap - d_an + model.margin).mean()
-        reg = model.regularizer(torch.cat([anchor, pos, neg]), cat_a, cat_p)
+        reg = model.regularizer(torch.stack([anchor, pos, neg]), cat_a, cat_p)
         loss = triplet + reg
         return loss, {"loss": loss.item(), "triplet_loss": triplet.item(),
                       "triplet_accuracy": (d_an > d_ap).float().mean().item()}
@@ -338,6 +339,16 @@ class Triplet(Objective):
 @register_objective("triplet")
 def _triplet(cfg, **_) -> Objective:
     return Triplet()
+
+
+def role_rms(general: torch.Tensor) -> torch.Tensor:
+    """The public Type-Aware and SCE-Net codes' embedding-norm penalty: for each role of the
+    triplets (anchor, positive, negative: ``general`` [3, T, d]) the Frobenius norm of its
+    embeddings over √T (their root mean square norm), averaged over the three roles. A [n, d]
+    input counts as one role."""
+    if general.ndim == 2:
+        general = general[None]
+    return (general.flatten(1).norm(dim=1) / general.shape[1] ** 0.5).mean()
 
 
 def normalized(x: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,19 @@ Left as fndkit has it: the optimiser (SGD, lr 0.01 at batch 32, momentum 0.9, th
 schedule; fndkit's shared training loop for every model), W's initialisation (PyTorch's default
 rather than N(0, 2/d)) and the item CNN (the student's backbone family, as for every baseline).
 
+Departures that remain, against the public code:
+
+- Temperature. The code's rank loss is ``F.soft_margin_loss(s⁺ − s⁻)``, log(1 + e^{−(s⁺ − s⁻)}):
+  τ = 1. fndkit's default is τ = 0.1 (``train_defaults``): the paper applies temperature scaling
+  to the baselines' BPR "for a more fair comparison" (§4.1.3) without giving its value, and 0.1 is
+  its τ_FND. The validation search space holds 0.1, 0.3 and 1.0 (1.0 is the code's).
+- Frozen features. The code's configs (``use_nn_feature: true``, a TensorLMDB of ResNet-34
+  features) train LPAE on precomputed, frozen ImageNet features: only the outfit encoder and the
+  anchors learn. Here the item CNN trains end to end with the rest, as every baseline's and the
+  students' do (synthetic data has no ImageNet features to freeze).
+- The code's ``l2reg`` weight (1e-4) is configured but its term is commented out, so it is not
+  part of the code's loss either; not applied here.
+
 Cold start (Table 3) by **anchor search**, no training. The FND paper uses LPAE's "anchor-search"
 strategy (§4.3, citing the LPAE paper); the public code implements only fine-tuning a cold user's
 anchors (it freezes the rest and trains), which Table 3's "no training" setting does not allow.

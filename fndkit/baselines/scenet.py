@@ -21,8 +21,10 @@ behaviour before issue 25: d(a, p) with w(a, p), d(a, n) with w(a, n) (each dist
 weights, which lets the branch separate positive from negative by itself).
 
 Outfit score and training as Type-Aware (objective ``triplet``, margin 0.2, the code's
-``--margin`` default) with the code's regularisers 5e-3 · ‖G‖_F / √n and 5e-4 · the mean L1 norm of
-the masks. Left out: the item CNN is the student's backbone family and training is fndkit's
+``--margin`` default) with the code's regularisers: 5e-3 · the mean over the triplets' three roles
+of ‖G_role‖_F / √T (the root mean square norm of each role's general embeddings, averaged as the
+code averages the three roles' norms; pooled before issue 31) and 5e-4 · the mean over the
+conditions of each mask's L1 norm (through the ReLU, as the code). Left out: the item CNN is the student's backbone family and training is fndkit's
 shared loop, as for every baseline.
 """
 
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 from ..models.registry import register_model
-from .common import PairwiseCompatibility, normalized
+from .common import PairwiseCompatibility, normalized, role_rms
 
 EMBED_WEIGHT = 5e-3
 MASK_WEIGHT = 5e-4
@@ -89,6 +91,6 @@ class SCENet(PairwiseCompatibility):
         return self.weighted_distance(anchor, positive, w), self.weighted_distance(anchor, negative, w)
 
     def regularizer(self, general, cat_x, cat_y):
-        embed = general.norm() / general.shape[0] ** 0.5
+        embed = role_rms(general)
         mask = torch.relu(self.masks).sum(-1).mean()
         return EMBED_WEIGHT * embed + MASK_WEIGHT * mask

@@ -13,14 +13,31 @@ score is the negated mean distance over its item pairs.
 Objective ``triplet`` (shared with SCE-Net): for each ordered pair of items worn together (anchor,
 positive) and a random item of the positive's category (negative), max(0, d(a, p) − d(a, n) + 0.3)
 in the pair's type space (the code's MarginRankingLoss with its default ``--margin`` 0.3), plus the
-code's regularisers 5e-4 · ‖G‖_F / √n on the general embeddings of the triplets and 5e-4 · the mean
-L1 norm of the masks used.
+code's regularisers: 5e-4 · the mean over the triplets' three roles (anchor, positive, negative)
+of ‖G_role‖_F / √T, the root mean square norm of that role's general embeddings (the code averages
+the three roles' norms; fndkit pooled the three before issue 31), and 5e-4 · the mean L1 norm of
+the masks used (through the ReLU, as the code's training path).
 
 Left out or changed, and why: the text losses (VSE, text similarity) need descriptions, and the
 image-similarity term on the general embedding is left out with them; the item CNN is the
 student's backbone family (as for every baseline) and training is fndkit's shared loop (SGD, lr
 0.01, plateau schedule). Before issue 25 the type-specific embeddings were not normalised and the
 margin was 0.2; the triplet loss then shrank with the scale of the item features.
+
+Departures that remain, against the public code:
+
+- Masks at test time. The code's test path (``TypeSpecificNet.forward`` with ``c=None``) uses the
+  raw mask weights, without the ReLU its training path applies; here training and scoring both
+  use relu(m_ab), so a pair is scored in the space it was trained in. The two differ wherever a
+  mask has negative entries: about 10% of them at the N(0.9, 0.7) initialisation (Φ(−0.9/0.7)),
+  entries the training path zeroes and so never fits.
+- Triplets per epoch. The code's epoch is every *unordered* pair (j < k) of every training outfit
+  once, one triplet each, shuffled across outfits into batches of 256, the negative a random item
+  of the positive's type; here an epoch is every training positive outfit once (batches of 32
+  outfits), each giving *both* orders of each pair (twice the code's triplets per outfit, a batch's
+  triplets grouped by outfit), the negative the same slot of one of the step's random mixtures.
+- Optimiser: fndkit's shared loop (SGD, lr 0.01 at batch 32, the plateau schedule) where the code
+  runs Adam at lr 5e-5, batch 256, for 10 epochs.
 """
 
 from __future__ import annotations
@@ -31,7 +48,7 @@ import torch
 from torch import nn
 
 from ..models.registry import register_model
-from .common import N_CATEGORIES, PairwiseCompatibility, normalized
+from .common import N_CATEGORIES, PairwiseCompatibility, normalized, role_rms
 
 EMBED_WEIGHT = 5e-4
 MASK_WEIGHT = 5e-4
@@ -71,6 +88,6 @@ class TypeAware(PairwiseCompatibility):
         return (self.type_embedding(x, masks) - self.type_embedding(y, masks)).norm(dim=-1)
 
     def regularizer(self, general, cat_x, cat_y):
-        embed = general.norm() / general.shape[0] ** 0.5
+        embed = role_rms(general)
         mask = self.type_masks(cat_x, cat_y).abs().sum(-1).mean()
         return EMBED_WEIGHT * embed + MASK_WEIGHT * mask

@@ -22,6 +22,9 @@ Every model — the paper's recommender (teacher and students) and every baselin
 - ``grad_clip_value``: None, or a bound c that :func:`fndkit.train.fit` clips every gradient
   value to (``[-c, c]``) between backward and the step, for a model whose published training
   does so (LPAE: 0.5). The trainer reads it from any model; it names no model.
+- ``grad_clip_norm``: None, or a bound c on the global L2 norm of all gradients together
+  (``torch.nn.utils.clip_grad_norm_``), for a model whose published training clips so (Bi-LSTM:
+  5.0, TensorFlow's ``optimize_loss(clip_gradients=5.0)``); applied after ``grad_clip_value``.
 - ``start_epoch(epoch)``: called by :func:`fndkit.train.fit` before each training epoch (0-based);
   a no-op unless a model's published training schedules something by epoch (FHN's tanh scale).
 - ``config()`` / ``from_config(cfg)``: a plain dict that rebuilds the untrained model (with the
@@ -78,6 +81,7 @@ class OutfitModel(nn.Module):
     kind: ClassVar[str] = ""             # registry name, set by @register_model
     personalized: ClassVar[bool] = True
     grad_clip_value: ClassVar[float | None] = None   # fit() clips gradient values to ±this
+    grad_clip_norm: ClassVar[float | None] = None    # fit() clips the gradients' global norm to this
 
     # -- items: a model with a ``backbone`` CNN and ``dim`` needs nothing more ------------------
     @property

@@ -68,6 +68,17 @@ class StageParams:
         """The parameters as papermill takes them (``-p`` names and values)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
+    def notebook_parameters(self) -> dict[str, Any]:
+        """:meth:`to_dict` as an executed notebook should carry it: ``run_dir`` as the user gave
+        it (:func:`~fndkit.rundir.portable_path`: relative to the project stays relative), so the
+        notebook re-runs against the same folder in a moved or copied checkout."""
+        from ..rundir import portable_path
+
+        values = self.to_dict()
+        if isinstance(values.get("run_dir"), (str, os.PathLike)):
+            values["run_dir"] = portable_path(values["run_dir"])
+        return values
+
     def replace(self, **changes):
         """A copy with ``changes``; an unknown name is refused as in :meth:`from_dict`."""
         return type(self).from_dict({**self.to_dict(), **changes})

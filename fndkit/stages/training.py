@@ -131,6 +131,15 @@ class StagePlan:
         """Train (or reuse) the stage; ``extra`` adds :func:`run` arguments (``progress``, ``callbacks``)."""
         return run(self.run_dir, self.stage, self.cfg, **self.kwargs, **extra)
 
+    def check(self, evaluate_test: bool = True) -> None:
+        """Refuse now, before anything is announced or trained, what :meth:`run` would refuse
+        when it claims the folder: a finished run there with another config (the message names
+        each differing key with both values). Nothing when the stage is new, the same or partial."""
+        run_folder = RunFolder(self.run_dir)
+        config = stage_config(run_folder, self.stage, self.cfg, self.kwargs.get("teacher_dir"),
+                              self.kwargs.get("autoencoder_dir"), evaluate_test)
+        run_folder.refuse_other(self.stage, config, overwrite=self.kwargs.get("overwrite", False))
+
 
 def plan_stage(kind: str, params: dict) -> StagePlan:
     """The training stage a notebook's parameters describe: the one code path of 02_teacher,
@@ -199,12 +208,7 @@ def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: s
         check_int("budget_epochs", budget_epochs, 1, " (or None)")
     run = RunFolder(run_dir)
     ds = run.dataset()
-    config = {"stage": stage, "train": cfg.to_dict(),
-              "teacher_dir": str(teacher_dir) if teacher_dir else None,
-              "autoencoder_dir": str(autoencoder_dir) if autoencoder_dir else None,
-              "dataset_fingerprint": ds.fingerprint()}
-    if not evaluate_test:  # only then: the configs of every earlier stage stay as they were
-        config["evaluate_test"] = False
+    config = stage_config(run, stage, cfg, teacher_dir, autoencoder_dir, evaluate_test)
     # under torchrun rank 0 decides (reuse / refuse / resume) and prepares the folder; all follow
     # (and claims the folder: another process asking for this stage waits until end_stage)
     status, finished = distributed.run_on_main(run.begin_stage, stage, config, overwrite=overwrite,
@@ -223,6 +227,19 @@ def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: s
         raise
     finally:
         run.end_stage(stage)  # releases rank 0's claim (nothing on the other ranks)
+
+
+def stage_config(run: RunFolder, stage: str, cfg: TrainConfig, teacher_dir=None, autoencoder_dir=None,
+                 evaluate_test: bool = True) -> dict:
+    """What a training stage's ``config.json`` holds: the run folder compares it with a finished
+    run's to reuse or refuse it (:meth:`RunFolder.begin_stage`)."""
+    config = {"stage": stage, "train": cfg.to_dict(),
+              "teacher_dir": str(teacher_dir) if teacher_dir else None,
+              "autoencoder_dir": str(autoencoder_dir) if autoencoder_dir else None,
+              "dataset_fingerprint": run.dataset().fingerprint()}
+    if not evaluate_test:  # only then: the configs of every earlier stage stay as they were
+        config["evaluate_test"] = False
+    return config
 
 
 def _train(run: RunFolder, ds, stage: str, cfg: TrainConfig, status: StageStatus, teacher_dir, autoencoder_dir,

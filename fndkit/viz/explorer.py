@@ -15,11 +15,18 @@ Why no ``go.FigureWidget``: in plotly 6+ it needs the ``anywidget`` package, whi
 environment does not ship. The figure is instead shown through plotly's own JupyterLab renderer
 (``application/vnd.plotly.v1+json``) inside an ``ipywidgets.Output`` and replaced on every redraw;
 a small script beside it forwards plotly's hover and click events to a hidden ``ipywidgets.Text``,
-whose value change reaches Python like any widget edit.
+whose value change reaches Python like any widget edit. A click also sends where it fell, and
+:func:`pick_point` opens the marker drawn on top there (plotly's own pick prefers the smaller of
+overlapping markers, so in a zoomed-out picture a click on a flagged diamond opened a neighbour).
+
+``explorer/metrics.json`` keeps every method's latest run under ``by_method`` (a PCA run keeps the
+t-SNE run's counts); :meth:`SpaceExplorer.snapshot` is the picture as static output, what a
+notebook reopened without its kernel shows.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import json
@@ -47,6 +54,7 @@ from .pictures import outfit_strip
 USER_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#e377c2",
                 "#8c564b", "#bcbd22", "#7f7f7f")
 METHOD_LABELS = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
+DETAILS_HINT = "<i>hover over or click a point to inspect it</i>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,6 +157,68 @@ def space_figure(frame: pd.DataFrame, title: str | None = None, meta: Any = None
     return fig
 
 
+def drawn_markers(fig) -> pd.DataFrame:
+    """Every clickable marker of a :func:`space_figure` in drawing order (later ones lie on top):
+    columns ``point`` (its ``customdata``), ``x``, ``y``, ``radius_px`` (half the marker size plus
+    half its outline) and ``order``. Traces whose hover is skipped (the ground-truth rings) take
+    no clicks and are left out."""
+    rows = []
+    for trace in fig.data:
+        if trace.hoverinfo == "skip" or trace.customdata is None:
+            continue
+        size = trace.marker.size if trace.marker.size is not None else 6
+        line = trace.marker.line.width if trace.marker.line is not None and trace.marker.line.width else 0
+        sizes = np.broadcast_to(np.asarray(size, dtype=float), (len(trace.x),))
+        for point, x, y, diameter in zip(trace.customdata, trace.x, trace.y, sizes):
+            rows.append((int(point), float(x), float(y), diameter / 2 + line / 2))
+    markers = pd.DataFrame(rows, columns=["point", "x", "y", "radius_px"])
+    markers["order"] = np.arange(len(markers))
+    return markers
+
+
+def pick_point(markers: pd.DataFrame, x: float, y: float, px_per_x: float, px_per_y: float,
+               slack_px: float = 1.0) -> int | None:
+    """The point a click at data coordinates (``x``, ``y``) hits: of the markers
+    (:func:`drawn_markers`) whose drawn disc holds the click (``slack_px`` of tolerance), the one
+    drawn on top, which is the one the user sees and meant. ``px_per_x`` / ``px_per_y``: the
+    axes' pixels per data unit (plotly's ``_m``; the sign does not matter). None when no marker
+    holds the click.
+
+    plotly's own choice differs where markers overlap (a zoomed-out picture): its closest-point
+    rule ranks a cursor inside a marker by ``1 - 3 / radius``, so the smaller marker wins, and a
+    click on a large flagged diamond drawn over a small negative square opened the square.
+    """
+    if markers.empty:
+        return None
+    dx = (markers["x"].to_numpy() - x) * px_per_x
+    dy = (markers["y"].to_numpy() - y) * px_per_y
+    inside = np.hypot(dx, dy) <= markers["radius_px"].to_numpy() + slack_px
+    if not inside.any():
+        return None
+    hit = markers[inside]
+    return int(hit["point"].iloc[int(np.argmax(hit["order"].to_numpy()))])
+
+
+def parse_pick(value: str) -> tuple[str, int, tuple[float, float, float, float] | None] | None:
+    """What the page sent: ``how:point:time`` (hover) or ``click:point:time:x:y:mx:my`` (a click
+    with its data coordinates and the axes' pixels per unit) → ``(how, point, cursor or None)``;
+    None for anything else."""
+    parts = str(value).split(":")
+    try:
+        how, point = parts[0], int(parts[1])
+    except (IndexError, ValueError):
+        return None
+    cursor = None
+    if len(parts) >= 7:
+        try:
+            cursor = tuple(float(v) for v in parts[3:7])
+        except ValueError:
+            cursor = None
+        if cursor is not None and not all(np.isfinite(cursor)):
+            cursor = None
+    return how, point, cursor
+
+
 def export_static(frame: pd.DataFrame, path_stem: str | Path, title: str | None = None,
                   png: bool = True) -> list[Path]:
     """Write the picture as ``<stem>.html`` (self-contained, hover shows scores, d and true
@@ -181,24 +251,38 @@ _BIND_SCRIPT = """<script>
 (function () {
   var plotClass = "fndkit-plot-%(uid)s", pickClass = "fndkit-pick-%(uid)s", token = "%(token)s";
   var started = Date.now();
-  function send(how, ev) {
+  // where a click fell, in data coordinates, and the axes' pixels per data unit: Python picks
+  // the marker drawn on top there (plotly's own pick prefers the smaller of overlapping markers)
+  function cursor(gd, ev) {
+    try {
+      var e = ev.event, xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+      var box = gd.getBoundingClientRect();
+      var c = [xa.p2d(e.clientX - box.left - xa._offset), ya.p2d(e.clientY - box.top - ya._offset),
+               xa._m, ya._m];
+      return c.every(isFinite) ? ":" + c.join(":") : "";
+    } catch (err) {
+      return "";
+    }
+  }
+  function send(how, ev, gd) {
     var input = document.querySelector("." + pickClass + " input");
     if (!input || !ev || !ev.points || !ev.points.length) return;
     var point = ev.points[0].customdata;
     if (point === undefined || point === null) return;
-    input.value = how + ":" + point + ":" + Date.now();
+    input.value = how + ":" + point + ":" + Date.now() + (how === "click" ? cursor(gd, ev) : "");
     input.dispatchEvent(new Event("input", {bubbles: true}));
+  }
+  function bindOne(gd) {
+    gd.setAttribute("data-fndkit-bound", token);
+    gd.on("plotly_click", function (ev) { send("click", ev, gd); });
+    gd.on("plotly_hover", function (ev) { send("hover", ev, gd); });
   }
   function bind() {
     var plots = document.querySelectorAll("." + plotClass + " .js-plotly-plot");
     for (var i = 0; i < plots.length; i++) {
       var gd = plots[i];
       if (gd.layout && gd.layout.meta === token && typeof gd.on === "function") {
-        if (gd.getAttribute("data-fndkit-bound") !== token) {
-          gd.setAttribute("data-fndkit-bound", token);
-          gd.on("plotly_click", function (ev) { send("click", ev); });
-          gd.on("plotly_hover", function (ev) { send("hover", ev); });
-        }
+        if (gd.getAttribute("data-fndkit-bound") !== token) bindOne(gd);
         return;
       }
     }
@@ -239,6 +323,7 @@ class SpaceExplorer:
         users = list(users) or P.default_users(self.dataset, self.models.teacher)
         self.space = self._space(users)
         self.frame = P.space_frame(self.space, method, perplexity, n_neighbours, seed)
+        self.static_png: Path | None = None  # the PNG export of this picture, where one was written
         self._uid = uuid.uuid4().hex[:12]
         self._revision = 0
 
@@ -262,8 +347,9 @@ class SpaceExplorer:
         self.plot.add_class("fndkit-plot")
         self._pick = w.Text(layout=w.Layout(display="none"))
         self._pick.add_class(f"fndkit-pick-{self._uid}")
-        self.details_title = w.HTML("<i>hover over or click a point to inspect it</i>")
-        self.details_image = w.Image(format="png", layout=w.Layout(width="auto"))
+        self.details_title = w.HTML(DETAILS_HINT)
+        # hidden while it has no picture: an empty image widget shows a broken-image icon
+        self.details_image = w.Image(format="png", layout=w.Layout(width="auto", display="none"))
         self.details_text = w.HTML()
         details = w.VBox([self.details_title, self.details_image, self.details_text],
                          layout=w.Layout(width="340px", min_width="300px"))
@@ -307,6 +393,8 @@ class SpaceExplorer:
         except ValueError as exc:
             self.status.value = f"<span style='color:#b00020'>⚠ {_escape(str(exc))}</span>"
             return
+        if space is not self.space:  # other users: the panel's outfit is not in the picture any more
+            self.clear_details()
         self.space, self.frame = space, frame
         self._show(len(space.vectors))
 
@@ -320,6 +408,7 @@ class SpaceExplorer:
         self._revision += 1
         token = f"{self._uid}-{self._revision}"
         fig = self.figure(meta=token)
+        self._markers = drawn_markers(fig)
         bundle = {"application/vnd.plotly.v1+json": json.loads(fig.to_json()),
                   "text/plain": f"<user-outfit space: {n_points} points; needs JupyterLab's plotly renderer>"}
         script = _BIND_SCRIPT % {"uid": self._uid, "token": token}
@@ -327,24 +416,29 @@ class SpaceExplorer:
             {"output_type": "display_data", "data": bundle, "metadata": {}},
             {"output_type": "display_data", "data": {"text/html": script, "text/plain": ""}, "metadata": {}},
         )
-        counts = P.flag_counts(self.frame)
-        parts = []
-        for u, c in counts.items():
-            truth = (f", ground truth positive {c['flagged_truth_positive']}"
-                     if c["flagged_truth_positive"] is not None else "")
-            parts.append(f"user {u}: {c['flagged']} of {c['negatives'] + c['held_out_shown']} "
-                         f"negatives inside the boundary (held-out positives {c['flagged_held_out']}"
-                         f" of {c['held_out_shown']}{truth})")
-        self.status.value = (f"{METHOD_LABELS[method]} of {n_points} points. " + "; ".join(parts))
+        self.status.value = (f"{METHOD_LABELS[method]} of {n_points} points. "
+                             + "; ".join(flag_summary(u, c) for u, c in P.flag_counts(self.frame).items()))
 
     # ---- details panel -------------------------------------------------------------------
     def _on_pick(self, change) -> None:
-        how, _, rest = str(change["new"]).partition(":")
-        try:
-            point = int(rest.split(":")[0])
-        except ValueError:
+        picked = parse_pick(change["new"])
+        if picked is None:
             return
+        how, point, cursor = picked
+        if cursor is not None:  # a click: the marker drawn on top where it fell (see pick_point)
+            on_top = pick_point(self._markers, *cursor)
+            point = point if on_top is None else on_top
         self.show_point(point, how=how)
+
+    def _set_image(self, png: bytes | None) -> None:
+        self.details_image.value = png or b""
+        self.details_image.layout.display = None if png else "none"
+
+    def clear_details(self) -> None:
+        """Empty the details panel (back to its hint, no picture)."""
+        self.details_title.value = DETAILS_HINT
+        self._set_image(None)
+        self.details_text.value = ""
 
     def show_point(self, point: int, how: str = "click") -> None:
         """Fill the details panel with row ``point`` of :attr:`frame`."""
@@ -355,17 +449,18 @@ class SpaceExplorer:
         if row["kind"] == "user":
             c = P.flag_counts(self.frame).get(str(int(row["user"])), {})
             self.details_title.value = f"<b>user {row['user']}</b> ({verb})"
-            self.details_image.value = b""
+            self._set_image(None)
+            flagged_negatives = c["flagged"] - c["flagged_held_out"] if c else None
             self.details_text.value = _table([
                 ("positive boundary r̂ (eq. 11)", _fmt(row["positive_boundary"])),
                 ("training positives shown", c.get("positives")),
-                ("negatives inside the boundary", c.get("flagged")),
-                ("… held-out positives", c.get("flagged_held_out")),
-                ("… ground truth positive", _fmt(c.get("flagged_truth_positive")))])
+                ("negatives inside the boundary", f"{flagged_negatives} of {c.get('negatives')}"),
+                ("held-out positives inside it", f"{c.get('flagged_held_out')} of {c.get('held_out_shown')}"),
+                ("flagged that the ground truth calls positive", _fmt(c.get("flagged_truth_positive")))])
             return
         self.details_title.value = (f"<b>{row['kind'].replace('_', '-')} outfit of user {row['user']}"
                                     f"</b> ({verb})")
-        self.details_image.value = outfit_png(self.dataset, P.parse_items(row["items"]))
+        self._set_image(outfit_png(self.dataset, P.parse_items(row["items"])))
         self.details_text.value = _table([
             ("items", row["items"]),
             ("teacher score (eq. 9)", _fmt(row["teacher_score"])),
@@ -377,8 +472,54 @@ class SpaceExplorer:
             ("true affinity", _fmt(row["true_affinity"])),
             ("ground truth: would like it", _fmt(row["truth_positive"]))])
 
+    def snapshot(self, png: str | Path | None = None) -> "StaticPicture":
+        """The current picture as static output, for a notebook reopened without its kernel
+        (where the live widget shows nothing): plotly's figure JSON, which JupyterLab draws
+        without a kernel, plus ``png`` (default: the export :func:`run_explorer` wrote, where
+        Chromium made one) for viewers without plotly."""
+        png = Path(png) if png is not None else self.static_png
+        return StaticPicture(self.figure(), png if png is not None and png.exists() else None,
+                             f"{self.summary()} (static picture)")
+
+    def summary(self) -> str:
+        method = self.frame.attrs.get("method", "")
+        return (f"user-outfit space, {METHOD_LABELS.get(method, method)} of {len(self.frame)} points, "
+                f"users {', '.join(map(str, self.users))}")
+
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):  # instead of "VBox(children=…)" where the widget cannot be drawn
+            bundle["text/plain"] = f"<{self.summary()}: a live widget, shown with a running kernel>"
+        return bundle
+
+
+@dataclass
+class StaticPicture:
+    """A figure shown as static output: plotly JSON, a PNG where there is one, a line of text."""
+
+    figure: Any
+    png: Path | None = None
+    text: str = "user-outfit space"
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = {"application/vnd.plotly.v1+json": json.loads(self.figure.to_json()),
+                  "text/plain": f"<{self.text}>"}
+        if self.png is not None:
+            bundle["image/png"] = base64.b64encode(Path(self.png).read_bytes()).decode("ascii")
+        return bundle
+
+
+def flag_summary(user: Any, c: dict) -> str:
+    """The status line's part for one user (``c``: :func:`projection.flag_counts`'s entry):
+    sampled negatives and held-out positives inside the positive boundary, counted apart (a
+    held-out positive is no negative), and how many of those flagged the ground truth calls
+    positive where it is known."""
+    negatives = c["flagged"] - c["flagged_held_out"]
+    text = (f"user {user}: {negatives} of {c['negatives']} negatives and {c['flagged_held_out']} of "
+            f"{c['held_out_shown']} held-out positives inside the boundary")
+    if c.get("flagged_truth_positive") is not None:
+        text += f" ({c['flagged_truth_positive']} of the {c['flagged']} flagged the ground truth calls positive)"
+    return text
 
 
 def _escape(text: str) -> str:
@@ -493,13 +634,27 @@ def run_explorer(params: Params) -> tuple[SpaceExplorer, dict]:
     explorer = SpaceExplorer(run, model=params.model, student=params.student, users=params.users,
                              method=params.method, perplexity=params.perplexity,
                              n_neighbours=params.n_neighbours, n_negatives=params.n_negatives, seed=params.seed)
-    export_static(explorer.frame, run.path(EXPLORER, f"space_{params.method}"))
+    written = export_static(explorer.frame, run.path(EXPLORER, f"space_{params.method}"))
+    explorer.static_png = next((p for p in written if p.suffix == ".png"), None)
     metrics = {"model": params.model, "student": explorer.models.student_name, "alpha": explorer.models.alpha,
                "method": params.method, "perplexity": params.perplexity, "n_neighbours": params.n_neighbours,
                "n_negatives": params.n_negatives, "seed": params.seed, "users": explorer.users,
                "per_user": P.flag_counts(explorer.frame)}
+    earlier = run.read_metrics(EXPLORER) if run.metrics_path(EXPLORER).exists() else {}
+    metrics = keep_methods(earlier, metrics)
     run.write_metrics(EXPLORER, metrics)
     return explorer, metrics
+
+
+def keep_methods(earlier: dict, latest: dict) -> dict:
+    """``explorer/metrics.json`` after a run of ``latest["method"]``: the latest run's fields at
+    the top (what the job returns) and under ``by_method`` every method's latest run, so a PCA
+    run keeps the t-SNE run's counts (an older file without ``by_method`` counts as its method's)."""
+    by_method = dict(earlier.get("by_method") or {})
+    if not by_method and earlier.get("method"):
+        by_method[earlier["method"]] = {k: v for k, v in earlier.items() if k != "by_method"}
+    by_method[latest["method"]] = {k: v for k, v in latest.items() if k != "by_method"}
+    return {**latest, "by_method": dict(sorted(by_method.items()))}
 
 
 def execute(params: Params, progress: bool = True) -> dict:

@@ -23,18 +23,44 @@ from ..rundir import AUTOENCODER, RunFolder
 from .pictures import outfit_strip
 
 
+def best_epoch(history: list[dict]) -> int | None:
+    """The epoch whose weights ``checkpoint.pt`` keeps: the first with the highest validation AUC
+    (:class:`fndkit.train.Checkpoint` saves only on a strict improvement); None without any."""
+    scored = [h for h in history if h.get("val_auc") is not None]
+    if not scored:
+        return None
+    return max(scored, key=lambda h: h["val_auc"])["epoch"]  # max keeps the first of equal ones
+
+
 def history_figure(history: list[dict], title: str):
-    """Training curve: loss and validation AUC per epoch (plotly)."""
+    """Training curve (plotly): loss (left axis) and validation AUC (right axis) per epoch, a
+    dotted vertical line at the best epoch (the checkpoint kept), and where the objective flags
+    false negatives (FND) the flagged fraction in a panel of its own below, on its own scale (a
+    fraction near 0.003 is a flat line on the AUC's 0–1 axis)."""
     epochs = [h["epoch"] for h in history]
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=epochs, y=[h["loss"] for h in history], name="train loss"))
-    fig.add_trace(go.Scatter(x=epochs, y=[h["val_auc"] for h in history], name="val AUC"), secondary_y=True)
-    if "flagged_fraction" in history[0]:
+    flags = "flagged_fraction" in history[0]
+    specs = [[{"secondary_y": True}]] + ([[{}]] if flags else [])
+    fig = make_subplots(rows=len(specs), cols=1, specs=specs, shared_xaxes=True, vertical_spacing=0.08,
+                        row_heights=[0.7, 0.3] if flags else None)
+    fig.add_trace(go.Scatter(x=epochs, y=[h["loss"] for h in history], name="train loss"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=epochs, y=[h["val_auc"] for h in history], name="val AUC"),
+                  row=1, col=1, secondary_y=True)
+    if flags:
         fig.add_trace(go.Scatter(x=epochs, y=[h["flagged_fraction"] for h in history],
-                                 name="flagged false negatives", line={"dash": "dot"}), secondary_y=True)
-    fig.update_layout(title=title, xaxis_title="epoch", height=380)
-    fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text="AUC / fraction", secondary_y=True)
+                                 name="flagged false negatives", line={"dash": "dot"}), row=2, col=1)
+        fig.update_yaxes(title_text="flagged fraction", tickformat=".2%", rangemode="tozero", row=2, col=1)
+        fig.update_xaxes(title_text="epoch", row=2, col=1)
+    else:
+        fig.update_xaxes(title_text="epoch", row=1, col=1)
+    best = best_epoch(history)
+    if best is not None:
+        auc = next(h["val_auc"] for h in history if h["epoch"] == best)
+        fig.add_vline(x=best, line={"dash": "dot", "color": "grey", "width": 1}, row="all", col=1)
+        fig.add_annotation(x=best, y=1, yref="paper", yanchor="bottom", showarrow=False,
+                           text=f"best epoch {best} (val AUC {auc:.4f})", font={"size": 11})
+    fig.update_layout(title=title, height=480 if flags else 380)
+    fig.update_yaxes(title_text="loss", row=1, col=1, secondary_y=False)
+    fig.update_yaxes(title_text="val AUC", row=1, col=1, secondary_y=True)
     return fig
 
 

@@ -249,14 +249,18 @@ class FND(Objective):
         pos, neg = batch.pair_scores(model)
         d = self.weights(batch, neg.device)
         loss = fnd_loss(pos, neg, self.loss_weights(d), tau=self.tau)
+        return loss, {"loss": loss.item(), **self.flag_stats(d, batch)}
+
+    def flag_stats(self, d: torch.Tensor, batch: TrainBatch) -> dict:
+        """The step's flag counts from the teacher's d [B, N] (and, with ``truth``, against it)."""
         flagged = (d < 0).cpu().numpy()
         b, n = flagged.shape
-        stats = {"loss": loss.item(), "flagged": int(flagged.sum()), "pairs": b * n}
+        stats = {"flagged": int(flagged.sum()), "pairs": b * n}
         if self.truth is not None:
             is_fn = batch_false_negatives(self.truth, batch)
             stats["true_fn"] = int(is_fn.sum())
             stats["flagged_true"] = int((is_fn & flagged).sum())
-        return loss, stats
+        return stats
 
     def summarize(self, sums, n_steps):
         out = {"loss": sums["loss"] / max(n_steps, 1),

@@ -16,6 +16,7 @@ from ..config import train_config as preset_train_config
 from ..evaluate import evaluate, evaluate_clean
 from ..models.backbones import BACKBONES, count_parameters, is_weights_path
 from ..baselines import BASELINES  # noqa: F401  (importing it registers the baselines and their objectives)
+from ..distillation import name_suffix  # (importing it registers the distillation baselines: kd, rd …)
 from ..models.registry import MODELS, model_class
 from ..objectives import NEEDS_TEACHER, OBJECTIVES, make_objective, prepare_teacher
 from ..repro import resolve_device, seed_everything
@@ -66,7 +67,7 @@ def student_config(run_dir, **params) -> TrainConfig:
 
 
 # objectives whose weights depend on α (fnd-sign keeps only the sign of d, which α cannot change)
-ALPHA_LOSSES = ("fnd", "fnd-magnitude")
+ALPHA_LOSSES = ("fnd", "fnd-magnitude", "kd-fnd")
 
 
 def default_student_name(loss: str, alpha: float, default_alpha: float = PAPER_DEFAULTS["fixed"]["alpha"]) -> str:
@@ -100,9 +101,11 @@ def metrics_line(metrics: dict) -> str:
 
 
 def student_name(run_dir, cfg: TrainConfig) -> str:
-    """The 03_student folder name for ``cfg`` on this run folder's dataset (``-per_pair`` when
+    """The 03_student folder name for ``cfg`` on this run folder's dataset (a distillation
+    baseline's non-default fields, :func:`fndkit.distillation.name_suffix`; ``-per_pair`` when
     each pair draws its own negatives)."""
     name = default_student_name(cfg.loss, cfg.alpha, paper_defaults(RunFolder(run_dir))["alpha"])
+    name += name_suffix(cfg)
     return name + ("-per_pair" if cfg.negatives == "per_pair" else "")
 
 
@@ -372,6 +375,9 @@ class StudentParams(_TrainingParams):
     loss: str = "fnd"
     alpha: float | None = None
     tau: float = 0.1
+    kd_weight: float = 0.5
+    kd_temperature: float = 2.0
+    rd_k: int = 5
     backbone: str | None = None
     weights: str | None = "auto"
     teacher_dir: str | None = None

@@ -19,10 +19,10 @@ teacher's top items taken from a pool of N.
 - :class:`MarginMSE` (``margin-mse``) — Hofstätter et al. 2020, over every (positive, negative).
 - :class:`RankingDistillation` (``rd``) — Tang & Wang, KDD 2018, the teacher's top-K of the pool.
 - :class:`RelaxedRankingDistillation` (``rrd``) — Kang et al., CIKM 2020 (the RRD of DE-RRD).
+- :class:`LatentHint` (``hint``) — FitNets / DE-RRD's experts: student user and outfit vectors
+  regressed onto the teacher's through learned projections (the objective's own parameters,
+  which ``fit`` optimises beside the model's).
 - :class:`KDWithFND` (``kd-fnd``) — FND's reweighted N-pair (eqs. 13–14) plus the KD term.
-
-A latent hint (FitNets; DE-RRD's DE) is not here: its learned projection would need the trainer
-to optimise an objective's own parameters (``fit`` optimises ``model.parameters()`` only).
 
 Each class declares ``search_space`` (TrainConfig field -> values) and ``config_fields`` (the
 TrainConfig fields it reads besides ``tau``, which name its stage folder when not at their
@@ -374,7 +374,109 @@ class RelaxedRankingDistillation(_Distillation):
 
 
 # ------------------------------------------------------------------------------------------------
-# 5. KD + FND
+# 5. a latent hint (FitNets; DE-RRD's distillation experts)
+
+
+def hint_loss(student_vectors: torch.Tensor, teacher_vectors: torch.Tensor,
+              projection: torch.nn.Module) -> torch.Tensor:
+    """FitNets' hint regression on the unit sphere:
+
+        1/M Σ_m ‖ normalize(P s_m) − normalize(t_m) ‖²   (= 2 − 2 cos(P s_m, t_m))
+
+    student_vectors: [M, d_s]; teacher_vectors: [M, d_t] (constants); projection P: d_s -> d_t.
+    Normalised because fndkit's scores are cosines (eq. 9): only a vector's direction matters."""
+    _check_same("hint_loss", student_vectors[:, :0], teacher_vectors[:, :0])
+    projected = F.normalize(projection(student_vectors), dim=-1)
+    return ((projected - F.normalize(teacher_vectors.detach(), dim=-1)) ** 2).sum(-1).mean()
+
+
+class LatentHint(_Distillation):
+    """A latent hint (Romero et al. 2015, "FitNets: Hints for Thin Deep Nets"; the idea of DE-RRD's
+    Distillation Experts, Kang et al. 2020), added to N-pair:
+
+        L = N-pair + w · ( hint(u_i ; û_i) + hint(o ; ô) )
+
+    u_i: the student's vectors of the step's users [B, d]; o: its outfit vectors of the step's
+    positives and (unique) sampled negatives [B + N', d]; û, ô the frozen teacher's (its user
+    embeddings, and its set transformer over its cached item features); hint: :func:`hint_loss`
+    through a learned linear projection per kind (:attr:`user_projection`, :attr:`outfit_projection`,
+    trained by ``fit`` beside the model: :meth:`parameters`; resumed from :meth:`state_dict`).
+    w = ``kd_weight``.
+
+    Against DE-RRD: one linear expert per kind instead of a gated mixture of experts, and the
+    outfits hinted are the step's candidates, not sampled from the whole catalogue. Not under
+    torchrun (the projection's gradients would not be averaged over processes).
+    """
+
+    name = "hint"
+    config_fields = ("kd_weight",)
+    search_space = {"kd_weight": [0.1, 0.3, 1.0, 3.0]}
+
+    def __init__(self, teacher, tau=0.1, weight=0.5, temperature=2.0, k=5, seed=0, student_dim: int | None = None):
+        super().__init__(teacher, tau, weight, temperature, k, seed)
+        teacher_dim = int(teacher.model.dim)
+        device = next(teacher.model.parameters()).device
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)   # the projection's initial weights follow the run's seed
+        self.user_projection = torch.nn.Linear(student_dim or teacher_dim, teacher_dim).to(device)
+        self.outfit_projection = torch.nn.Linear(student_dim or teacher_dim, teacher_dim).to(device)
+        torch.random.set_rng_state(generator_state)
+
+    @classmethod
+    def from_config(cls, cfg, teacher, truth=None):
+        return cls(teacher, tau=cfg.tau, weight=cfg.kd_weight, seed=cfg.seed, student_dim=cfg.dim)
+
+    def check_model(self, model):
+        from .distributed import is_active
+
+        if not all(hasattr(model, a) for a in ("user_vectors", "encode_outfits")):
+            raise ValueError(f"loss={self.name!r} needs a model with user and outfit vectors (the recommender); "
+                             f"{type(model).__name__} has none: use loss='kd'")
+        if is_active():
+            raise ValueError(f"loss={self.name!r} trains its projection in one process only; run it without "
+                             f"torchrun")
+
+    def parameters(self):
+        return [*self.user_projection.parameters(), *self.outfit_projection.parameters()]
+
+    def term(self, model, batch: TrainBatch) -> torch.Tensor:
+        enc = batch.features(model)
+        (pos_f, pos_m), (neg_f, neg_m) = enc["positives"], enc["negatives"]
+        student_outfits = model.encode_outfits(torch.cat([pos_f, neg_f]), torch.cat([pos_m, neg_m]))
+        negatives = batch.negatives
+        if batch.per_pair:   # the unique negative outfits, in the order features() encoded them
+            negatives = np.unique(negatives.reshape(-1, negatives.shape[-1]), axis=0)
+        with torch.no_grad():
+            from .models.recommender import outfit_vectors_cached
+
+            items = np.concatenate([batch.positives, negatives])
+            teacher_outfits = outfit_vectors_cached(self.teacher.model, items, self.teacher.cache)
+            teacher_users = self.teacher.model.user_vectors(batch.users.to(teacher_outfits.device))
+        device = student_outfits.device
+        return (hint_loss(model.user_vectors(batch.users), teacher_users.to(device), self.user_projection)
+                + hint_loss(student_outfits, teacher_outfits.to(device), self.outfit_projection))
+
+    def __call__(self, model, batch):
+        pos, neg = batch.pair_scores(model)
+        base = npair_loss(pos, neg, tau=self.tau)
+        term = self.term(model, batch)
+        loss = base + self.weight * term
+        return loss, {"loss": loss.item(), "loss_npair": base.item(), "loss_distill": term.item()}
+
+    def state_dict(self):
+        return {name: {k: v.tolist() for k, v in module.state_dict().items()}
+                for name, module in (("user_projection", self.user_projection),
+                                     ("outfit_projection", self.outfit_projection))}
+
+    def load_state_dict(self, state):
+        for name in ("user_projection", "outfit_projection"):
+            if name in state:
+                module = getattr(self, name)
+                module.load_state_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in state[name].items()})
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. KD + FND
 
 
 class KDWithFND(FND):
@@ -424,7 +526,7 @@ class KDWithFND(FND):
 # registration and names
 
 METHODS: dict[str, type] = {cls.name: cls for cls in (SoftTargetKD, MarginMSE, RankingDistillation,
-                                                       RelaxedRankingDistillation, KDWithFND)}
+                                                       RelaxedRankingDistillation, LatentHint, KDWithFND)}
 
 
 def _factory(cls):

@@ -134,6 +134,11 @@ class Objective:
     def check_model(self, model: OutfitModel) -> None:
         """Raise a clear error when ``model`` lacks what this objective needs."""
 
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Trainable parameters the objective owns (e.g. a latent hint's projection): ``fit``
+        optimises them beside the model's; their values belong in :meth:`state_dict`."""
+        return []
+
     def state_dict(self) -> dict:
         """What a resumed run needs to continue exactly (e.g. a random generator's state)."""
         return {}
@@ -390,6 +395,9 @@ class WithContrastive(Objective):
         out = self.base.summarize({k: v for k, v in sums.items() if k != "loss_cl"}, n_steps)
         out["loss_cl"] = sums["loss_cl"] / max(n_steps, 1)
         return out
+
+    def parameters(self):
+        return self.base.parameters()
 
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state, "base": self.base.state_dict()}

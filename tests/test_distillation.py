@@ -14,10 +14,10 @@ import torch
 
 from fndkit.config import ConfigError, DataConfig, TrainConfig
 from fndkit.data.sampling import NegativeSampler
-from fndkit.distillation import (METHODS, KDWithFND, MarginMSE, RankingDistillation, RelaxedRankingDistillation,
+from fndkit.distillation import (METHODS, KDWithFND, LatentHint, MarginMSE, RankingDistillation, RelaxedRankingDistillation,
                                  SoftTargetKD, candidate_logits, margin_mse, rank_position_weights,
                                  ranking_distillation_loss, relaxed_ranking_loss, sample_interesting,
-                                 search_space, soft_target_kd, teacher_top_k)
+                                 search_space, soft_target_kd, teacher_top_k, hint_loss)
 from fndkit.losses import npair_loss
 from fndkit.models.contract import make_image_fn
 from fndkit.objectives import FND, NEEDS_TEACHER, OBJECTIVES, NPair, TrainBatch, make_objective, prepare_teacher
@@ -240,6 +240,38 @@ def test_rrd_objective_resumes_its_draws(tiny, signal, student):
 
 
 # ------------------------------------------------------------------------------------------------
+# latent hint
+
+
+def test_hint_vanishes_when_the_projection_maps_student_onto_teacher_directions():
+    torch.manual_seed(0)
+    teacher = torch.randn(7, 6)
+    identity = torch.nn.Linear(6, 6)
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(6))
+        identity.bias.zero_()
+    student = (3.0 * teacher).requires_grad_(True)       # the same directions, another length
+    loss = hint_loss(student, teacher, identity)
+    loss.backward()
+    assert loss.item() == pytest.approx(0.0, abs=1e-10) and student.grad.abs().max().item() < 1e-6
+    # opposite directions: the largest distance on the sphere, 4
+    assert hint_loss(-teacher, teacher, identity).item() == pytest.approx(4.0)
+
+
+def test_hint_projection_trains_beside_the_model_and_resumes(tiny, signal, tmp_path):
+    c = cfg(loss="hint", kd_weight=1.0)
+    objective = make_objective(c, teacher=signal)
+    start = [p.detach().clone() for p in objective.parameters()]
+    assert len(start) == 4 and all(p.requires_grad for p in objective.parameters())
+    torch.manual_seed(0)
+    fit(build_model(c, tiny), tiny, c, tmp_path, objective, progress=False)
+    assert all(not torch.equal(a, b) for a, b in zip(start, objective.parameters()))
+    again = LatentHint.from_config(c, signal)
+    again.load_state_dict(json.loads(json.dumps(objective.state_dict())))
+    assert all(torch.equal(a, b) for a, b in zip(again.parameters(), objective.parameters()))
+
+
+# ------------------------------------------------------------------------------------------------
 # KD + FND
 
 
@@ -332,3 +364,20 @@ def test_student_folder_names_carry_non_default_fields(run_folder):
     assert name(loss="rrd", rd_k=2) == "student_rrd-K2"
     assert name(loss="kd-fnd", alpha=2.0, kd_weight=0.75) == "student_kd-fnd-alpha2-w0.75"
     assert name(loss="fnd", kd_weight=0.25) == "student_fnd"
+
+
+def test_explorer_and_false_negative_lab_take_a_distilled_student_by_name(run_folder):
+    from fndkit.stages import false_negatives
+    from fndkit.viz.projection import load_run_models
+
+    params = training.StudentParams(run_dir=str(run_folder.root), loss="kd-fnd", alpha=2.0, epochs=1,
+                                    max_steps_per_epoch=2, device="cpu")
+    stage = training.execute(params, progress=False)["stage"]
+    assert stage == "student_kd-fnd-alpha2"
+    models = load_run_models(run_folder.root, student=stage)
+    assert models.student is not None and models.student_name == stage
+    assert models.alpha == 2.0          # the student's own α weighs its d in the explorer's flags
+    students = false_negatives.run(run_folder.root, max_positives=50, device="cpu")["students"]
+    assert stage in set(students["stage"]) and "kd-fnd" in set(students["loss"])
+    # and as the model whose flags the lab shows
+    assert false_negatives.run(run_folder.root, teacher=stage, max_positives=50, device="cpu")["metrics"]["teacher"] == stage

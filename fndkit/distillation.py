@@ -416,11 +416,10 @@ class LatentHint(_Distillation):
         super().__init__(teacher, tau, weight, temperature, k, seed)
         teacher_dim = int(teacher.model.dim)
         device = next(teacher.model.parameters()).device
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)   # the projection's initial weights follow the run's seed
-        self.user_projection = torch.nn.Linear(student_dim or teacher_dim, teacher_dim).to(device)
-        self.outfit_projection = torch.nn.Linear(student_dim or teacher_dim, teacher_dim).to(device)
-        torch.random.set_rng_state(generator_state)
+        with torch.random.fork_rng(devices=[]):   # the projections' initial weights follow the run's
+            torch.random.default_generator.manual_seed(seed)   # seed and leave the global one alone
+            self.user_projection = torch.nn.Linear(student_dim or teacher_dim, teacher_dim).to(device)
+            self.outfit_projection = torch.nn.Linear(student_dim or teacher_dim, teacher_dim).to(device)
 
     @classmethod
     def from_config(cls, cfg, teacher, truth=None):

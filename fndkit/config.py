@@ -8,6 +8,7 @@ thing and leaves the rest to the preset.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,6 +169,13 @@ class TrainConfig(_Base):
     loss: str = "npair"
     tau: float = 0.1
     alpha: float = DEFAULT_ALPHA
+    # the distillation baselines over the sampled candidates (fndkit.distillation): the weight of
+    # the distillation term (kd: λ in [0, 1]; margin-mse, rd, rrd: added with this weight), the
+    # temperature (kd: of the softmax; rrd: of the rank-based sampling of the teacher's top items)
+    # and K, the teacher's top items of each user's sampled pool (rd, rrd)
+    kd_weight: float = 0.5
+    kd_temperature: float = 2.0
+    rd_k: int = 5
     n_negatives: int | None = None   # None: the batch size (paper §3.2.1)
     # "shared": one set of N negatives per step for every pair of the batch; "per_pair": eq. (10)
     # literally, each pair its own N negatives. Both reject only the users' own training positives
@@ -196,14 +204,25 @@ class TrainConfig(_Base):
         for name in ("model", "backbone", "loss", "train_split", "val_split", "device", "augmentations"):
             value = getattr(self, name)
             _check(isinstance(value, str) and value.strip() != "", f"{name}={value!r} must be a non-empty string")
-        for name in ("dim", "heads", "epochs", "batch_size", "patience", "lr_patience", "seed", "projection_dim"):
+        for name in ("dim", "heads", "epochs", "batch_size", "patience", "lr_patience", "seed", "projection_dim",
+                     "rd_k"):
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool),
                    f"{name}={value!r} must be an integer")
-        for name in ("lr", "momentum", "weight_decay", "tau", "alpha", "hard_fraction", "lr_factor", "lam", "tau_cl"):
+        for name in ("lr", "momentum", "weight_decay", "tau", "alpha", "hard_fraction", "lr_factor", "lam", "tau_cl",
+                     "kd_weight", "kd_temperature"):
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and not isinstance(value, bool),
                    f"{name}={value!r} must be a number")
+        for name in ("kd_weight", "kd_temperature"):
+            value = getattr(self, name)
+            _check(math.isfinite(value), f"{name}={value!r} must be a finite number")
+        _check(self.kd_weight >= 0, f"kd_weight={self.kd_weight} must be >= 0 (the weight of the distillation "
+                                    f"term; 0 = N-pair alone)")
+        _check(self.kd_temperature > 0, f"kd_temperature={self.kd_temperature} must be > 0 (it divides the "
+                                        f"logits of soft-target KD, the ranks of RRD's sampling)")
+        _check(self.rd_k >= 0, f"rd_k={self.rd_k} must be >= 0 (the teacher's top items per user's sampled "
+                               f"pool; 0 = N-pair alone)")
         _check(self.dim > 0 and self.heads > 0 and self.dim % self.heads == 0,
                f"dim={self.dim} must be a positive multiple of heads={self.heads}")
         _check(self.epochs >= 1, f"epochs={self.epochs} must be at least 1")

@@ -134,6 +134,11 @@ class Objective:
     def check_model(self, model: OutfitModel) -> None:
         """Raise a clear error when ``model`` lacks what this objective needs."""
 
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Trainable parameters the objective owns (e.g. a latent hint's projection): ``fit``
+        optimises them beside the model's; their values belong in :meth:`state_dict`."""
+        return []
+
     def state_dict(self) -> dict:
         """What a resumed run needs to continue exactly (e.g. a random generator's state)."""
         return {}
@@ -249,14 +254,18 @@ class FND(Objective):
         pos, neg = batch.pair_scores(model)
         d = self.weights(batch, neg.device)
         loss = fnd_loss(pos, neg, self.loss_weights(d), tau=self.tau)
+        return loss, {"loss": loss.item(), **self.flag_stats(d, batch)}
+
+    def flag_stats(self, d: torch.Tensor, batch: TrainBatch) -> dict:
+        """The step's flag counts from the teacher's d [B, N] (and, with ``truth``, against it)."""
         flagged = (d < 0).cpu().numpy()
         b, n = flagged.shape
-        stats = {"loss": loss.item(), "flagged": int(flagged.sum()), "pairs": b * n}
+        stats = {"flagged": int(flagged.sum()), "pairs": b * n}
         if self.truth is not None:
             is_fn = batch_false_negatives(self.truth, batch)
             stats["true_fn"] = int(is_fn.sum())
             stats["flagged_true"] = int((is_fn & flagged).sum())
-        return loss, stats
+        return stats
 
     def summarize(self, sums, n_steps):
         out = {"loss": sums["loss"] / max(n_steps, 1),
@@ -386,6 +395,9 @@ class WithContrastive(Objective):
         out = self.base.summarize({k: v for k, v in sums.items() if k != "loss_cl"}, n_steps)
         out["loss_cl"] = sums["loss_cl"] / max(n_steps, 1)
         return out
+
+    def parameters(self):
+        return self.base.parameters()
 
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state, "base": self.base.state_dict()}

@@ -114,6 +114,7 @@ def train(kind: str, params: dict[str, Any], progress: bool = True) -> dict:
         typed = PARAMS[kind].from_dict(params)
         seed_everything(typed.seed)
         plan = typed.plan()
+        plan.check()  # a finished run with another config is refused before anything is announced
         if distributed.is_main():
             print(f"training {plan.stage} in {RunFolder(plan.run_dir).root} with {distributed.world_size()} "
                   f"process(es), global batch {plan.cfg.batch_size}")

@@ -351,8 +351,9 @@ def _start(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
     objective.check_model(model)
     model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.scaled_lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+    # the objective's own parameters (a latent hint's projection) train beside the model's
+    optimizer = torch.optim.SGD([*model.parameters(), *objective.parameters()], lr=cfg.scaled_lr,
+                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_factor,
                                                            patience=cfg.lr_patience)
     config_dict = {"model": model.config(), "train": cfg.to_dict(),

@@ -58,6 +58,7 @@ OTHER = {
     "curve_interactions": [1], "cold_split": "pooled", "teacher": "student_npair", "alphas": [1.0],
     "n_per_positive": 2, "max_positives": 10, "aux_sets": 2, "student": None, "users": [1, 2], "method": "pca",
     "perplexity": 5, "n_neighbours": 4, "n_negatives_explorer": 7,
+    "kd_weight": 0.25, "kd_temperature": 4.0, "rd_k": 3,
 }
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..config import SCALE_PRESETS
-from ..objectives import NEEDS_TEACHER, OBJECTIVES
+from ..distillation import METHODS as DISTILLATION
 from ..stages import naming
 from ..stages.pretrain import weights_path
 from . import search
@@ -37,10 +37,9 @@ PAIRS = ("erase,replace", "erase,erase")
 
 
 def distillation_methods() -> list[str]:
-    """FND and every registered objective that reads the teacher and declares a search space."""
-    extra = [name for name, factory in OBJECTIVES.items() if name in NEEDS_TEACHER and name != "fnd"
-             and name not in LAB_LOSSES and getattr(factory, "search_space", None)]
-    return ["fnd", *extra]
+    """FND and every distillation baseline of :mod:`fndkit.distillation` (KD, margin-MSE, RD, RRD,
+    the latent hint, KD + FND)."""
+    return ["fnd", *DISTILLATION]
 
 
 class Distill:
@@ -116,7 +115,10 @@ class Distill:
         for s in self.seeds:
             jobs += self.prerequisites(s)
             jobs.append(self.student(s, "XS", "npair"))
-            jobs += [self.student(s, "XS", m, **values.get(m, {})) for m in self.methods]
+            # KD + FND distils at FND's chosen α (its search varies only the KD term, at the paper's α)
+            fnd_alpha = {"alpha": values["fnd"]["alpha"]} if "alpha" in values.get("fnd", {}) else {}
+            jobs += [self.student(s, "XS", m, **{**(fnd_alpha if m == "kd-fnd" else {}), **values.get(m, {})})
+                     for m in self.methods]
             if self.full:
                 fnd = values.get("fnd", {})
                 for size in ("S", "M"):

@@ -257,7 +257,7 @@ def execute_job(job: Job, via: str = "process", progress: bool = False, kernel_n
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with kernel_environment():
-            pm.execute_notebook(str(source), str(target), parameters=job.params.to_dict(),
+            pm.execute_notebook(str(source), str(target), parameters=job.params.notebook_parameters(),
                                 kernel_name=kernel_name, progress_bar=False, log_output=log_output,
                                 cwd=str(NOTEBOOK_DIR), extra_arguments=list(KERNEL_ARGUMENTS))
     except KeyboardInterrupt:

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Iterable
 
 from ..artifacts import read_json
+from ..distillation import METHODS as DISTILLATION
 from ..models.registry import MODELS, model_class
-from ..objectives import OBJECTIVES, BPR, FND, NPair, WithContrastive
+from ..objectives import BPR, FND, NPair, WithContrastive
 from ..rundir import RunFolder
 from ..stages import naming
 from ..stages.training import PARAMS as TRAINING_PARAMS
@@ -54,9 +55,7 @@ def baselines() -> list[str]:
 
 def methods() -> list[str]:
     """Every searchable method: the paper's four, each student objective with a space, each baseline."""
-    extra = [name for name, factory in OBJECTIVES.items()
-             if name not in PAPER_METHODS and getattr(factory, "search_space", None)]
-    return [*PAPER_METHODS, *extra, *baselines()]
+    return [*PAPER_METHODS, *DISTILLATION, *baselines()]
 
 
 def declared_space(method: str) -> dict[str, list]:
@@ -66,8 +65,8 @@ def declared_space(method: str) -> dict[str, list]:
         return {k: list(v) for k, v in builtin[method].search_space.items()}
     if method in MODELS and method != "recommender":
         return {k: list(v) for k, v in getattr(model_class(method), "search_space", {}).items()}
-    if method in OBJECTIVES:
-        return {k: list(v) for k, v in (getattr(OBJECTIVES[method], "search_space", None) or {}).items()}
+    if method in DISTILLATION:
+        return {k: list(v) for k, v in DISTILLATION[method].search_space.items()}
     raise SearchError(f"method {method!r} is unknown; choose one of {', '.join(methods())} (or all)")
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PAPER_DEFAULTS
+from ..distillation import name_suffix
 from ..models.registry import MODELS
 
 DATA = "data"
@@ -34,7 +35,7 @@ KIND_FOLDERS = {"data": DATA, "autoencoder": AUTOENCODER, "pretrain": PRETRAIN, 
                 "cold_start": COLD_START, "explorer": EXPLORER, "false_negatives": FALSE_NEGATIVES}
 
 # objectives whose weights depend on α (fnd-sign keeps only the sign of d, which α cannot change)
-ALPHA_LOSSES = ("fnd", "fnd-magnitude")
+ALPHA_LOSSES = ("fnd", "fnd-magnitude", "kd-fnd")
 
 
 def value_text(value: Any) -> str:
@@ -68,8 +69,9 @@ def default_contrastive_name(pair: tuple[str, str], lam: float, alpha: float, lo
 
 
 def student_name(cfg, default_alpha: float) -> str:
-    """The 03_student folder name for ``cfg`` (``-per_pair`` when each pair draws its own negatives)."""
-    name = default_student_name(cfg.loss, cfg.alpha, default_alpha)
+    """The 03_student folder name for ``cfg``: a distillation baseline's non-default fields
+    (:func:`fndkit.distillation.name_suffix`), ``-per_pair`` when each pair draws its own negatives."""
+    name = default_student_name(cfg.loss, cfg.alpha, default_alpha) + name_suffix(cfg)
     return name + ("-per_pair" if cfg.negatives == "per_pair" else "")
 
 

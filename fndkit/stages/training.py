@@ -16,6 +16,7 @@ from ..config import train_config as preset_train_config
 from ..evaluate import evaluate, evaluate_clean
 from ..models.backbones import BACKBONES, count_parameters, is_weights_path
 from ..baselines import BASELINES  # noqa: F401  (importing it registers the baselines and their objectives)
+from ..distillation import name_suffix  # (importing it registers the distillation baselines: kd, rd …)
 from ..models.registry import MODELS, model_class
 from ..objectives import NEEDS_TEACHER, OBJECTIVES, make_objective, prepare_teacher
 from ..repro import resolve_device, seed_everything
@@ -354,6 +355,9 @@ class StudentParams(_TrainingParams):
     loss: str = "fnd"
     alpha: float | None = None
     tau: float = 0.1
+    kd_weight: float = 0.5
+    kd_temperature: float = 2.0
+    rd_k: int = 5
     backbone: str | None = None
     weights: str | None = "auto"
     teacher_dir: str | None = None

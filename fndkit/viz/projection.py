@@ -458,7 +458,8 @@ def load_run_models(run_dir: str | Path, model: str = "teacher", student: str | 
     """Load the dataset, the model to show, the teacher (always ``run_dir/teacher``, which flags)
     and, when its folder exists, the student. A missing student only leaves its scores empty;
     a missing data folder, teacher or model raises :class:`~fndkit.rundir.StageError` saying which
-    notebook to run. α comes from the student's config when it has one (else 1.25)."""
+    notebook to run. α comes from the student's config when its loss uses one (FND, KD + FND …;
+    else 1.25). Any student stage can be named: N-pair, FND, the distillation baselines."""
     for name, value in (("model", model), ("student", student)):
         if not (isinstance(value, str) or (name == "student" and value is None)):
             raise ValueError(f"{name}={value!r} must be the name of a stage folder such as 'teacher' or "
@@ -487,7 +488,9 @@ def load_run_models(run_dir: str | Path, model: str = "teacher", student: str | 
             cfg_path = run.checkpoint(student).parent / "config.json"
             if cfg_path.exists():
                 train_cfg = read_json(cfg_path).get("train", {})
-                if train_cfg.get("loss") == "fnd":
+                from ..stages.training import ALPHA_LOSSES   # (here: the projection module stays light to import)
+
+                if train_cfg.get("loss") in ALPHA_LOSSES:   # fnd, kd-fnd …: the student's α weighed its d
                     alpha = float(train_cfg.get("alpha", DEFAULT_ALPHA))
     return RunModels(dataset, shown, teacher, student_model, model, student, alpha, keys)
 

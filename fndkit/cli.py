@@ -282,24 +282,25 @@ def _paper(args, argv) -> int:
     from .results import collect, report
 
     root = check_root(args.root)
-    names = paper.check_names(args.names or (["table2", "fig4", "table4"] if args.verdict else ["all"]))
-    seeds = tuple(args.seeds)
-    if args.verdict and args.seeds == [0]:
-        seeds = tuple(range(10))
+    verdict = args.verdict
+    names = paper.check_names(args.names or (list(paper.VERDICT_NAMES) if verdict else ["all"]))
+    seeds = paper.VERDICT_SEEDS if verdict and args.seeds == [0] else tuple(args.seeds)
     sweep = paper.Sweep(root, seeds=seeds[:1] if args.quick else seeds, scale=args.scale, quick=args.quick,
-                        device=args.device)
+                        device=args.device, shared=verdict, verdict=verdict,
+                        methods=paper.VERDICT_METHODS if verdict else ())
     dispatch = dispatcher(args, sweep.folder, sweep.identity())
     start = time.perf_counter()
     searched = [] if args.no_search else [m for m in paper.table2_methods(sweep) if search.space(m)]
     search_seed = sweep.seeds[0] if args.search_seed is None else args.search_seed
-    chosen = {}
-    trial_jobs: list = []
+    chosen, trial_jobs = {}, []
     if searched:
         values = _values(args, searched)
         for line in search.describe_unsearchable(searched):
             print(f"note: {line}")
+        spaces = {m: search.restrict(m, values.get(m) or (paper.VERDICT_SPACES.get(m) if verdict else None))
+                  for m in searched}
         bases = paper.search_bases(searched, sweep, search_seed)
-        trials = {m: search.trials(m, _smoke(bases[m], args), search.restrict(m, values.get(m))) for m in searched}
+        trials = {m: search.trials(m, _smoke(bases[m], args), spaces[m]) for m in searched}
         trial_jobs = [t for ts in trials.values() for t in ts]
         print(f"search: {len(trial_jobs)} trials of {len(trials)} methods on seed {search_seed}'s validation half")
         outcome = _run(args, [_smoke(j, args) for j in paper.prerequisites(sweep, search_seed)] + trial_jobs,
@@ -309,9 +310,9 @@ def _paper(args, argv) -> int:
         for m, c in chosen.items():
             print(f"{m}: chose {c['values']} (validation AUC {c['val_auc']:.4f}, {c['trials']} trials, "
                   f"{c['pruned']} pruned)")
-            if search_seed in sweep.seeds and not args.collect_only:
-                search.adopt(c["stage"], _smoke(paper.method_run(m, sweep, search_seed), args))
     jobs = [_smoke(j, args) for j in paper.plan(names, sweep)]
+    if trial_jobs and not args.collect_only:  # the chosen points (and Fig. 4's grid) are not trained twice
+        search.adopt_matching(trial_jobs, jobs)
     left = None if args.time_limit is None else max(args.time_limit - (time.perf_counter() - start), 1e-3)
     outcome = _run(args, jobs, dispatch, sweep.folder / "plan.json", left)
     if args.worker_only:
@@ -323,9 +324,10 @@ def _paper(args, argv) -> int:
                       repeats=2 if args.quick else 10)
     table = collect.collect(trial_jobs + jobs, records=[sweep.folder / "table5.json"])
     users = collect.collect_users(jobs)
-    claims = C.compare(users, [C.Comparison(c.text, paper.naming.method_stage(c.a, c.protocol == "hard"),
-                                            paper.naming.method_stage(c.b, c.protocol == "hard"), c.protocol,
-                                            "test", c.sign, c.paper_effect) for c in paper.CLAIMS])
+    stage = lambda method, hard: paper.naming.method_stage(method, hard)  # noqa: E731
+    claims = C.compare(users, [C.Comparison(c.text, stage(c.a, c.protocol == "hard"), stage(c.b, c.protocol == "hard"),
+                                            c.protocol, "test", c.sign, c.paper_effect, experiment=c.experiment)
+                               for c in paper.CLAIMS])
     info = {"title": f"fndkit — the paper's evidence on {sweep.machine}", "machine": sweep.machine,
             "seeds": list(sweep.seeds), "scale": sweep.scale, "command": command_line(argv),
             "seconds": time.perf_counter() - start, "workers": args.workers}
@@ -433,9 +435,9 @@ def _distill(args, argv) -> int:
     if args.scale not in ("tiny", "demo"):
         raise UserError(f"--scale {args.scale!r}: the distillation benchmark has presets tiny-rich and demo-rich; "
                         f"use tiny or demo")
-    seeds = tuple(range(10)) if args.verdict and args.seeds == [0] else tuple(args.seeds)
+    seeds = distill.VERDICT_SEEDS if args.verdict and args.seeds == [0] else tuple(args.seeds)
     plan = distill.Distill(root, seeds, args.scale, args.image_size, args.device, args.epochs, args.methods,
-                           args.full, args.search_seed)
+                           args.full, args.search_seed, shared=args.verdict)
     for m in plan.methods:
         search.declared_space(m)
     plan.values = _values(args, plan.searched())
@@ -446,18 +448,18 @@ def _distill(args, argv) -> int:
     chosen = search.choose(trials, run1) if trials else {}
     for m, c in chosen.items():
         print(f"{m}: chose {c['values']} (validation AUC {c['val_auc']:.4f})")
-    jobs = plan.plan(chosen)
+    jobs = [_smoke(j, args) for j in plan.plan(chosen)]
+    trial_jobs = [t for ts in trials.values() for t in ts]
+    if trial_jobs and not args.collect_only:  # the chosen points at the search seed: not trained twice
+        search.adopt_matching(trial_jobs, jobs)
     left = None if args.time_limit is None else max(args.time_limit - (time.perf_counter() - start), 1e-3)
     outcome = _run(args, jobs, dispatch, root / "plan.json", left)
     outcome.failed = run1.failed + outcome.failed
     if args.worker_only:
         return _finish(outcome, None)
-    trial_jobs = [t for ts in trials.values() for t in ts]
     table = collect.collect(trial_jobs + jobs)
     users = collect.collect_users(jobs)
-    students = [naming_sized("XS", m) for m in plan.methods]
-    transfer = C.transfer(table, users, naming_sized("XS", "npair"), "teacher", students,
-                          protocols=("random", "hard"))
+    transfer = C.transfer(table, users, "distill", "npair", "teacher", plan.methods, protocols=("random", "hard"))
     info = {"title": "fndkit — the distillation benchmark", "machine": root.name, "seeds": list(seeds),
             "scale": f"{args.scale}-rich", "command": command_line(argv), "seconds": time.perf_counter() - start,
             "workers": args.workers}
@@ -465,12 +467,6 @@ def _distill(args, argv) -> int:
     if args.readme:
         report.update_readme(args.readme, paths["md"].read_text(), "distill")
     return _finish(outcome, paths)
-
-
-def naming_sized(size: str, method: str) -> str:
-    from .stages import naming
-
-    return naming.sized(size, method)
 
 
 VERB_RUNNERS = {"chain": _chain, "paper": _paper, "search": _search, "lab": _lab, "distill": _distill}

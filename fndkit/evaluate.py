@@ -114,7 +114,8 @@ def evaluate(model: OutfitModel, dataset: OutfitDataset, split: str = "test",
 
 
 def evaluate_clean(model: OutfitModel, dataset: OutfitDataset, split: str = "test",
-                   protocols: tuple[str, ...] = ("random", "hard"), device: str = "cpu") -> dict:
+                   protocols: tuple[str, ...] = ("random", "hard"), device: str = "cpu",
+                   per_user: bool = False) -> dict:
     """:func:`evaluate` on the lists with the true false negatives removed: {protocol: {auc,
     ndcg_lpae, ndcg_standard, n_users, n_skipped, n_removed, removed_fraction}}
     (:func:`fndkit.metrics.ranking_metrics_clean`). Empty for data without ground truth (real
@@ -126,4 +127,9 @@ def evaluate_clean(model: OutfitModel, dataset: OutfitDataset, split: str = "tes
     for protocol, cand, scores in scored_candidates(model, dataset, split, protocols, device):
         false_negative = dataset.truth.is_false_negative(cand.user, cand.items)
         out[protocol] = ranking_metrics_clean(cand.user, scores, cand.label, false_negative)
+        if per_user:  # the clean lists' per-user AUCs (paired tests on test_clean)
+            keep = ~(np.asarray(false_negative, dtype=bool).ravel() & (np.asarray(cand.label).ravel() == 0))
+            users, aucs = per_user_auc(np.asarray(cand.user).ravel()[keep], np.asarray(scores).ravel()[keep],
+                                       np.asarray(cand.label).ravel()[keep])
+            out[protocol]["per_user_auc"] = {int(u): float(a) for u, a in zip(users, aucs)}
     return out

@@ -34,6 +34,18 @@ from .execute import Job, params_for
 
 LAB_LOSSES = ("oracle-drop", "oracle-pull", "fnd-sign", "fnd-magnitude")
 PAIRS = ("erase,replace", "erase,erase")
+# The verdict plan (``python -m fndkit distill --verdict``): 10 seeds on the 2-core CPU box. One
+# dataset, one pre-training and one teacher (the first seed's) serve every seed: the seeds
+# replicate the students' training, the variance a claim about a distillation method must beat;
+# each method is searched once, on the first seed, over a smaller grid than its full space.
+VERDICT_SEEDS = tuple(range(10))
+VERDICT_SPACES = {"fnd": {"alpha": [1.25, 2.0, 3.0]},
+                  "kd": {"kd_weight": [0.5, 0.75], "kd_temperature": [2.0, 4.0]},
+                  "margin-mse": {"kd_weight": [0.03, 0.1, 0.3]},
+                  "rd": {"rd_k": [3, 5], "kd_weight": [0.3, 1.0]},
+                  "rrd": {"kd_temperature": [3.0, 10.0], "kd_weight": [0.3, 1.0]},
+                  "hint": {"kd_weight": [0.3, 1.0]},
+                  "kd-fnd": {"kd_weight": [0.5, 0.75], "kd_temperature": [2.0, 4.0]}}
 
 
 def distillation_methods() -> list[str]:
@@ -47,22 +59,28 @@ class Distill:
 
     def __init__(self, root: str | Path, seeds: Iterable[int] = (0,), scale: str = "demo", image_size: int = 32,
                  device: str = "auto", epochs: int | None = None, methods: Iterable[str] | None = None,
-                 full: bool = False, search_seed: int | None = None, values: dict | None = None):
+                 full: bool = False, search_seed: int | None = None, values: dict | None = None,
+                 shared: bool = False):
         self.root, self.seeds = Path(root), tuple(int(s) for s in seeds)
         self.scale, self.image_size, self.device, self.epochs = scale, image_size, device, epochs
         self.methods = list(methods) if methods is not None else distillation_methods()
         self.full = full
         self.search_seed = self.seeds[0] if search_seed is None else search_seed
         self.values = values or {}
+        self.shared = shared   # one dataset, pre-training and teacher for every seed (the verdict plan)
         self.preset = SCALE_PRESETS[f"{scale}-rich"]
         self.sizes = self.preset["students"]
 
     def identity(self) -> dict:
         return {"folder": str(self.root), "scale": self.scale, "image_size": self.image_size,
-                "epochs": self.epochs}
+                "epochs": self.epochs, "shared": self.shared}
 
     def folder(self, seed: int) -> str:
-        return str(naming.seed_folder(self.root, seed))
+        return str(naming.seed_folder(self.root, self.seeds[0] if self.shared else seed))
+
+    def name(self, size: str, method: str, seed: int) -> str:
+        stage = naming.sized(size, method)
+        return naming.replicate(stage, seed) if self.shared else stage
 
     def common(self) -> dict:
         return {"device": self.device, **({"epochs": self.epochs} if self.epochs else {})}
@@ -71,7 +89,7 @@ class Distill:
         loss = "fnd" if method == "fnd-cl" else method
         kind = "contrastive" if method == "fnd-cl" else "student"
         extra = {"lam": 0.2} if method == "fnd-cl" else {}
-        params = params_for(kind, run_dir=self.folder(seed), seed=seed, loss=loss, out_name=naming.sized(size, method),
+        params = params_for(kind, run_dir=self.folder(seed), seed=seed, loss=loss, out_name=self.name(size, method, seed),
                             backbone=self.sizes.get(size, self.preset["teacher_backbone"]), **self.common(),
                             **extra, **values)
         return Job(params, method=method, experiment=experiment, shown={"size": size})
@@ -86,6 +104,8 @@ class Distill:
                               device=self.device), experiment="distill")
 
     def prerequisites(self, seed: int) -> list[Job]:
+        if self.shared and seed != self.seeds[0]:
+            return []
         jobs = [Job(params_for("data", run_dir=self.folder(seed), scale=self.scale, seed=seed,
                                image_size=self.image_size, appearance="rich"), experiment="distill")]
         pre = self.pretrain_job()
@@ -105,7 +125,8 @@ class Distill:
     def search_plan(self) -> tuple[list[Job], dict[str, list[Job]]]:
         """The search seed's prerequisites and every method's trials (XS student)."""
         trials = {m: search.trials(m, self.student(self.search_seed, "XS", m),
-                                   search.restrict(m, self.values.get(m))) for m in self.searched()}
+                                   search.restrict(m, self.values.get(m) or (VERDICT_SPACES.get(m) if self.shared
+                                                                             else None))) for m in self.searched()}
         return self.prerequisites(self.search_seed) + [t for ts in trials.values() for t in ts], trials
 
     def plan(self, chosen: dict[str, dict]) -> list[Job]:
@@ -128,7 +149,7 @@ class Distill:
                 jobs += [self.student(s, "XS", loss, "lab", **({"alpha": fnd["alpha"]} if loss == "fnd-magnitude"
                                                               and "alpha" in fnd else {})) for loss in LAB_LOSSES]
                 jobs += [Job(self.student(s, "XS", "fnd-cl", "fnd-cl", augmentations=pair, **fnd).params.replace(
-                    out_name=naming.variant(naming.sized("XS", "fnd-cl"), augmentations=pair)),
+                    out_name=naming.variant(self.name("XS", "fnd-cl", s), augmentations=pair)),
                     method="fnd-cl", experiment="fnd-cl", shown={"size": "XS", "augmentations": pair})
                     for pair in PAIRS]
         return jobs

@@ -61,6 +61,10 @@ class Sweep:
     machine: str = ""
     chosen: dict = field(default_factory=dict)
     methods: tuple = ()
+    # one dataset, autoencoder and teacher (the first seed's) serve every seed; the seeds replicate
+    # the students' training (stages named <stage>-seed<k>): see VERDICT
+    shared: bool = False
+    verdict: bool = False
 
     def __post_init__(self):
         self.root = resolve_path(self.root)
@@ -77,7 +81,16 @@ class Sweep:
         return self.root / self.machine
 
     def seed_dir(self, seed: int) -> Path:
-        return naming.seed_folder(self.folder, seed)
+        return naming.seed_folder(self.folder, self.data_seed if self.shared else seed)
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the one dataset (and teacher) when they are shared."""
+        return self.seeds[0]
+
+    def stage(self, name: str, seed: int) -> str:
+        """A student's stage: ``<name>-seed<k>`` when the seeds share one run folder."""
+        return naming.replicate(name, seed) if self.shared else name
 
     @property
     def epochs(self) -> int:
@@ -85,7 +98,7 @@ class Sweep:
 
     def identity(self) -> dict:
         """What makes two plans one (a study storage refuses another plan's studies)."""
-        return {"folder": str(self.folder), "scale": self.scale, "quick": self.quick}
+        return {"folder": str(self.folder), "scale": self.scale, "quick": self.quick, "shared": self.shared}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,7 +147,7 @@ def method_run(method: str, sweep: Sweep, seed: int = 0, hard: bool = False, exp
     params = {"epochs": sweep.epochs, **method_values(sweep, method), **extra}
     if hard:
         params["hard_fraction"] = 0.5
-    stage = stage or naming.method_stage(method, hard)
+    stage = sweep.stage(stage or naming.method_stage(method, hard), seed)
     kw = {"method": method, "experiment": experiment, "shown": shown}
     if method == "fnd-cl":
         return stage_job(sweep, seed, "contrastive", stage, **kw, **params)
@@ -152,7 +165,10 @@ def table2_methods(sweep: Sweep | None = None) -> list[str]:
 
 
 def table4_methods(sweep: Sweep | None = None) -> list[str]:
-    paper = ["npair", "fnd"] if sweep is not None and sweep.quick else ["npair", "bpr", "fnd", "fnd-cl"]
+    paper = ["npair", "fnd"] if sweep is not None and (sweep.quick or sweep.verdict) else \
+        ["npair", "bpr", "fnd", "fnd-cl"]
+    if sweep is not None and sweep.verdict:
+        paper.append("fnd-cl")
     return _only([*paper, *(b for b in baselines(sweep) if personalized(b))], sweep)
 
 
@@ -166,6 +182,8 @@ def _table2(sweep: Sweep, seed: int) -> list[Job]:
 def _table3(sweep: Sweep, seed: int) -> list[Job]:
     trained = _table2(sweep, seed)
     stages = [naming.TEACHER] + [j.stage for j in trained if j.method not in MODELS or supports_cold_start(j.method)]
+    if sweep.shared and seed != sweep.data_seed:  # one cold-start stage per run folder (see VERDICT)
+        return [Job(j.params, method=j.method, experiment="table3") for j in trained]
     cold = stage_job(sweep, seed, "cold_start", method="cold-start", experiment="table3", models=stages,
                      n_interactions=[1, 5], curve_interactions=[1, 5],
                      repetitions=SCALE_PRESETS[sweep.scale]["cold_repetitions"])
@@ -179,13 +197,15 @@ def _table4(sweep: Sweep, seed: int) -> list[Job]:
 
 def _fig4(sweep: Sweep, seed: int) -> list[Job]:
     """FND's α grid (Fig. 4) beside N-pair and BPR. Every point has its own stage; the point the
-    search chose is Table 2's FND row (one job)."""
+    search chose is Table 2's FND row (one job). A verdict plan draws the grid on the search seed
+    only: the search's trials, adopted (trained once)."""
+    if sweep.verdict and seed != sweep.seeds[0]:
+        return []
     runs = [method_run(m, sweep, seed, experiment="fig4") for m in ("npair", "bpr")]
     chosen = method_values(sweep, "fnd").get("alpha", PAPER_DEFAULTS["fixed"]["alpha"])
     for alpha in (ALPHAS[1:2] if sweep.quick else ALPHAS):
-        stage = None if alpha == chosen else naming.variant("student_fnd", alpha=alpha)
-        runs.append(method_run("fnd", sweep, seed, experiment="fig4", shown={"alpha": alpha}, stage=stage,
-                               alpha=alpha))
+        mine = {} if alpha == chosen else {"alpha": alpha, "stage": naming.variant("student_fnd", alpha=alpha)}
+        runs.append(method_run("fnd", sweep, seed, experiment="fig4", shown={"alpha": alpha}, **mine))
     return runs
 
 
@@ -197,9 +217,9 @@ def _fig5(sweep: Sweep, seed: int) -> list[Job]:
             if a == b == "identity" or (sweep.quick and (a, b) not in QUICK_PAIRS):
                 continue  # two identical views teach nothing (paper Fig. 5 leaves it out)
             pair = f"{a},{b}"
-            stage = None if pair == chosen else naming.variant("contrastive", augmentations=pair)
-            runs.append(method_run("fnd-cl", sweep, seed, experiment="fig5", shown={"view1": a, "view2": b},
-                                   stage=stage, augmentations=pair))
+            mine = {} if pair == chosen else {"augmentations": pair,
+                                              "stage": naming.variant("contrastive", augmentations=pair)}
+            runs.append(method_run("fnd-cl", sweep, seed, experiment="fig5", shown={"view1": a, "view2": b}, **mine))
     return runs
 
 
@@ -210,14 +230,16 @@ def _fig6(sweep: Sweep, seed: int) -> list[Job]:
     for size, backbone in list(sizes.items())[:1] if sweep.quick else sizes.items():
         for method in ("fnd",) if sweep.quick else ("npair", "fnd"):
             own = backbone == SCALE_PRESETS[preset]["student_backbone"]  # the preset's is Table 2's row
+            mine = {} if own else {"backbone": backbone, "stage": naming.sized(size, method)}
             runs.append(method_run(method, sweep, seed, experiment="fig6", shown={"size": size, "backbone": backbone},
-                                   stage=None if own else naming.sized(size, method), backbone=backbone))
+                                   **mine))
     return runs
 
 
 def _fig7(sweep: Sweep, seed: int) -> list[Job]:
     return [method_run("fnd", sweep, seed, experiment="fig7", shown={"batch_size": batch},
-                       stage=None if batch == 32 else naming.variant("student_fnd", batch=batch), batch_size=batch)
+                       **({} if batch == 32 else {"batch_size": batch,
+                                                  "stage": naming.variant("student_fnd", batch=batch)}))
             for batch in (BATCH_SIZES[1:2] if sweep.quick else BATCH_SIZES)]
 
 
@@ -259,7 +281,9 @@ def lab_runs(name: str, sweep: Sweep) -> list[Job]:
 
 
 def prerequisites(sweep: Sweep, seed: int) -> list[Job]:
-    """What every experiment of a seed stands on: its dataset, autoencoder and teacher."""
+    """What every experiment of a seed stands on: its dataset, autoencoder and teacher (the first
+    seed's when they are shared)."""
+    seed = sweep.data_seed if sweep.shared else seed
     return [stage_job(sweep, seed, "data", experiment="prerequisites", scale=sweep.scale),
             stage_job(sweep, seed, "autoencoder", experiment="prerequisites", **({"epochs": 3} if sweep.quick else {})),
             stage_job(sweep, seed, "teacher", method="teacher", experiment="prerequisites")]
@@ -296,6 +320,22 @@ def one_job_per_stage(jobs: Iterable[Job]) -> None:
                                   f"fndkit.stages.naming")
 
 
+# The verdict plan (``python -m fndkit paper --verdict``): the claims' core over 10 seeds on the
+# 2-core CPU box. One dataset, autoencoder and teacher serve every seed (they are the benchmark the
+# methods are compared on; the seeds replicate the students' training, the variance between runs
+# that a claim about a method must beat); the search runs once, on the first seed, over smaller
+# grids than the full spaces (VERDICT_SPACES); Fig. 4 is FND's search grid, adopted. Left out, and
+# why: the other baselines (LPAE-u is the strongest of Table 2), Figs. 5–7 (one seed each in the
+# full plan), Table 3 beyond the first seed (one cold-start stage per run folder).
+VERDICT_NAMES = ("table2", "table4", "fig4", "table3")
+VERDICT_METHODS = ("npair", "bpr", "fnd", "fnd-cl", "lpae-u")
+VERDICT_SPACES = {"npair": {"lr": [0.003, 0.01, 0.03]}, "bpr": {"tau": [0.1, 0.2]},
+                  "fnd": {"alpha": list(ALPHAS)},
+                  "fnd-cl": {"lam": [0.1, 0.2, 0.5], "augmentations": ["erase,replace"]},
+                  "lpae-u": {"lr": [0.01, 0.03], "tau": [0.1, 0.3]}}
+VERDICT_SEEDS = tuple(range(10))
+
+
 def search_bases(methods: Iterable[str], sweep: Sweep, seed: int) -> dict[str, Job]:
     """The job each searched method's trials start from (its Table 2 row at the search seed)."""
     return {m: method_run(m, sweep, seed, experiment="search") for m in methods}
@@ -326,6 +366,8 @@ CLAIMS = (
     Claim("N-pair beats BPR (Fig. 4: 'clearly outperforms')", "fig4", "npair", "bpr"),
     Claim("FND-CL beats FND (Table 2)", "table2", "fnd-cl", "fnd", "random", 1, 0.0037),
     Claim("FND beats LPAE-u (Table 2)", "table2", "fnd", "lpae-u", "random", 1, 0.0209),
+    Claim("FND beats N-pair on hard negatives (Table 4's protocol; no N-pair row there)", "table4", "fnd",
+          "npair", "hard"),
     Claim("FND-CL beats FND on hard negatives (Table 4)", "table4", "fnd-cl", "fnd", "hard", 1, 0.0069),
     Claim("FND beats LPAE-u on hard negatives (Table 4)", "table4", "fnd", "lpae-u", "hard", 1, 0.0186),
 )

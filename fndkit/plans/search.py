@@ -207,6 +207,22 @@ def adopt(trial_stage: str, job: Job) -> bool:
     return True
 
 
+def adopt_matching(trial_jobs: Iterable[Job], jobs: Iterable[Job]) -> list[str]:
+    """Adopt every finished trial into each plan job that trains the same configuration in the
+    same run folder (the chosen point's table row, and e.g. every point of Fig. 4: FND's grid is
+    trained once); returns the stages that adopted."""
+    def same(a: Job, b: Job) -> bool:
+        return a.kind == b.kind and a.run_dir == b.run_dir and \
+            a.params.replace(out_name=None).to_dict() == b.params.replace(out_name=None).to_dict()
+
+    done = []
+    for job in jobs:
+        source = next((t for t in trial_jobs if same(t, job) and validation_auc(t) is not None), None)
+        if source is not None and adopt(source.stage, job):
+            done.append(job.stage)
+    return done
+
+
 def choose(searches: dict[str, list[Job]], outcome: PlanOutcome | None = None) -> dict[str, dict]:
     """:func:`best_on_validation` for each method's trial jobs."""
     return {method: best_on_validation(jobs, outcome) for method, jobs in searches.items()}

@@ -19,7 +19,9 @@ from . import stats
 
 
 class Comparison(NamedTuple):
-    """``a`` against ``b`` (stage folders of the same run folders) on ``protocol`` and ``list``."""
+    """``a`` against ``b`` on ``protocol`` and ``list``: stage folders, or — with ``experiment`` —
+    methods of that experiment (a method's stage may be named per seed: ``student_fnd-seed3``).
+    A side run once (a teacher shared by every seed) stands beside each seed of the other."""
 
     label: str
     a: str
@@ -29,13 +31,25 @@ class Comparison(NamedTuple):
     sign: int = 1
     paper_effect: float | None = None
     folders: tuple = ()   # only these run folders (e.g. one taste breadth of the lab); () all
+    experiment: str = ""
 
 
-def _values(users: pd.DataFrame, stage: str, protocol: str, which: str, folders: tuple = ()) -> pd.DataFrame:
-    part = users[(users.stage == stage) & (users.protocol == protocol) & (users.list == which)]
-    if folders:
-        part = part[part.run_dir.isin([str(f) for f in folders])]
-    return part.drop_duplicates(subset=["run_dir", "user"])[["seed", "user", "value"]]
+def _values(users: pd.DataFrame, c: Comparison, side: str) -> pd.DataFrame:
+    part = users[(users.protocol == c.protocol) & (users.list == c.list)]
+    part = part[(part.experiment == c.experiment) & (part.method == side)] if c.experiment else part[part.stage == side]
+    if c.folders:
+        part = part[part.run_dir.isin([str(f) for f in c.folders])]
+    return part.drop_duplicates(subset=["seed", "user"])[["seed", "user", "value"]]
+
+
+def _broadcast(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A side with one seed (a shared teacher) repeated for each seed of the other side."""
+    sa, sb = a.seed.nunique(), b.seed.nunique()
+    if sa == 1 and sb > 1:
+        a = pd.concat([a.assign(seed=s) for s in sorted(b.seed.unique())], ignore_index=True)
+    elif sb == 1 and sa > 1:
+        b = pd.concat([b.assign(seed=s) for s in sorted(a.seed.unique())], ignore_index=True)
+    return a, b
 
 
 def compare(users: pd.DataFrame, comparisons: Iterable[Comparison], n_boot: int = 2000) -> pd.DataFrame:
@@ -43,7 +57,7 @@ def compare(users: pd.DataFrame, comparisons: Iterable[Comparison], n_boot: int 
     the rows returned), mde, n_seeds, n_users, verdict."""
     done, rows = [], []
     for c in comparisons:
-        a, b = (_values(users, stage, c.protocol, c.list, c.folders) for stage in (c.a, c.b))
+        a, b = _broadcast(_values(users, c, c.a), _values(users, c, c.b))
         if a.empty or b.empty:
             continue
         try:
@@ -53,7 +67,7 @@ def compare(users: pd.DataFrame, comparisons: Iterable[Comparison], n_boot: int 
         done.append((c, result))
     adjusted = stats.adjust([r for _, r in done])
     for (c, _), r in zip(done, adjusted):
-        verdict = stats.judge(r, expected_sign=c.sign, paper_effect=c.paper_effect)
+        verdict = stats.judge(r, expected_sign=c.sign, paper_effect=c.paper_effect, scale=100.0, unit=" pts")
         rows.append({"comparison": c.label, "a": c.a, "b": c.b, "protocol": c.protocol, "list": c.list,
                      "paper_effect": c.paper_effect, **{k: v for k, v in r.to_dict().items() if k != "verdict"},
                      "verdict": verdict})
@@ -61,24 +75,30 @@ def compare(users: pd.DataFrame, comparisons: Iterable[Comparison], n_boot: int 
                                        "ci_high", "p", "q", "mde", "n_seeds", "n_users", "verdict"])
 
 
-def stage_means(table: pd.DataFrame, protocol: str = "random", which: str = "test", metric: str = "auc") -> pd.Series:
-    """Mean over seeds of each stage's ``metric`` on ``protocol`` / ``which``."""
-    part = table[(table.protocol == protocol) & (table.list == which) & (table.metric == metric)]
-    return part.groupby("stage")["value"].mean()
+def method_means(table: pd.DataFrame, experiment: str, protocol: str = "random", which: str = "test",
+                 metric: str = "auc") -> pd.Series:
+    """Mean over seeds of each method's ``metric`` in ``experiment`` on ``protocol`` / ``which``."""
+    part = table[(table.experiment == experiment) & (table.protocol == protocol) & (table.list == which)
+                 & (table.metric == metric)]
+    return part.groupby("method")["value"].mean()
 
 
-def transfer(table: pd.DataFrame, users: pd.DataFrame, reference: str, teacher: str, stages: Iterable[str],
-             protocols=("random",), lists=("test", "test_clean"), n_boot: int = 2000) -> pd.DataFrame:
-    """Per student stage: its gain over ``reference`` (paired, with interval) and the share of the
-    teacher's margin it transfers, (stage − reference) / (teacher − reference), on each list."""
-    comps = [Comparison(s, s, reference, p, w) for s in stages for p in protocols for w in lists]
-    comps += [Comparison(teacher, teacher, reference, p, w) for p in protocols for w in lists]
+def transfer(table: pd.DataFrame, users: pd.DataFrame, experiment: str, reference: str, teacher: str,
+             methods: Iterable[str], protocols=("random",), lists=("test", "test_clean"),
+             n_boot: int = 2000) -> pd.DataFrame:
+    """Per method of ``experiment``: its gain over ``reference`` (paired, with interval) and the
+    share of the teacher's margin it transfers, (method − reference) / (teacher − reference), on
+    each list; the teacher's own margin first."""
+    comps = [Comparison(f"{teacher} − {reference}", teacher, reference, p, w, experiment=experiment)
+             for p in protocols for w in lists]
+    comps += [Comparison(f"{m} − {reference}", m, reference, p, w, experiment=experiment)
+              for m in methods for p in protocols for w in lists]
     gains = compare(users, comps, n_boot=n_boot)
     if gains.empty:
         return gains
     shares = []
     for r in gains.itertuples():
-        means = stage_means(table, r.protocol, r.list)
+        means = method_means(table, experiment, r.protocol, r.list)
         if {r.a, reference, teacher} <= set(means.index):
             shares.append(stats.gain_share(means[r.a], means[reference], means[teacher]))
         else:

@@ -124,7 +124,7 @@ def collect_users(jobs: Iterable) -> pd.DataFrame:
                           "protocol": r.get("protocol", "random"), "list": "cold", "user": int(u), "value": float(v)}
                          for u, v in r.get("per_user_auc", {}).items()]
     frame = pd.DataFrame(rows, columns=USER_COLUMNS)
-    return frame.drop_duplicates(subset=[c for c in USER_COLUMNS if c not in ("value", "experiment")])
+    return frame.drop_duplicates(subset=[c for c in USER_COLUMNS if c != "value"])
 
 
 def read_records(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:

@@ -343,7 +343,7 @@ def _fmt(x: float) -> str:
 
 
 def judge(c: Comparison, expected_sign: int = +1, paper_effect: float | None = None,
-          level: float = 0.05) -> str:
+          level: float = 0.05, scale: float = 1.0, unit: str = "") -> str:
     """Verdict words that say what the numbers of ``c`` allow. Rules, first match wins:
 
     1. ``n_seeds < 2`` → ``"single seed: not a verdict"`` (the run-to-run variance is unseen).
@@ -358,8 +358,10 @@ def judge(c: Comparison, expected_sign: int = +1, paper_effect: float | None = N
 
     q is the BH-adjusted p from :func:`adjust`; a comparison never adjusted (q NaN) is judged on its
     own p (a family of one). "Not supported" is never said: a non-significant test either had the
-    power (rule 5, with the bound) or did not (rule 4).
+    power (rule 5, with the bound) or did not (rule 4). Numbers in the words are shown times
+    ``scale`` with ``unit`` (e.g. 100 and " pts" for AUC points).
     """
+    show = lambda x: f"{_fmt(x * scale)}{unit}"  # noqa: E731
     if expected_sign not in (1, -1):
         raise ValueError(f"expected_sign={expected_sign!r} must be +1 (method above its reference) "
                          f"or -1 (below)")
@@ -379,8 +381,8 @@ def judge(c: Comparison, expected_sign: int = +1, paper_effect: float | None = N
     if significant and other_side:
         return "contradicted"
     if paper_effect is not None and not (c.mde <= abs(paper_effect)):
-        return f"underpowered (MDE {_fmt(c.mde)} > claimed effect {_fmt(abs(paper_effect))})"
-    return f"no difference larger than {_fmt(max(abs(c.ci_low), abs(c.ci_high)))} shown"
+        return f"underpowered (MDE {show(c.mde)} > claimed effect {show(abs(paper_effect))})"
+    return f"no difference larger than {show(max(abs(c.ci_low), abs(c.ci_high)))} shown"
 
 
 def gain_share(student_method: float, student_ref: float, teacher: float) -> float:

@@ -126,6 +126,11 @@ def sized(size: str, method: str) -> str:
     return f"{size}_{method}"
 
 
+def replicate(stage: str, seed: int) -> str:
+    """A stage trained once per seed in one shared run folder: ``<stage>-seed<k>``."""
+    return f"{stage}-seed{seed}"
+
+
 def seed_folder(root: str | os.PathLike, seed: int) -> Path:
     """The run folder of one seed of a plan: ``<root>/seed<k>``."""
     return Path(root) / f"seed{seed}"

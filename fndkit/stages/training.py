@@ -273,7 +273,7 @@ def _train(run: RunFolder, ds, stage: str, cfg: TrainConfig, status: StageStatus
                "params_inference": n_params - (count_parameters(projection) if projection is not None else 0),
                "test": evaluate(model, ds, split="test", device=device, per_user=True) if evaluate_test else {},
                # synthetic data: the same lists without their true false negatives (empty otherwise)
-               "test_clean": evaluate_clean(model, ds, split="test", device=device) if evaluate_test else {},
+               "test_clean": evaluate_clean(model, ds, split="test", device=device, per_user=True) if evaluate_test else {},
                "best_epoch": result["best_epoch"], "best_val_auc": result["best_val_auc"],
                "epochs_run": len(result["history"]), "epoch_seconds": result["epoch_seconds"],
                "stopped_early": result["stopped_early"], "device": device, "world_size": distributed.world_size(),
@@ -287,9 +287,13 @@ def _train(run: RunFolder, ds, stage: str, cfg: TrainConfig, status: StageStatus
         metrics["budget"] = _budget_metrics(run, stage, budget_epochs, result, metrics, ds, device)
     # per-user AUC beside the metrics (paired tests between models), not inside them
     per_user = {p: m.pop("per_user_auc") for p, m in metrics["test"].items()}
+    per_user_clean = {p: m.pop("per_user_auc") for p, m in (metrics.get("test_clean") or {}).items()
+                      if "per_user_auc" in m}
     if distributed.is_main():
         if evaluate_test:
             write_json(run.path(stage, "per_user_auc.json"), per_user)
+            if per_user_clean:
+                write_json(run.path(stage, "per_user_auc_clean.json"), per_user_clean)
         run.write_metrics(stage, metrics)
     distributed.barrier()
     return metrics

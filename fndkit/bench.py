@@ -535,6 +535,7 @@ def table5_record(folder: str | os.PathLike, run_dirs: list, device: str = "auto
     Written to ``<folder>/table5.json`` in the results schema; :func:`fndkit.results.collect` reads it."""
     from .evaluate import evaluate
     from .models.backbones import count_parameters
+    from .models.registry import build_model as build_registered
     from .rundir import RunFolder
 
     dev = resolve_device(device)
@@ -547,7 +548,8 @@ def table5_record(folder: str | os.PathLike, run_dirs: list, device: str = "auto
         seed = int(run.root.name.removeprefix("seed")) if run.root.name.removeprefix("seed").isdigit() else 0
         for size, backbone in student_families(run.preset_name()).items():
             torch.manual_seed(0)
-            model = build_model("recommender", backbone=backbone, n_users=ds.n_users, dim=128, heads=8).to(dev).eval()
+            model = build_registered("recommender", backbone=backbone, n_users=ds.n_users, dim=128, heads=8)
+            model = model.to(dev).eval()
             seconds = []
             if dev.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()

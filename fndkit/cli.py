@@ -324,9 +324,8 @@ def _paper(args, argv) -> int:
                       repeats=2 if args.quick else 10)
     table = collect.collect(trial_jobs + jobs, records=[sweep.folder / "table5.json"])
     users = collect.collect_users(jobs)
-    stage = lambda method, hard: paper.naming.method_stage(method, hard)  # noqa: E731
-    claims = C.compare(users, [C.Comparison(c.text, stage(c.a, c.protocol == "hard"), stage(c.b, c.protocol == "hard"),
-                                            c.protocol, "test", c.sign, c.paper_effect, experiment=c.experiment)
+    claims = C.compare(users, [C.Comparison(c.text, c.a, c.b, c.protocol, c.list, c.sign, c.paper_effect,
+                                            experiment=c.experiment, shown_a=c.shown_a, shown_b=c.shown_b)
                                for c in paper.CLAIMS])
     info = {"title": f"fndkit — the paper's evidence on {sweep.machine}", "machine": sweep.machine,
             "seeds": list(sweep.seeds), "scale": sweep.scale, "command": command_line(argv),
@@ -355,6 +354,8 @@ def _smoke(job, args):
             changes["epochs"] = args.epochs
         if getattr(args, "quick", False):
             changes["max_steps_per_epoch"] = 2
+    fields = set(job.params.field_names())
+    changes = {k: v for k, v in changes.items() if k in fields}
     return job.with_params(**changes) if changes else job
 
 

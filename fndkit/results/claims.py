@@ -10,6 +10,7 @@ then a verdict that says what the numbers allow.
 
 from __future__ import annotations
 
+import json
 from typing import Iterable, NamedTuple
 
 import numpy as np
@@ -32,11 +33,15 @@ class Comparison(NamedTuple):
     paper_effect: float | None = None
     folders: tuple = ()   # only these run folders (e.g. one taste breadth of the lab); () all
     experiment: str = ""
+    shown_a: dict | None = None   # only rows whose varied settings are these (e.g. a cold-start strategy)
+    shown_b: dict | None = None
 
 
-def _values(users: pd.DataFrame, c: Comparison, side: str) -> pd.DataFrame:
+def _values(users: pd.DataFrame, c: Comparison, side: str, shown: dict | None = None) -> pd.DataFrame:
     part = users[(users.protocol == c.protocol) & (users.list == c.list)]
     part = part[(part.experiment == c.experiment) & (part.method == side)] if c.experiment else part[part.stage == side]
+    if shown is not None:
+        part = part[part.shown == json.dumps(shown, sort_keys=True)]
     if c.folders:
         part = part[part.run_dir.isin([str(f) for f in c.folders])]
     return part.drop_duplicates(subset=["seed", "user"])[["seed", "user", "value"]]
@@ -57,7 +62,7 @@ def compare(users: pd.DataFrame, comparisons: Iterable[Comparison], n_boot: int 
     the rows returned), mde, n_seeds, n_users, verdict."""
     done, rows = [], []
     for c in comparisons:
-        a, b = _broadcast(_values(users, c, c.a), _values(users, c, c.b))
+        a, b = _broadcast(_values(users, c, c.a, c.shown_a), _values(users, c, c.b, c.shown_b))
         if a.empty or b.empty:
             continue
         try:

@@ -155,6 +155,7 @@ def experiment_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     (mean ± sd over seeds), best epoch and validation AUC."""
     out = {}
     shown_metrics = {("auc", "test"): "AUC", ("ndcg_lpae", "test"): "NDCG", ("auc", "test_clean"): "AUC clean",
+                     ("auc", "cold"): "cold-start AUC",
                      ("best_val_auc", "validation"): "val AUC", ("best_epoch", "-"): "best epoch"}
     s = summary(table)
     for experiment, part in s.groupby("experiment", sort=False):

@@ -11,7 +11,7 @@ RUN_DIR ?= outputs/demo
 SCALE ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lab browser postgres clean-demo paper bench
+.PHONY: setup demo test lab browser postgres clean-demo paper verdict bench
 
 # The editable install must point at this checkout: a venv kept outside the clone (CI) may have
 # been set up from another clone of the repo, so that is checked on every run (it takes a second).
@@ -37,16 +37,24 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
 	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
+# Two jobs at once: the students side by side once their prerequisites are done (one thread each).
+DEMO_WORKERS ?= 2
 demo: setup
-	$(PY) -m fndkit chain --run-dir $(RUN_DIR) --scale $(SCALE)
+	$(PY) -m fndkit chain --run-dir $(RUN_DIR) --scale $(SCALE) --workers $(DEMO_WORKERS)
 
 # Each method's validation search, then the paper's Tables 2-5 and Figures 4-7 over 3 seeds with the
 # chosen values (resumable: rerun to continue; the queue is outputs/paper/<machine>/optuna.journal).
 # SEEDS=0 for one pass; WORKERS=K worker processes; STORAGE=postgresql://... to share with other machines.
 SEEDS ?= 0 1 2
-WORKERS ?= 1
+WORKERS ?= 2
+STORAGE ?= journal
 paper: setup
-	$(PY) -m fndkit paper all --seeds $(SEEDS) --root outputs/paper --workers $(WORKERS) $(if $(STORAGE),--storage $(STORAGE))
+	$(PY) -m fndkit paper all --seeds $(SEEDS) --root outputs/paper --workers $(WORKERS) --threads 1 --storage $(STORAGE)
+
+# The two verdict plans (10 seeds each; resumable): the paper's claims and the distillation question.
+verdict: setup
+	$(PY) -m fndkit distill --verdict --root outputs/verdict/distill --workers $(WORKERS) --threads 1 --storage $(STORAGE)
+	$(PY) -m fndkit paper --verdict --root outputs/verdict/paper --workers $(WORKERS) --threads 1 --storage $(STORAGE)
 
 test: setup browser postgres
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -63,7 +63,7 @@ def test_pages_carry_claims_with_interval_mde_and_verdict(quick, tmp_path):
     row = next(line for line in md.splitlines() if line.startswith("| npair | student_npair |"))
     assert f"{npair:.4f}" in row
     html = (folder / "report.html").read_text()
-    assert html.count("plotly.js v") <= 1 and "fig4" in html and "<h2>Claims" in html
+    assert html.count("plotly.js v") <= 1 and "fig4" in html and "Claims" in html and "single seed" in html
     readme = tmp_path / "README.md"
     start, end = report.README_BLOCKS["results"]
     readme.write_text(f"# x\n\n{start}\nold numbers\n{end}\n\n## after\n")

@@ -78,9 +78,9 @@ def _common(p: argparse.ArgumentParser, root: str, seeds: list[int], workers: in
     g.add_argument("--scale", default="demo", help="the synthetic benchmark's scale: tiny, demo")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     g.add_argument("--workers", type=_positive_int, default=workers, help="worker processes on this machine")
-    g.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch threads per job (default: the cores shared evenly between workers); fix it to make "
-                        "results independent of --workers")
+    g.add_argument("--threads", type=_positive_int, default=1,
+                   help="torch threads per job: fixed, so that results (and the search's choices) do not depend "
+                        "on --workers; on 2 cores use --workers 2")
     g.add_argument("--storage", default=None, help="run the jobs through an Optuna study storage: 'journal' (a file "
                    "under --root), a PATH.journal, postgresql://USER:PASS@HOST:PORT/DB (several machines: each "
                    "runs the same command) or sqlite:///PATH.db; default: on this machine only")

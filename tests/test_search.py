@@ -303,3 +303,24 @@ def test_gpu_benchmark_script_samples_the_gpu_and_times_the_run(tmp_path):
     assert samples[0] == 0 and samples[1:] and set(samples[1:]) == {60.0}
     assert record["gpu_samples"] == len(samples) and record["workers_per_gpu"] == 3 and record["exit_code"] == 0
     assert 1.4 < record["wall_seconds"] < 30
+
+
+def test_the_choice_does_not_depend_on_the_worker_count(tmp_path):
+    """Threads fixed per job: one worker and two workers train the same trials to the same numbers,
+    so the search chooses the same point."""
+    from fndkit.plans.execute import Local
+
+    import shutil
+
+    chosen, val = {}, {}
+    for workers in (1, 2):
+        sweep = P.Sweep(tmp_path / f"w{workers}", seeds=(0,), quick=True, device="cpu", machine="m")
+        if workers == 1:
+            run_plan([smoke(j) for j in P.prerequisites(sweep, 0)], progress=False, dispatch=Local(1, threads=1))
+        else:  # the same prerequisites (trained once above): only the trials run again
+            shutil.copytree(tmp_path / "w1", tmp_path / "w2", ignore=shutil.ignore_patterns("search-*"))
+        trials = trials_for(sweep, "fnd", {"alpha": [1.0, 2.5]})
+        outcome = run_plan(trials, progress=False, dispatch=Local(workers, threads=1))
+        chosen[workers] = S.best_on_validation(trials, outcome)["values"]
+        val[workers] = [S.validation_auc(t) for t in trials]
+    assert chosen[1] == chosen[2] and val[1] == val[2]

@@ -453,6 +453,63 @@ def _worker(job: Job, via: str, options: dict) -> dict:
     return execute_job(job, via=via, progress=False, log_output=False, label=_label(job))
 
 
+class _Run:
+    """One run of a plan: its outcome, its record file and what it shows while it runs."""
+
+    def __init__(self, plan: list[Job], schedule: Schedule, record, progress, live, bar, on_done, on_failure):
+        self.plan, self.schedule, self.record, self.progress = plan, schedule, record, progress
+        self.live, self.bar, self.on_done, self.on_failure = live, bar, on_done, on_failure
+        self.outcome, self.start, self.errors = PlanOutcome(), time.perf_counter(), {}
+        self.stopping, self.recorded = False, 0
+
+    def ended(self, ended: Ended) -> None:
+        job = ended.job
+        self.schedule.end(job, ended.error is None)
+        self.bar.update(1)
+        if self.progress is True and self.live is None:
+            running = [j.stage for j in self.plan if j.key in self.schedule.running]
+            self.bar.set_postfix_str((f"FAILED {job.stage}; " if ended.error else "")
+                                     + ("running " + ", ".join(running) if running else "")[:70])
+        elif self.progress is False:  # a log: one line per job ("quiet": nothing, e.g. a worker child)
+            print(f"[{len(self.schedule.ended)}/{len(self.plan)} · {time.perf_counter() - self.start:.0f} s] "
+                  f"{'FAILED' if ended.error else 'done'} {job.describe()}", flush=True)
+        if ended.error is not None:
+            self.outcome.failed.append((job, ended.error))
+            self.errors[job.key] = ended.exc
+            self.stopping = self.stopping or self.on_failure == "stop"
+            return
+        rec = {"key": job.key, "label": _label(job), "stage": job.stage, "kind": job.kind, "notebook": job.notebook,
+               "run_dir": job.run_dir, "parameters": job.params.to_dict(), "seconds": round(ended.seconds, 1),
+               **ended.info}
+        self.outcome.done.append((job, ended.metrics or {}))
+        self.outcome.records.append(rec)
+        if self.on_done is not None and ended.metrics is not None:
+            self.on_done(job, ended.metrics, rec)
+
+    def write(self, status: str | None = None) -> None:
+        """The plan's record (``plan.json``), rewritten whenever a job ends."""
+        count = len(self.outcome.records) + len(self.outcome.failed)
+        if self.record is None or (status is None and count == self.recorded):
+            return
+        self.recorded, statuses = count, self.outcome.statuses()
+        records = {r["key"]: r for r in self.outcome.records}
+        write_json(Path(self.record), {
+            "status": status or "running", "seconds": round(time.perf_counter() - self.start, 1),
+            "jobs": [{"stage": j.stage, "kind": j.kind, "run_dir": j.run_dir, "trial": j.trial,
+                      "status": statuses.get(j.key, "running" if j.key in self.schedule.running else "waiting"),
+                      **records.get(j.key, {})} for j in self.plan]})
+
+    def finish(self) -> PlanOutcome:
+        outcome = self.outcome
+        outcome.not_started = self.schedule.blocked + [j for j in self.plan if j.key not in self.schedule.ended]
+        outcome.seconds = time.perf_counter() - self.start
+        self.write("failed" if outcome.failed else "finished" if not outcome.not_started else "partial")
+        if self.stopping and outcome.failed:
+            job, message = outcome.failed[0]
+            raise JobError(message, job, getattr(self.errors.get(job.key), "executed_copy", None))
+        return outcome
+
+
 def run_plan(jobs: Iterable[Job], via: str = "process", dispatch=None, time_limit: float | None = None,
              progress: bool = True, on_failure: str = "stop", on_done: Callable[[Job, dict, dict], None] | None = None,
              kernel_name: str | None = None, log_output: bool = False, scale: str | None = None,
@@ -460,8 +517,8 @@ def run_plan(jobs: Iterable[Job], via: str = "process", dispatch=None, time_limi
     """Execute ``jobs`` (see the module docstring) with ``dispatch`` (:class:`Local` by default;
     ``workers=K`` is short for ``Local(K)``). ``on_done(job, metrics, record)`` is called in this
     process after each job this process saw finish. ``progress``: True a live line (one folder, one
-    worker) or a bar; False one line per job (logs); "quiet" nothing. ``scale`` picks the live line's time estimates
-    (one run folder, one worker); ``record``: the plan's record file (``plan.json``)."""
+    worker) or a bar naming the running jobs; False one line per job (logs); "quiet" nothing.
+    ``scale`` picks the live line's time estimates; ``record``: the plan's record file (``plan.json``)."""
     _check_plan_arguments(via, time_limit, on_failure)
     if dispatch is None:
         dispatch = Local(workers or 1)
@@ -469,8 +526,6 @@ def run_plan(jobs: Iterable[Job], via: str = "process", dispatch=None, time_limi
         raise ValueError("pass workers inside the dispatcher (Local(workers) or Study(..., workers)), not both")
     plan = ordered(jobs)
     schedule = Schedule(plan)
-    outcome, start = PlanOutcome(), time.perf_counter()
-    stopping, recorded, errors = False, 0, {}
     folders = list(dict.fromkeys(j.run_dir for j in plan))
     chain_view = len(folders) == 1 and dispatch.capacity() == 1 and isinstance(dispatch, Local)
     options = {"kernel_name": kernel_name, "log_output": log_output, "progress": progress is True
@@ -480,60 +535,23 @@ def run_plan(jobs: Iterable[Job], via: str = "process", dispatch=None, time_limi
                          enabled=progress is True) if chain_view and plan else None
     bar = tqdm(total=len(plan), desc="plan", unit="job", disable=progress is not True or live is not None,
                dynamic_ncols=True)
-    late = (lambda: False) if time_limit is None else (lambda: time.perf_counter() - start > time_limit)
-
-    def write_record(status: str) -> None:
-        if record is not None:
-            statuses = outcome.statuses()
-            write_json(Path(record), {
-                "status": status, "seconds": round(time.perf_counter() - start, 1),
-                "jobs": [{"stage": j.stage, "kind": j.kind, "run_dir": j.run_dir, "trial": j.trial,
-                          "status": statuses.get(j.key, "running" if j.key in schedule.running else "waiting"),
-                          **next((r for r in outcome.records if r["key"] == j.key), {})} for j in plan]})
-
+    run = _Run(plan, schedule, record, progress, live, bar, on_done, on_failure)
+    late = (lambda: False) if time_limit is None else (lambda: time.perf_counter() - run.start > time_limit)
     try:
         while True:
             events = session.sync(schedule)
             ready = schedule.ready()
-            if not stopping and not late():
+            if not run.stopping and not late():
                 session.submit(ready, schedule)
             if not events and not session.busy():
                 break
             for ended in events or session.next(live):
-                job = ended.job
-                schedule.end(job, ended.error is None)
-                bar.update(1)
-                if progress and live is None:
-                    bar.set_postfix_str(f"{'FAILED ' if ended.error else ''}{job.describe()}"[:60])
-                elif progress is False:  # a log: one line per job ("quiet": nothing, e.g. a worker child)
-                    print(f"[{len(schedule.ended)}/{len(plan)} · {time.perf_counter() - start:.0f} s] "
-                          f"{'FAILED' if ended.error else 'done'} {job.describe()}", flush=True)
-                if ended.error is not None:
-                    outcome.failed.append((job, ended.error))
-                    errors[job.key] = ended.exc
-                    stopping = stopping or on_failure == "stop"
-                    continue
-                rec = {"key": job.key, "label": _label(job), "stage": job.stage, "kind": job.kind,
-                       "notebook": job.notebook, "run_dir": job.run_dir, "parameters": job.params.to_dict(),
-                       "seconds": round(ended.seconds, 1), **ended.info}
-                outcome.done.append((job, ended.metrics or {}))
-                outcome.records.append(rec)
-                if on_done is not None and ended.metrics is not None:
-                    on_done(job, ended.metrics, rec)
-            if len(outcome.records) + len(outcome.failed) != recorded:
-                recorded = len(outcome.records) + len(outcome.failed)
-                write_record("running")
+                run.ended(ended)
+            run.write()
     except JobInterrupted:
-        write_record("interrupted")
+        run.write("interrupted")
         raise
     finally:
         session.close()
         bar.close()
-    outcome.not_started = schedule.blocked + [j for j in plan if j.key not in schedule.ended]
-    outcome.seconds = time.perf_counter() - start
-    write_record("failed" if outcome.failed else "finished" if not outcome.not_started else "partial")
-    if stopping and outcome.failed:
-        job, message = outcome.failed[0]
-        original = errors.get(job.key)
-        raise JobError(message, job, getattr(original, "executed_copy", None))
-    return outcome
+    return run.finish()

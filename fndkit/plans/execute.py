@@ -386,6 +386,7 @@ class _LocalSession:
             threads = local.threads or max(1, (os.cpu_count() or 1) // local.workers)
             self.pool = ProcessPoolExecutor(max_workers=local.workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=_init_worker, initargs=(threads,))
+            self.options = {**options, "threads": threads}
         elif local.threads:
             torch.set_num_threads(local.threads)
 
@@ -449,8 +450,12 @@ def _init_worker(threads: int) -> None:
 
 
 def _worker(job: Job, via: str, options: dict) -> dict:
-    """Worker entry: one job; the error names it."""
-    return execute_job(job, via=via, progress=False, log_output=False, label=_label(job))
+    """Worker entry: one job; the error names it. A notebook's kernel is another process: it gets
+    the worker's thread count through the environment."""
+    threads = str(options.get("threads", 1))
+    with kernel_environment({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}):
+        return execute_job(job, via=via, progress=False, kernel_name=options.get("kernel_name"),
+                           log_output=options.get("log_output", False), label=_label(job))
 
 
 class _Run:

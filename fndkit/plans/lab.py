@@ -72,7 +72,7 @@ def student_run(root, breadth: float, seed: int, loss: str, scale: str = "demo",
                 method: str | None = None, experiment: str = "", **extra) -> Job:
     """The 03_student job of one method in one run folder (stage name from the method); ``extra``:
     any other :class:`~fndkit.stages.training.StudentParams` field (lr, batch_size, tau …)."""
-    stage = naming.variant(f"student_{loss}", **({"alpha": float(alpha)} if loss in naming.ALPHA_LOSSES else {}))
+    stage = naming.variant(naming.method_stage(loss), **({"alpha": float(alpha)} if loss in naming.ALPHA_LOSSES else {}))
     stage += "-per_pair" if negatives == "per_pair" else ""
     params = params_for("student", run_dir=str(lab_folder(root, breadth, seed)), seed=seed, device=device,
                         loss=loss, alpha=float(alpha), backbone=backbone, negatives=negatives,

@@ -288,17 +288,17 @@ def _paper(args, argv) -> int:
     sweep = paper.Sweep(root, seeds=seeds[:1] if args.quick else seeds, scale=args.scale, quick=args.quick,
                         device=args.device, shared=verdict, verdict=verdict,
                         methods=paper.VERDICT_METHODS if verdict else ())
-    dispatch = dispatcher(args, sweep.folder, sweep.identity())
-    start = time.perf_counter()
     searched = [] if args.no_search else [m for m in paper.table2_methods(sweep) if search.space(m)]
     search_seed = sweep.seeds[0] if args.search_seed is None else args.search_seed
+    values = _values(args, searched)  # refused before anything is written
+    spaces = {m: search.restrict(m, values.get(m) or (paper.VERDICT_SPACES.get(m) if verdict else None))
+              for m in searched}
+    dispatch = dispatcher(args, sweep.folder, sweep.identity())
+    start = time.perf_counter()
     chosen, trial_jobs = {}, []
     if searched:
-        values = _values(args, searched)
         for line in search.describe_unsearchable(searched):
             print(f"note: {line}")
-        spaces = {m: search.restrict(m, values.get(m) or (paper.VERDICT_SPACES.get(m) if verdict else None))
-                  for m in searched}
         bases = paper.search_bases(searched, sweep, search_seed)
         trials = {m: search.trials(m, _smoke(bases[m], args), spaces[m]) for m in searched}
         trial_jobs = [t for ts in trials.values() for t in ts]
@@ -310,6 +310,8 @@ def _paper(args, argv) -> int:
         for m, c in chosen.items():
             print(f"{m}: chose {c['values']} (validation AUC {c['val_auc']:.4f}, {c['trials']} trials, "
                   f"{c['pruned']} pruned)")
+        if "alpha" in sweep.chosen.get("fnd", {}) and "fnd-cl" in sweep.chosen:
+            print(f"fnd-cl: trains at FND's chosen α = {sweep.chosen['fnd']['alpha']} (one change at a time)")
     jobs = [_smoke(j, args) for j in paper.plan(names, sweep)]
     if trial_jobs and not args.collect_only:  # the chosen points (and Fig. 4's grid) are not trained twice
         search.adopt_matching(trial_jobs, jobs)
@@ -442,9 +444,9 @@ def _distill(args, argv) -> int:
     for m in plan.methods:
         search.declared_space(m)
     plan.values = _values(args, plan.searched())
+    phase1, trials = plan.search_plan()  # a value outside a space: refused before anything is written
     dispatch = dispatcher(args, root, plan.identity())
     start = time.perf_counter()
-    phase1, trials = plan.search_plan()
     run1 = _run(args, phase1, dispatch, root / "plan-search.json", args.time_limit)
     chosen = search.choose(trials, run1) if trials else {}
     for m, c in chosen.items():

@@ -70,6 +70,21 @@ def _chain_scale(run: RunFolder, jobs: list[Job]) -> str | None:
         return None
 
 
+def _refuse_or_continue(run: RunFolder, force: bool) -> None:
+    """A finished chain is refused unless ``force`` (which deletes it); an unfinished one continues."""
+    record_path = run.pipeline_record
+    if record_path.exists() and read_json(record_path).get("status") == "finished":
+        if not force:
+            raise PipelineError(f"{run.root} holds a finished run; choose another --run-dir or pass --force to "
+                                f"delete it and run again")
+        shutil.rmtree(run.root)
+    elif record_path.exists():
+        before = read_json(record_path)
+        stopped = (before.get(before.get("status", "")) or {}).get("step", "?")
+        print(f"continuing the run in {run.root} ({before.get('status')} during {stopped}): finished "
+              f"stages are reused, an unfinished training stage resumes from its last.pt")
+
+
 def run_chain(run_dir: str | Path, jobs: list[Job], force: bool = False, kernel_name: str | None = None,
               progress: bool = True, log_output: bool = False, via: str = "notebook", workers: int = 1,
               threads: int | None = None) -> dict:
@@ -80,17 +95,7 @@ def run_chain(run_dir: str | Path, jobs: list[Job], force: bool = False, kernel_
     given = str(run_dir)  # the executed notebooks keep the folder as given: a moved run folder re-runs there
     run = RunFolder(run_dir)
     run_dir, record_path = run.root, run.pipeline_record
-    if record_path.exists() and read_json(record_path).get("status") == "finished":
-        if not force:
-            raise PipelineError(
-                f"{run_dir} holds a finished run; choose another --run-dir or pass --force to "
-                f"delete it and run again")
-        shutil.rmtree(run_dir)
-    elif record_path.exists():
-        before = read_json(record_path)
-        stopped = (before.get(before.get("status", "")) or {}).get("step", "?")
-        print(f"continuing the run in {run_dir} ({before.get('status')} during {stopped}): finished "
-              f"stages are reused, an unfinished training stage resumes from its last.pt")
+    _refuse_or_continue(run, force)
     jobs = [Job(j.params.replace(run_dir=given), label=j.label, method=j.method, shown=j.shown,
                 experiment="chain") for j in jobs]
     run.root.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Several processes train like one: torchrun + gloo on CPU, on tiny data.
 
 - the sharded loader splits exactly the batches one process loads;
-- ``python -m fndkit.run train`` takes the notebook's parameters (one schema) and nothing else;
+- ``python -m fndkit train`` takes the notebook's parameters (one schema) and nothing else;
 - two gloo processes launched by torchrun train FND-CL (FND teacher signal, contrastive term,
   split evaluation) like one process at the same global batch, and rank 0 alone writes the run
   folder;
@@ -33,7 +33,8 @@ from fndkit.config import ConfigError, DataConfig
 from fndkit.data.datasets import make_loader
 from fndkit.evaluate import evaluate
 from fndkit.rundir import RunFolder, StageError
-from fndkit.run import main, notebook_parameters, parse_value, stage_parameters, timed_chain
+from fndkit.cli import main
+from fndkit.run import notebook_parameters, parse_value, stage_parameters, timed_chain
 from fndkit.stages import data as data_stage
 from fndkit.stages import training
 from fndkit.train import build_model
@@ -187,7 +188,7 @@ def test_a_world_without_torchrun_is_refused(monkeypatch):
     pytest.param("student", ["negatives=per_pair"], "student_fnd-per_pair", ("flag_precision",),
                  marks=pytest.mark.slow)])
 def test_two_processes_train_like_one_and_rank0_alone_writes(tiny, tmp_path, stage, params, folder, keys):
-    """torchrun --nproc_per_node=2 -m fndkit.run train ... against python -m fndkit.run train ..."""
+    """torchrun --nproc_per_node=2 -m fndkit train ... against python -m fndkit train ..."""
     one, two = tmp_path / "one", tmp_path / "two"
     shutil.copytree(tiny, one)
     shutil.copytree(tiny, two)

@@ -69,7 +69,11 @@ def torchrun(log_dir: Path, root: Path, *args: str, nproc: int = 2) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            str(PROBE), str(log_dir), str(root), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the processes import this checkout's fndkit (a script's folder, not the working directory, leads
+    # sys.path: without this they would import whichever checkout the environment has installed)
+    root = str(PROBE.parent.parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
 

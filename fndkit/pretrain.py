@@ -31,6 +31,7 @@ from .data.schema import DatasetError, OutfitDataset
 from .models.backbones import build_backbone, images_to_tensor
 from .config import check_int
 from .repro import resolve_device, seed_everything
+from .rundir import RunFolder, StageError
 
 
 def attribute_targets(ds: OutfitDataset) -> dict[str, np.ndarray]:
@@ -161,7 +162,7 @@ def save_backbone_features(model: AttributeClassifier, path: str | Path) -> Path
 
 
 # Errors whose message says what to do (the command line prints them as one line).
-USER_ERRORS = (DatasetError, FileNotFoundError)
+USER_ERRORS = (DatasetError, StageError, FileNotFoundError)
 
 
 def probe(run_dir: str | Path, backbones: list[str], epochs: int = 10, aux_sets: int = 4, seed: int = 0,
@@ -172,8 +173,6 @@ def probe(run_dir: str | Path, backbones: list[str], epochs: int = 10, aux_sets:
     teacher later ranks); ``aux_sets=0``: on the benchmark's trained-pool items, held out its cold
     pool. ``out``: the first backbone's ``features.*`` tensors; ``json_path``: every history.
     Returns backbone -> history (:func:`pretrain_backbone`)."""
-    from .rundir import RunFolder
-
     check_int("epochs", epochs, 1)
     check_int("aux_sets", aux_sets, 0, " (0: the benchmark's own trained-pool items)")
     device = resolve_device(device)

@@ -29,13 +29,12 @@ import pytest
 import torch
 
 from fndkit import distributed
-from fndkit.config import ConfigError, DataConfig
+from fndkit.config import ConfigError
 from fndkit.data.datasets import make_loader
 from fndkit.evaluate import evaluate
 from fndkit.rundir import RunFolder, StageError
 from fndkit.cli import main
 from fndkit.run import notebook_parameters, parse_value, stage_parameters, timed_chain
-from fndkit.stages import data as data_stage
 from fndkit.stages import training
 from fndkit.train import build_model
 
@@ -44,10 +43,9 @@ LOSS_TOL, AUC_TOL = 1e-5, 1e-4
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, make_tiny_run_folder):
     """A tiny run folder with data and a one-epoch teacher."""
-    run_dir = tmp_path_factory.mktemp("dist") / "run"
-    data_stage.run(run_dir, DataConfig(scale="tiny"))
+    run_dir = make_tiny_run_folder(tmp_path_factory.mktemp("dist") / "run")
     with one_thread():
         training.plan_stage("teacher", {**notebook_parameters("teacher"), "run_dir": str(run_dir), "epochs": 1,
                                         "snapshot_epochs": [], "device": "cpu"}).run(progress=False)

@@ -177,3 +177,19 @@ def test_params_prints_the_notebook_cell(capsys):
     lines = out.strip().splitlines()
     assert code == 0 and lines[0] == f"# student: notebooks/{PARAMS['student'].notebook}.ipynb"
     assert lines[1:] == [f"{k} = {v!r}" for k, v in PARAMS["student"].defaults().items()]
+
+
+def test_pretrain_writes_the_weights_and_the_probe(tiny_run_folder, tmp_path, capsys):
+    import torch
+
+    out, probe = tmp_path / "w.pt", tmp_path / "probe.json"
+    code, printed, err = call(["pretrain", "--run-dir", str(tiny_run_folder), "--backbone", "cnn-tiny", "cnn-small",
+                               "--epochs", "1", "--aux-sets", "0", "--device", "cpu", "--out", str(out),
+                               "--json", str(probe)], capsys)
+    assert code == 0, err
+    history = json.loads(probe.read_text())
+    assert list(history) == ["cnn-tiny", "cnn-small"] and [len(h) for h in history.values()] == [1, 1]
+    assert set(history["cnn-tiny"][0]["held_out_accuracy"]) == {"colour", "pattern", "shape"}
+    state = torch.load(out)
+    assert state and all(k.startswith("features.") for k in state)   # the first backbone's conv layers
+    assert printed.count("[pretrain cnn-tiny] epoch 1/1") == 1

@@ -273,3 +273,20 @@ def test_the_timed_chain_records_every_stage(tmp_path):
     assert {r["model"] for r in record["stages"]["cold_start"]["rows"]} == {"teacher", "student_fnd", "contrastive"}
     with pytest.raises(StageError, match="needs a fresh run_dir"):
         timed_chain(tmp_path / "run", scale="tiny", device="cpu")
+
+
+def test_the_timed_chain_is_the_demo_chain_within_its_bounds(tmp_path):
+    from fndkit.plans.chain import default_chain
+    from fndkit.run import TIMED_STEPS, timed_chain_jobs
+
+    demo = {j.label: j for j in default_chain("tiny", seed=3, run_dir=tmp_path)}
+    jobs = timed_chain_jobs(tmp_path, "tiny", seed=3, epochs=1, max_steps_per_epoch=2, autoencoder_epochs=4,
+                            cold_repetitions=2, device="cpu")
+    assert [j.label for j in jobs] == list(TIMED_STEPS)
+    bounds = {"data": set(), "autoencoder": {"epochs", "device"}, "cold_start": {"repetitions", "device"}}
+    for job in jobs:
+        mine, theirs = job.params.to_dict(), demo[job.label].params.to_dict()
+        changed = {k for k in mine if mine[k] != theirs[k]}
+        assert changed <= bounds.get(job.kind, {"epochs", "max_steps_per_epoch", "device"}), (job.label, changed)
+        assert mine["seed"] == 3
+    assert (jobs[1].params.epochs, jobs[2].params.max_steps_per_epoch, jobs[-1].params.repetitions) == (4, 2, 2)

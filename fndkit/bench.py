@@ -52,11 +52,9 @@ import torch
 
 from . import objectives as objectives_module
 from .artifacts import write_json
-from .bench_jpeg import format_jpeg_tables, run_jpeg_bench
 from .config import SCALE_PRESETS, SCALES, TrainConfig, train_config
 from .models.backbones import student_families
 from .data.datasets import make_loader
-from .data.release_fixture import POLYVORE630
 from .data.sampling import NegativeSampler, attach_candidates
 from .data.schema import CATEGORIES, OutfitDataset
 from .data.synthetic import make_dataset

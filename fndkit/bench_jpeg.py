@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bench import JPEG_SCALE, peak_rss_bytes
 from .config import train_config
 from .data.decode import available_cores, decode_store, store_bytes
 from .data.images import FileImages
@@ -51,21 +52,11 @@ from .repro import resolve_device, run_metadata, seed_everything
 from .rundir import resolve_path
 from .train import build_model, make_optimizer, train_batch
 
-SCALE = "polyvore630-jpeg"
+SCALE = JPEG_SCALE
 IMAGE_SIZE = 224
 EPOCH_STEPS_630 = 3_525          # Polyvore-630's training positives / batch 32
 GIB = 2 ** 30
 STORE, ARRAY, FLY = "jpeg store (memory-mapped)", "in-memory array", "JPEG decoded every step"
-
-
-def peak_rss_bytes() -> int:
-    """The process's peak resident set size so far (as :func:`fndkit.bench.peak_rss_bytes`, which
-    cannot be imported here: fndkit.bench imports this module)."""
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def fixture_dir(items: int) -> Path:

@@ -193,6 +193,13 @@ def parser() -> argparse.ArgumentParser:
 
 def _tool_verbs(sub) -> None:
     """One stage, a stage's parameters, the timed chain, the bench, the pre-training probe."""
+    _train_parsers(sub)
+    _timed_chain_parser(sub)
+    _bench_parser(sub)
+    _pretrain_parser(sub)
+
+
+def _train_parsers(sub) -> None:
     tr = sub.add_parser("train", help="one training stage as its notebook does (torchrun: several processes)",
                         formatter_class=_Formatter,
                         description="Train one stage with exactly the parameters of its notebook (02_teacher, "
@@ -215,6 +222,8 @@ def _tool_verbs(sub) -> None:
                                     "`train -p` accepts, with the defaults.")
     pa.add_argument("--stage", required=True, choices=TRAINING_STAGES, help="which notebook's stage")
 
+
+def _timed_chain_parser(sub) -> None:
     tc = sub.add_parser("timed-chain", help="the whole chain at one scale, timed stage by stage (JSON)",
                         formatter_class=_Formatter,
                         description="Data, autoencoder, teacher, FND student, FND-CL and cold start at one scale "
@@ -235,6 +244,8 @@ def _tool_verbs(sub) -> None:
     tc.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     tc.add_argument("--no-progress", action="store_true", help="one line per stage instead of a live display")
 
+
+def _bench_parser(sub) -> None:
     be = sub.add_parser("bench", help="scoring (cached vs per-outfit), one training step part by part, memory",
                         formatter_class=_Formatter,
                         description="Generate the benchmark at --scale, then measure scoring every user's test "
@@ -260,6 +271,8 @@ def _tool_verbs(sub) -> None:
     jpeg.add_argument("--fixture-dir", default=None, help="where the generated release and its store live "
                       f"(default: outputs/bench/fixtures/{BENCH_JPEG_SCALE}-<items>)")
 
+
+def _pretrain_parser(sub) -> None:
     pr = sub.add_parser("pretrain", help="the teacher's attribute pre-training (the distillation benchmark)",
                         formatter_class=_Formatter,
                         description="Pre-train item CNNs to classify the generator's attributes of items drawn "
@@ -618,15 +631,16 @@ def _timed_chain(args, argv) -> int:
 
 
 def _bench(args, argv) -> int:
-    from . import bench
+    from . import bench, bench_jpeg
 
     if args.out:
         check_root(str(Path(args.out).expanduser().parent))
     if args.scale == BENCH_JPEG_SCALE:
-        result = bench.run_jpeg_bench(args.items or bench.POLYVORE630["items"], args.device, steps=args.steps,
-                                      warmup=args.warmup, fly_steps=args.fly_steps, workers=args.workers,
-                                      seed=args.seed, keep_store=args.keep_store, fixture=args.fixture_dir)
-        tables = bench.format_jpeg_tables(result)
+        result = bench_jpeg.run_jpeg_bench(args.items or bench_jpeg.POLYVORE630["items"], args.device,
+                                           steps=args.steps, warmup=args.warmup, fly_steps=args.fly_steps,
+                                           workers=args.workers, seed=args.seed, keep_store=args.keep_store,
+                                           fixture=args.fixture_dir)
+        tables = bench_jpeg.format_jpeg_tables(result)
     else:
         result = bench.run_bench(args.scale, args.device, users=args.users, steps=args.steps, seed=args.seed,
                                  warmup=args.warmup)

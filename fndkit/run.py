@@ -233,6 +233,29 @@ def _stage_record(run: RunFolder, job: Job, metrics: dict, n_train: int, max_ste
             **{k: metrics[k] for k in ("flagged_fraction", "flag_precision", "flag_recall") if k in metrics}}
 
 
+def _chain_record(scale: str, seed: int, run: RunFolder, device: str, bounds: dict, command: str | None) -> dict:
+    """The timed chain's record before any stage: what runs, where, on what machine."""
+    record: dict[str, Any] = {
+        "scale": scale, "seed": seed, "run_dir": str(run.root), "device": device, "bounds": bounds,
+        "command": command or " ".join([os.path.basename(sys.executable), "-m", "fndkit", *sys.argv[1:]]),
+        "machine": run_metadata(device), "stages": {}, "scoring": {}, "status": "running"}
+    if torch.cuda.is_available():
+        record["machine"]["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2 ** 30, 1)
+    return record
+
+
+def _scoring_record(run: RunFolder, ds, name: str, device: str) -> dict:
+    """The time to score every user's test candidates with stage ``name``'s model (Table 5's job)."""
+    model, _ = run.load_model(name, device=device)
+    keys = [k for k in ds.candidates if k.startswith("test/")]
+    items = np.concatenate([ds.candidates[k].items for k in keys])
+    _, cache_cost = _measured(shared_item_cache, model, ds, items, device)
+    out, cost = _measured(evaluate, model, ds, split="test", device=device)
+    return {**cost, "what": "every user's test candidates, both protocols, item features cached (evaluate)",
+            "rows": sum(len(ds.candidates[k]) for k in keys), "unique_items": int(np.unique(items[items >= 0]).size),
+            "item_encoding_wall_s": cache_cost["wall_s"], "auc": {p: m["auc"] for p, m in out.items()}}
+
+
 def _cost_since(t0: float) -> dict:
     """Wall seconds since ``t0`` and the peak CUDA memory since the last reset (GiB); resets it."""
     _cuda_sync()
@@ -270,14 +293,9 @@ def timed_chain(run_dir: str | os.PathLike, scale: str = "polyvore630", seed: in
     device = resolve_device(device)
     jobs = timed_chain_jobs(run.root, scale, seed, epochs, max_steps_per_epoch, autoencoder_epochs,
                             cold_repetitions, device)
-    record: dict[str, Any] = {
-        "scale": scale, "seed": seed, "run_dir": str(run.root), "device": device,
-        "bounds": {"epochs": epochs, "max_steps_per_epoch": max_steps_per_epoch,
-                   "autoencoder_epochs": autoencoder_epochs, "cold_start_repetitions": cold_repetitions},
-        "command": command or " ".join([os.path.basename(sys.executable), "-m", "fndkit", *sys.argv[1:]]),
-        "machine": run_metadata(device), "stages": {}, "scoring": {}, "status": "running"}
-    if torch.cuda.is_available():
-        record["machine"]["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2 ** 30, 1)
+    bounds = {"epochs": epochs, "max_steps_per_epoch": max_steps_per_epoch, "autoencoder_epochs": autoencoder_epochs,
+              "cold_start_repetitions": cold_repetitions}
+    record = _chain_record(scale, seed, run, device, bounds, command)
 
     def save() -> None:
         if report is not None:
@@ -299,17 +317,7 @@ def timed_chain(run_dir: str | os.PathLike, scale: str = "polyvore630", seed: in
         run_plan(jobs, via="process", dispatch=Local(1), progress=progress, on_done=done, scale=scale)
         ds = run.dataset()
         for name in [j.stage for j in jobs if KINDS[j.kind].trains]:
-            model, _ = run.load_model(name, device=device)
-            keys = [k for k in ds.candidates if k.startswith("test/")]
-            rows = sum(len(ds.candidates[k]) for k in keys)
-            items = np.concatenate([ds.candidates[k].items for k in keys])
-            _, cache_cost = _measured(shared_item_cache, model, ds, items, device)
-            out, cost = _measured(evaluate, model, ds, split="test", device=device)
-            record["scoring"][name] = {**cost, "what": "every user's test candidates, both protocols, item "
-                                       "features cached (evaluate)", "rows": rows,
-                                       "unique_items": int(np.unique(items[items >= 0]).size),
-                                       "item_encoding_wall_s": cache_cost["wall_s"],
-                                       "auc": {p: m["auc"] for p, m in out.items()}}
+            record["scoring"][name] = _scoring_record(run, ds, name, device)
             save()
         record["image_transfer"] = transfer_timing(ds, device, seed=seed)
         record["wall_s"] = round(time.perf_counter() - t_start, 1)

@@ -4,8 +4,8 @@ item's visible attributes (colour, pattern, pattern frequency, category × shape
 It plays the part ImageNet pre-training plays in the paper (§4.1.4: the AlexNet teacher starts
 from ImageNet weights): the teacher's backbone learns to *see* before it learns tastes. The
 attribute accuracies on held-out items are also the benchmark's probe of what a backbone can see
-(``python -m fndkit pretrain --backbone cnn-tiny cnn-small --json probe.json``): a teacher can only know more than its student when it
-reads the attributes better.
+(``python -m fndkit pretrain --backbone cnn-tiny cnn-small --json probe.json``): a teacher can
+only know more than its student when it reads the attributes better.
 
 The teacher pre-trains on items the generator draws with other seeds (:func:`auxiliary_items`,
 never the benchmark's own pictures), and its accuracy is measured on the benchmark's items. The

@@ -324,7 +324,7 @@ def timed_chain(run_dir: str | os.PathLike, scale: str = "polyvore630", seed: in
         record["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
         record["status"] = "finished"
         save()
-    except (KeyboardInterrupt, JobInterrupted):  # a time limit (scripts/gpu_630.sh sends SIGINT): keep what was measured
+    except (KeyboardInterrupt, JobInterrupted):  # a time limit (gpu_630.sh sends SIGINT): keep what was measured
         record["status"] = f"stopped after {time.perf_counter() - t_start:.0f} s"
         save()
         raise KeyboardInterrupt from None

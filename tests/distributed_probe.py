@@ -7,8 +7,8 @@
 Every process records the files and folders it creates or renames into place under ROOT
 (``os.replace``, which every atomic write ends with, and ``os.mkdir``) in LOG_DIR/writes.<rank>.json,
 so the test can tell which processes wrote the run folder. ``cli`` runs ``python -m fndkit``'s
-``main`` (:func:`fndkit.cli.main`); ``resume`` trains a teacher straight through, then again with a stop after the first
-epoch and a resume; ``collectives`` checks the helpers of :mod:`fndkit.distributed` and the split
+``main`` (:func:`fndkit.cli.main`); ``resume`` trains a teacher straight through, then again with a
+stop after the first epoch and a resume; ``collectives`` checks the helpers of :mod:`fndkit.distributed` and the split
 evaluation against one-process references (results in LOG_DIR/collectives.<rank>.json).
 """
 

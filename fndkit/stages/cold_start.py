@@ -158,7 +158,8 @@ def run(run_dir, models, n_interactions=(1, 5), repetitions: int = 10, delta: fl
     strategy; the reference rows cost nothing: ``population`` (every trained user, equal weights)
     and ``nearest`` (the single most similar user). ``models``: stage folders, no default (the
     notebook's list is :class:`Params`'s; :func:`execute` keeps those present); a model missing
-    from the run folder raises. The other defaults are :class:`Params`'s (a test holds them equal). Returns ``{"rows": [...], "skipped": {n: count}, "cold_split",
+    from the run folder raises. The other defaults are :class:`Params`'s (a test holds them
+    equal). Returns ``{"rows": [...], "skipped": {n: count}, "cold_split",
     "cold_split_description", ...}`` where each row holds model, protocol, strategy,
     n_interactions, the mean and std over repetitions of AUC and NDCG, and ``candidate_digest`` /
     ``candidate_rows``: every row of a cell (protocol, n) — recommender strategies, a baseline's

@@ -1,8 +1,8 @@
 """What scoring and training cost, every figure measured side by side in one run (``make bench``).
 
-    python -m fndkit.bench [--scale polyvore630|demo|tiny|polyvore519] [--device auto|cpu|cuda]
+    python -m fndkit bench [--scale polyvore630|demo|tiny|polyvore519] [--device auto|cpu|cuda]
                            [--users 20|all] [--steps 20] [--out outputs/bench/<scale>-<device>.json]
-    python -m fndkit.bench --scale polyvore630-jpeg [--items N] ...   (real-layout JPEGs: fndkit/bench_jpeg.py)
+    python -m fndkit bench --scale polyvore630-jpeg [--items N] ...   (real-layout JPEGs: fndkit/bench_jpeg.py)
 
 Three figures, written to a JSON file and printed as tables:
 
@@ -33,7 +33,6 @@ teacher, random same-category neighbours): they cost what the trained ones cost.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -53,11 +52,9 @@ import torch
 
 from . import objectives as objectives_module
 from .artifacts import write_json
-from .bench_jpeg import format_jpeg_tables, run_jpeg_bench
 from .config import SCALE_PRESETS, SCALES, TrainConfig, train_config
 from .models.backbones import student_families
 from .data.datasets import make_loader
-from .data.release_fixture import POLYVORE630
 from .data.sampling import NegativeSampler, attach_candidates
 from .data.schema import CATEGORIES, OutfitDataset
 from .data.synthetic import make_dataset
@@ -66,7 +63,7 @@ from .models.contract import OutfitModel, evaluating, make_image_fn
 from .objectives import TeacherSignal, TrainBatch, make_objective, prepare_teacher
 from .repro import resolve_device, run_metadata, seed_everything
 from .rundir import resolve_path
-from .train import build_model
+from .train import build_model, make_optimizer
 
 SCORING_SPLIT, SCORING_PROTOCOL = "test", "random"
 DEFAULT_CPU_USERS = 20
@@ -312,8 +309,7 @@ def profile_step(dataset: OutfitDataset, setup: StepSetup, device: str, steps: i
     objective = make_objective(cfg, teacher=teacher, neighbours=neighbours, truth=dataset.truth)
     model = build_model(cfg, dataset).to(device)
     model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.scaled_lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg, objective)
     sampler = NegativeSampler(dataset, split=cfg.train_split, n_negatives=cfg.negatives_per_pair,
                               hard_fraction=cfg.hard_fraction, seed=cfg.seed, mode=cfg.negatives)
     image_fn = timer.wrap("image gathering", make_image_fn(dataset.images, model.input_size, device))
@@ -487,47 +483,6 @@ def default_out(scale: str, device: str) -> Path:
     return resolve_path(Path("outputs") / "bench" / f"{scale}-{device.split(':')[0]}.json")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", default="polyvore630", help="synthetic scale (default polyvore630)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    parser.add_argument("--users", default="default",
-                        help=f"users whose candidates are re-encoded per outfit: a number or 'all' "
-                             f"(default: all on CUDA, {DEFAULT_CPU_USERS} on CPU)")
-    parser.add_argument("--steps", type=int, default=20, help="timed training steps per objective")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed training steps before them")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="JSON path (default outputs/bench/<scale>-<device>.json)")
-    jpeg = parser.add_argument_group(f"--scale {JPEG_SCALE} (the real-layout bench, fndkit/bench_jpeg.py)")
-    jpeg.add_argument("--items", type=int, default=None,
-                      help="items of the generated release (default 199537, Polyvore-630's; fewer to run reduced)")
-    jpeg.add_argument("--fly-steps", type=int, default=2, help="steps fed by decoding JPEGs every step (0: skip)")
-    jpeg.add_argument("--workers", type=int, default=None, help="decoding processes (default: every core)")
-    jpeg.add_argument("--keep-store", action="store_true", help="reuse a decoded store instead of timing the decode")
-    jpeg.add_argument("--fixture-dir", default=None,
-                      help="where the generated release and its store live (default outputs/bench/fixtures/"
-                           f"{JPEG_SCALE}-<items>)")
-    args = parser.parse_args(argv)
-    if args.scale == JPEG_SCALE:
-        return _main_jpeg(args, argv)
-    users: int | None | str = args.users
-    if users == "all":
-        users = None
-    elif users != "default":
-        try:
-            users = int(users)
-        except ValueError:
-            print(f"error: --users {users!r} must be a number or 'all'", file=sys.stderr)
-            return 2
-    try:
-        result = run_bench(args.scale, args.device, users=users, steps=args.steps, seed=args.seed,
-                           warmup=args.warmup)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return _write_result(result, args.out, args.scale, format_tables(result), argv)
-
-
 def table5_record(folder: str | os.PathLike, run_dirs: list, device: str = "auto", repeats: int = 10) -> Path:
     """Table 5 as a bench record: per seed's run folder, the parameters, the time to score every
     user's test candidates (mean and sd of ``repeats`` runs, item features cached; CUDA-synchronised)
@@ -577,27 +532,10 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _write_result(result: dict, out: str | None, scale: str, tables: str, argv: list[str] | None) -> int:
-    """Write the bench's JSON (with the command that made it) and print its tables."""
-    path = resolve_path(out) if out else default_out(scale, result["device"])
-    result["command"] = "python -m fndkit bench " + " ".join(argv if argv is not None else sys.argv[1:])
+def save_result(result: dict, out: str | os.PathLike | None, command: str) -> Path:
+    """Write a bench's JSON with the command that made it to ``out`` (default:
+    :func:`default_out`); return the path."""
+    path = resolve_path(out) if out else default_out(result["scale"], result["device"])
+    result["command"] = command
     write_json(path, result)
-    print()
-    print(tables)
-    print(f"\nwritten: {path}")
-    return 0
-
-
-def _main_jpeg(args, argv: list[str] | None) -> int:
-    try:
-        result = run_jpeg_bench(args.items or POLYVORE630["items"], args.device, steps=args.steps,
-                                warmup=args.warmup, fly_steps=args.fly_steps, workers=args.workers,
-                                seed=args.seed, keep_store=args.keep_store, fixture=args.fixture_dir)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return _write_result(result, args.out, JPEG_SCALE, format_jpeg_tables(result), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return path

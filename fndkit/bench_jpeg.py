@@ -1,7 +1,7 @@
 """The real-layout bench: training fed from a Polyvore-U-layout JPEG release, side by side with
-training fed from an in-memory array (``python -m fndkit.bench --scale polyvore630-jpeg``).
+training fed from an in-memory array (``python -m fndkit bench --scale polyvore630-jpeg``).
 
-    python -m fndkit.bench --scale polyvore630-jpeg [--items 199537] [--device auto] [--steps 10]
+    python -m fndkit bench --scale polyvore630-jpeg [--items 199537] [--device auto] [--steps 10]
                            [--fly-steps 2] [--workers N] [--out outputs/bench/polyvore630-jpeg-<device>.json]
 
 1. **Fixture** (built once, cached under ``outputs/bench/fixtures/polyvore630-jpeg-<items>/``): a
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bench import JPEG_SCALE, peak_rss_bytes
 from .config import train_config
 from .data.decode import available_cores, decode_store, store_bytes
 from .data.images import FileImages
@@ -49,23 +50,13 @@ from .models.contract import make_image_fn
 from .objectives import make_objective
 from .repro import resolve_device, run_metadata, seed_everything
 from .rundir import resolve_path
-from .train import build_model, train_batch
+from .train import build_model, make_optimizer, train_batch
 
-SCALE = "polyvore630-jpeg"
+SCALE = JPEG_SCALE
 IMAGE_SIZE = 224
 EPOCH_STEPS_630 = 3_525          # Polyvore-630's training positives / batch 32
 GIB = 2 ** 30
 STORE, ARRAY, FLY = "jpeg store (memory-mapped)", "in-memory array", "JPEG decoded every step"
-
-
-def peak_rss_bytes() -> int:
-    """The process's peak resident set size so far (as :func:`fndkit.bench.peak_rss_bytes`, which
-    cannot be imported here: fndkit.bench imports this module)."""
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def fixture_dir(items: int) -> Path:
@@ -155,8 +146,7 @@ def loop_steps(dataset, cfg, device: str, sources: dict, steps: int, warmup: int
     model = build_model(cfg, dataset).to(device)
     model.train()
     objective = make_objective(cfg)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.scaled_lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg, objective)
     sampler = NegativeSampler(dataset, split=cfg.train_split, n_negatives=cfg.negatives_per_pair,
                               hard_fraction=cfg.hard_fraction, seed=cfg.seed, mode=cfg.negatives)
     loader = make_loader(dataset, cfg.train_split, cfg.batch_size, shuffle=True, seed=seed, drop_last=True)

@@ -21,6 +21,7 @@ line; a failed job exits 1; ``--help`` imports nothing heavy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -28,9 +29,11 @@ import time
 from pathlib import Path
 
 VERBS = ("chain", "paper", "search", "lab", "distill", "train", "params", "timed-chain", "bench", "pretrain")
-DELEGATED = {"train": ("fndkit.run", "train"), "params": ("fndkit.run", "params"),
-             "timed-chain": ("fndkit.run", "chain"), "bench": ("fndkit.bench", None),
-             "pretrain": ("fndkit.pretrain", None)}
+# The tool verbs' vocabularies, spelled here so that --help imports nothing heavy; tests/test_cli.py
+# holds them equal to the library's (fndkit.stages.training.PARAMS, fndkit.bench).
+TRAINING_STAGES = ("teacher", "student", "contrastive", "baseline")
+BENCH_JPEG_SCALE = "polyvore630-jpeg"
+BENCH_CPU_USERS = 20
 
 
 class UserError(ValueError):
@@ -65,6 +68,27 @@ def _seconds(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a finite number of seconds > 0")
     return value
+
+
+def _count(text: str) -> int:
+    """An integer >= 0 (0 has a meaning of its own, said in the option's help)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def _users(text: str):
+    """``--users``: a number of users, ``all`` (None) or ``default``."""
+    if text in ("all", "default"):
+        return None if text == "all" else text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of users >= 1, 'all' or 'default'") from None
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -163,23 +187,111 @@ def parser() -> argparse.ArgumentParser:
     _common(di, "outputs/distill", [0])
     _searching(di)
 
-    for verb, text in (("train", "one training stage as its notebook does (torchrun: several processes)"),
-                       ("params", "a stage's parameters and their defaults"),
-                       ("timed-chain", "the whole chain at one scale, timed stage by stage (JSON)"),
-                       ("bench", "scoring (cached vs per-outfit), one training step part by part, memory"),
-                       ("pretrain", "the teacher's attribute pre-training (the distillation benchmark)")):
-        d = sub.add_parser(verb, help=text, add_help=False)
-        d.add_argument("rest", nargs=argparse.REMAINDER)
+    _tool_verbs(sub)
     return top
+
+
+def _tool_verbs(sub) -> None:
+    """One stage, a stage's parameters, the timed chain, the bench, the pre-training probe."""
+    _train_parsers(sub)
+    _timed_chain_parser(sub)
+    _bench_parser(sub)
+    _pretrain_parser(sub)
+
+
+def _train_parsers(sub) -> None:
+    tr = sub.add_parser("train", help="one training stage as its notebook does (torchrun: several processes)",
+                        formatter_class=_Formatter,
+                        description="Train one stage with exactly the parameters of its notebook (02_teacher, "
+                                    "03_student, 04_contrastive, 07_baselines); a name the notebook lacks is "
+                                    "refused with the valid ones. Under torchrun (torchrun --nproc_per_node=2 -m "
+                                    "fndkit train ...) each process trains its share of every batch (batch_size is "
+                                    "the global batch) and rank 0 alone writes the run folder.")
+    tr.add_argument("--run-dir", required=True, help="the run folder (what the notebook calls run_dir)")
+    tr.add_argument("--stage", required=True, choices=TRAINING_STAGES, help="which notebook's stage")
+    tr.add_argument("--out-name", default=None, help="the stage folder (the notebook's out_name; default: "
+                    "named from the parameters)")
+    tr.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a notebook parameter, read as papermill's -p reads it (True, None, 3, 0.5, text)")
+    tr.add_argument("-y", "--yaml", action="append", default=[], metavar="YAML",
+                    help="notebook parameters as a YAML mapping (for lists): -y 'snapshot_epochs: [1, 2]'")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    pa = sub.add_parser("params", help="a stage's parameters and their defaults", formatter_class=_Formatter,
+                        description="Print the parameters cell of the notebook behind a training stage: what "
+                                    "`train -p` accepts, with the defaults.")
+    pa.add_argument("--stage", required=True, choices=TRAINING_STAGES, help="which notebook's stage")
+
+
+def _timed_chain_parser(sub) -> None:
+    tc = sub.add_parser("timed-chain", help="the whole chain at one scale, timed stage by stage (JSON)",
+                        formatter_class=_Formatter,
+                        description="Data, autoencoder, teacher, FND student, FND-CL and cold start at one scale "
+                                    "through the executor (one seed, the notebooks' defaults within the bounds "
+                                    "below), each stage timed (wall seconds, peak CUDA memory), then every model's "
+                                    "scoring of the test candidates and the image transfer. The JSON record is "
+                                    "rewritten after every stage, so a run stopped by a time limit (SIGINT) keeps "
+                                    "what it measured (scripts/gpu_630.sh).")
+    tc.add_argument("--run-dir", required=True, help="a new or empty folder (reused stages would time nothing)")
+    tc.add_argument("--report", required=True, help="where the JSON record goes")
+    tc.add_argument("--scale", default="polyvore630", help="the synthetic benchmark's scale")
+    tc.add_argument("--seed", type=_seed, default=0, help="the data's and every stage's seed")
+    tc.add_argument("--epochs", type=_positive_int, default=2, help="epochs of every training stage")
+    tc.add_argument("--max-steps-per-epoch", type=_count, default=300, help="steps per epoch at most; 0: whole "
+                    "epochs")
+    tc.add_argument("--autoencoder-epochs", type=_positive_int, default=1, help="the autoencoder's epochs")
+    tc.add_argument("--cold-repetitions", type=_positive_int, default=3, help="cold-start repetitions")
+    tc.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    tc.add_argument("--no-progress", action="store_true", help="one line per stage instead of a live display")
+
+
+def _bench_parser(sub) -> None:
+    be = sub.add_parser("bench", help="scoring (cached vs per-outfit), one training step part by part, memory",
+                        formatter_class=_Formatter,
+                        description="Generate the benchmark at --scale, then measure scoring every user's test "
+                                    "candidates (cached against per outfit), one training step split into its "
+                                    "parts (teacher, FND student, FND-CL student) and the peak memory; JSON to "
+                                    "--out, tables on the console (fndkit/bench.py). --scale "
+                                    f"{BENCH_JPEG_SCALE}: training fed from a generated JPEG release "
+                                    "(fndkit/bench_jpeg.py).")
+    be.add_argument("--scale", default="polyvore630", help=f"a synthetic scale, or {BENCH_JPEG_SCALE}")
+    be.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    be.add_argument("--users", type=_users, default="default", help="users whose candidates are re-encoded per "
+                    f"outfit: a number, 'all', or 'default' (all on CUDA, {BENCH_CPU_USERS} on CPU)")
+    be.add_argument("--steps", type=_positive_int, default=20, help="timed training steps per objective")
+    be.add_argument("--warmup", type=_count, default=2, help="untimed training steps before them")
+    be.add_argument("--seed", type=_seed, default=0, help="the generated benchmark's and the models' seed")
+    be.add_argument("--out", default=None, help="JSON path (default: outputs/bench/<scale>-<device>.json)")
+    jpeg = be.add_argument_group(f"--scale {BENCH_JPEG_SCALE} (the real-layout bench)")
+    jpeg.add_argument("--items", type=_positive_int, default=None,
+                      help="items of the generated release (default: Polyvore-630's 199,537; fewer to run reduced)")
+    jpeg.add_argument("--fly-steps", type=_count, default=2, help="steps fed by decoding JPEGs every step (0: skip)")
+    jpeg.add_argument("--workers", type=_positive_int, default=None, help="decoding processes (default: every core)")
+    jpeg.add_argument("--keep-store", action="store_true", help="reuse a decoded store instead of timing the decode")
+    jpeg.add_argument("--fixture-dir", default=None, help="where the generated release and its store live "
+                      f"(default: outputs/bench/fixtures/{BENCH_JPEG_SCALE}-<items>)")
+
+
+def _pretrain_parser(sub) -> None:
+    pr = sub.add_parser("pretrain", help="the teacher's attribute pre-training (the distillation benchmark)",
+                        formatter_class=_Formatter,
+                        description="Pre-train item CNNs to classify the generator's attributes of items drawn "
+                                    "with other seeds (the paper's ImageNet pre-training, fndkit/pretrain.py); "
+                                    "their held-out accuracy on the benchmark's items probes what each backbone "
+                                    "can see.")
+    pr.add_argument("--run-dir", required=True, help="a run folder whose 00_data stage is done (synthetic)")
+    pr.add_argument("--backbone", nargs="+", default=["cnn-small"], help="several: a probe of each")
+    pr.add_argument("--epochs", type=_positive_int, default=10, help="pre-training epochs")
+    pr.add_argument("--aux-sets", type=_count, default=4, help="train on this many generated item sets of other "
+                    "seeds (0: the benchmark's trained-pool items, holding out its cold pool)")
+    pr.add_argument("--seed", type=_seed, default=0, help="training seed (the auxiliary items' too)")
+    pr.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    pr.add_argument("--out", default=None, help="state-dict file of the (first) backbone's conv layers")
+    pr.add_argument("--json", default=None, help="write every backbone's history here")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATED:
-        import importlib
-
-        module, sub = DELEGATED[argv[0]]
-        return importlib.import_module(module).main([sub, *argv[1:]] if sub else argv[1:])
     args = parser().parse_args(argv)
     if args.verb is None:
         parser().print_help()
@@ -472,4 +584,86 @@ def _distill(args, argv) -> int:
     return _finish(outcome, paths)
 
 
-VERB_RUNNERS = {"chain": _chain, "paper": _paper, "search": _search, "lab": _lab, "distill": _distill}
+# ------------------------------------------------------------------------------------------------
+# Tool verbs: one library call each
+
+
+@contextlib.contextmanager
+def _user_errors(errors: tuple):
+    """The library's own input errors (a missing dataset, a stage without a teacher …) as one line, exit 2."""
+    try:
+        yield
+    except errors as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+
+
+def _train(args, argv) -> int:
+    from . import run
+
+    check_root(args.run_dir)
+    with _user_errors(run.USER_ERRORS):
+        params = run.stage_parameters(args.stage, args.run_dir, args.out_name, args.param, args.yaml)
+        run.train(args.stage, params, progress=not args.no_progress)
+    return 0
+
+
+def _params(args, argv) -> int:
+    from . import run
+
+    print(run.describe_parameters(args.stage))
+    return 0
+
+
+def _timed_chain(args, argv) -> int:
+    from . import run
+
+    check_root(args.run_dir)
+    check_root(str(Path(args.report).expanduser().parent))
+    with _user_errors(run.USER_ERRORS):
+        record = run.timed_chain(args.run_dir, scale=args.scale, seed=args.seed, epochs=args.epochs,
+                                 max_steps_per_epoch=args.max_steps_per_epoch or None,
+                                 autoencoder_epochs=args.autoencoder_epochs, cold_repetitions=args.cold_repetitions,
+                                 device=args.device, report=args.report, progress=not args.no_progress,
+                                 command=command_line(argv))
+    print(f"chain finished in {record['wall_s']} s; record in {args.report}")
+    return 0
+
+
+def _bench(args, argv) -> int:
+    from . import bench, bench_jpeg
+
+    if args.out:
+        check_root(str(Path(args.out).expanduser().parent))
+    if args.scale == BENCH_JPEG_SCALE:
+        result = bench_jpeg.run_jpeg_bench(args.items or bench_jpeg.POLYVORE630["items"], args.device,
+                                           steps=args.steps, warmup=args.warmup, fly_steps=args.fly_steps,
+                                           workers=args.workers, seed=args.seed, keep_store=args.keep_store,
+                                           fixture=args.fixture_dir)
+        tables = bench_jpeg.format_jpeg_tables(result)
+    else:
+        result = bench.run_bench(args.scale, args.device, users=args.users, steps=args.steps, seed=args.seed,
+                                 warmup=args.warmup)
+        tables = bench.format_tables(result)
+    path = bench.save_result(result, args.out, command_line(argv))
+    print(f"\n{tables}\n\nwritten: {path}")
+    return 0
+
+
+def _pretrain(args, argv) -> int:
+    from . import pretrain
+
+    if not Path(args.run_dir).expanduser().is_dir():
+        raise UserError(f"--run-dir {args.run_dir!r} is not a folder; give a run folder whose 00_data stage is "
+                        f"done (python -m fndkit chain --run-dir R --only 00_data)")
+    for path in (args.out, args.json):
+        if path:
+            check_root(str(Path(path).expanduser().parent))
+    with _user_errors(pretrain.USER_ERRORS):
+        pretrain.probe(args.run_dir, args.backbone, epochs=args.epochs, aux_sets=args.aux_sets, seed=args.seed,
+                       device=args.device, out=args.out, json_path=args.json)
+    return 0
+
+
+VERB_RUNNERS = {"chain": _chain, "paper": _paper, "search": _search, "lab": _lab, "distill": _distill,
+                "train": _train, "params": _params, "timed-chain": _timed_chain, "bench": _bench,
+                "pretrain": _pretrain}

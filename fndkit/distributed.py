@@ -1,6 +1,6 @@
 """Several processes, one training run: ``torchrun``, ``torch.distributed`` and DDP.
 
-    torchrun --nproc_per_node=2 -m fndkit.run train --run-dir R --stage teacher
+    torchrun --nproc_per_node=2 -m fndkit train --run-dir R --stage teacher
 
 torchrun starts the processes and gives each ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_from_env` joins them into one process group
@@ -112,7 +112,7 @@ def init_from_env(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) ->
     missing = [k for k in TORCHRUN_ENV if k not in os.environ]
     if missing:
         raise DistributedError(f"WORLD_SIZE={world} but {', '.join(missing)} is not set; start the "
-                               f"processes with torchrun (torchrun --nproc_per_node={world} -m fndkit.run ...)")
+                               f"processes with torchrun (torchrun --nproc_per_node={world} -m fndkit train ...)")
     local = int(os.environ["LOCAL_RANK"])
     if resolved.startswith("cuda"):
         if resolved != "cuda":

@@ -4,8 +4,8 @@ item's visible attributes (colour, pattern, pattern frequency, category × shape
 It plays the part ImageNet pre-training plays in the paper (§4.1.4: the AlexNet teacher starts
 from ImageNet weights): the teacher's backbone learns to *see* before it learns tastes. The
 attribute accuracies on held-out items are also the benchmark's probe of what a backbone can see
-(``python -m fndkit.pretrain --backbone cnn-tiny cnn-small --json probe.json``): a teacher can only know more than its student when it
-reads the attributes better.
+(``python -m fndkit pretrain --backbone cnn-tiny cnn-small --json probe.json``): a teacher can
+only know more than its student when it reads the attributes better.
 
 The teacher pre-trains on items the generator draws with other seeds (:func:`auxiliary_items`,
 never the benchmark's own pictures), and its accuracy is measured on the benchmark's items. The
@@ -16,7 +16,6 @@ head.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass
@@ -30,7 +29,9 @@ from torch import nn
 from .artifacts import atomic_path
 from .data.schema import DatasetError, OutfitDataset
 from .models.backbones import build_backbone, images_to_tensor
-from .repro import seed_everything
+from .config import check_int
+from .repro import resolve_device, seed_everything
+from .rundir import RunFolder, StageError
 
 
 def attribute_targets(ds: OutfitDataset) -> dict[str, np.ndarray]:
@@ -160,40 +161,36 @@ def save_backbone_features(model: AttributeClassifier, path: str | Path) -> Path
     return path
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fndkit pretrain", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run-dir", required=True, help="a run folder whose 00_data stage is done (synthetic)")
-    ap.add_argument("--backbone", nargs="+", default=["cnn-small"], help="several: a probe of each")
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--aux-sets", type=int, default=4,
-                    help="train on this many generated item sets of other seeds (0: the benchmark's "
-                         "trained-pool items, holding out its cold pool)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", help="state-dict file of the (first) backbone's conv layers")
-    ap.add_argument("--json", help="write every backbone's history here")
-    args = ap.parse_args(argv)
-    from .rundir import RunFolder
+# Errors whose message says what to do (the command line prints them as one line).
+USER_ERRORS = (DatasetError, StageError, FileNotFoundError)
 
-    ds = RunFolder(args.run_dir).dataset()
-    if args.aux_sets > 0:   # held out: the benchmark's own items, which the teacher later ranks
-        train, held = auxiliary_items(ds, args.aux_sets, seed=10_000 + 100 * args.seed), ItemSet.of(ds)
+
+def probe(run_dir: str | Path, backbones: list[str], epochs: int = 10, aux_sets: int = 4, seed: int = 0,
+          device: str = "auto", out: str | Path | None = None, json_path: str | Path | None = None,
+          progress: bool = True) -> dict:
+    """Pre-train each of ``backbones`` on the attributes (``python -m fndkit pretrain``): on
+    ``aux_sets`` generated item sets of other seeds, held out the benchmark's own items (which the
+    teacher later ranks); ``aux_sets=0``: on the benchmark's trained-pool items, held out its cold
+    pool. ``out``: the first backbone's ``features.*`` tensors; ``json_path``: every history.
+    Returns backbone -> history (:func:`pretrain_backbone`)."""
+    check_int("epochs", epochs, 1)
+    check_int("aux_sets", aux_sets, 0, " (0: the benchmark's own trained-pool items)")
+    device = resolve_device(device)
+    ds = RunFolder(run_dir).dataset()
+    if aux_sets > 0:
+        train, held = auxiliary_items(ds, aux_sets, seed=10_000 + 100 * seed), ItemSet.of(ds)
     else:
         cold = ds.split_mask("cold")
         own, other = ds.outfit_items[~cold], ds.outfit_items[cold]
         train, held = ItemSet.of(ds, np.unique(own[own >= 0])), ItemSet.of(ds, np.unique(other[other >= 0]))
     report = {}
-    for i, name in enumerate(args.backbone):
-        model, history = pretrain_backbone(train, held, name, epochs=args.epochs, seed=args.seed,
-                                           device=args.device)
+    for i, name in enumerate(backbones):
+        model, history = pretrain_backbone(train, held, name, epochs=epochs, seed=seed, device=device,
+                                           progress=progress)
         report[name] = history
-        if args.out and i == 0:
-            save_backbone_features(model, args.out)
-    if args.json:
-        with atomic_path(args.json) as tmp:
+        if out and i == 0:
+            save_backbone_features(model, out)
+    if json_path:
+        with atomic_path(json_path) as tmp:
             Path(tmp).write_text(json.dumps(report, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return report

@@ -1,10 +1,11 @@
-"""Training stages from the command line, in one process or several (torchrun), and the timed chain.
+"""One training stage, in one process or several (torchrun), and the timed chain: what the
+command line's ``train``, ``params`` and ``timed-chain`` verbs call (:mod:`fndkit.cli`).
 
-    python -m fndkit.run train --run-dir R --stage teacher|student|contrastive|baseline \\
+    python -m fndkit train --run-dir R --stage teacher|student|contrastive|baseline \\
         [--out-name NAME] [-p key=value ...] [-y 'key: [yaml, value]']
-    torchrun --nproc_per_node=4 -m fndkit.run train --run-dir R --stage teacher -p batch_size=128
-    python -m fndkit.run params --stage student        # the parameters and their defaults
-    python -m fndkit.run chain --run-dir R --scale polyvore630 --report out.json   # timed, see timed_chain
+    torchrun --nproc_per_node=4 -m fndkit train --run-dir R --stage teacher -p batch_size=128
+    python -m fndkit params --stage student        # the parameters and their defaults
+    python -m fndkit timed-chain --run-dir R --scale polyvore630 --report out.json   # see timed_chain
 
 **One parameter schema.** ``train --stage KIND`` takes exactly the parameters of the notebook
 that trains that stage (02_teacher, 03_student, 04_contrastive, 07_baselines): the stage's
@@ -23,7 +24,6 @@ writes the run folder and prints.
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import sys
@@ -36,15 +36,14 @@ import yaml
 
 from . import distributed
 from .artifacts import write_json
-from .config import ConfigError, DataConfig
+from .config import ConfigError, DataConfig, check_int
 from .data.schema import DatasetError
 from .evaluate import evaluate, shared_item_cache
 from .models.backbones import images_to_tensor
 from .repro import resolve_device, run_metadata, seed_everything
 from .rundir import RunFolder, StageError
-from .stages import autoencoder as autoencoder_stage
-from .stages import cold_start as cold_start_stage
-from .stages import data as data_stage
+from .plans.chain import default_chain
+from .plans.execute import KINDS, Job, JobError, JobInterrupted, Local, run_plan
 from .stages.training import PARAMS, metrics_line
 
 # Errors whose message says what to do: printed without a traceback.
@@ -74,6 +73,12 @@ def notebook_parameters(kind: str) -> dict[str, Any]:
     if kind not in PARAMS:
         raise ConfigError(f"--stage {kind!r} is unknown; choose one of {', '.join(PARAMS)}")
     return PARAMS[kind].defaults()
+
+
+def describe_parameters(kind: str) -> str:
+    """``# kind: notebooks/NN.ipynb`` and one ``name = value`` line per parameter (``params`` verb)."""
+    lines = [f"{name} = {value!r}" for name, value in notebook_parameters(kind).items()]
+    return "\n".join([f"# {kind}: notebooks/{PARAMS[kind].notebook}.ipynb", *lines])
 
 
 def stage_parameters(kind: str, run_dir: str, out_name: str | None = None, params: Sequence[str] = (),
@@ -177,11 +182,98 @@ def _test_table(metrics: dict) -> dict:
             for p, m in metrics.get("test", {}).items()}
 
 
+TIMED_STEPS = ("00_data", "01_autoencoder", "02_teacher", "03_student_fnd", "04_contrastive", "05_cold_start")
+
+
+def timed_chain_jobs(run_dir: str | os.PathLike, scale: str = "polyvore630", seed: int = 0, epochs: int = 2,
+                     max_steps_per_epoch: int | None = 300, autoencoder_epochs: int = 1, cold_repetitions: int = 3,
+                     device: str = "auto") -> list[Job]:
+    """The timed chain's jobs: :func:`fndkit.plans.chain.default_chain`'s data, autoencoder, teacher,
+    FND student, FND-CL and cold start (``TIMED_STEPS``), within the bounds given."""
+    chain = {j.label: j for j in default_chain(scale, seed=seed, run_dir=run_dir)}
+    jobs = [chain["00_data"], chain["01_autoencoder"].with_params(epochs=autoencoder_epochs, device=device)]
+    for label in TIMED_STEPS[2:5]:
+        jobs.append(chain[label].with_params(epochs=epochs, max_steps_per_epoch=max_steps_per_epoch, device=device))
+    # cold start ranks with its notebook's models that are present: the three trained here (a
+    # student's folder name needs the data's paper defaults, so it is not known before 00_data ran)
+    return jobs + [chain["05_cold_start"].with_params(repetitions=cold_repetitions, device=device)]
+
+
+def _check_bounds(scale: str, seed: int, epochs: int, max_steps_per_epoch: int | None, autoencoder_epochs: int,
+                  cold_repetitions: int) -> None:
+    """Every bound refused before anything is built (a wrong one would fail minutes into the chain)."""
+    DataConfig(scale=scale, seed=seed)
+    check_int("epochs", epochs, 1)
+    if max_steps_per_epoch is not None:
+        check_int("max_steps_per_epoch", max_steps_per_epoch, 1, ", or None for whole epochs")
+    check_int("autoencoder_epochs", autoencoder_epochs, 1)
+    check_int("cold_repetitions", cold_repetitions, 1)
+
+
+def _stage_record(run: RunFolder, job: Job, metrics: dict, n_train: int, max_steps_per_epoch: int | None) -> dict:
+    """What the timed chain keeps of one finished stage (besides its cost)."""
+    if job.kind == "data":
+        ds = run.dataset()
+        return {"stats": ds.stats(), "candidates_rows": {k: len(c) for k, c in ds.candidates.items()}}
+    if job.kind == "autoencoder":
+        return {"reconstruction_mse_held_out": metrics["reconstruction_mse_held_out"]}
+    if job.kind == "cold_start":
+        keep = ("model", "protocol", "strategy", "n_interactions", "auc_mean", "ndcg_lpae_mean")
+        return {"rows": [{k: r[k] for k in keep if k in r} for r in metrics["rows"]
+                         if r.get("n_interactions") in (1, 5)]}
+    cfg = run.read_config(job.stage)["train"]
+    whole = n_train // cfg["batch_size"]
+    steps = min(whole, max_steps_per_epoch or n_train)
+    per_step = float(np.mean([h["seconds"] for h in run.read_history(job.stage)])) / max(steps, 1)
+    return {"backbone": cfg["backbone"], "loss": cfg["loss"], "lam": cfg["lam"], "batch_size": cfg["batch_size"],
+            "epochs_run": metrics["epochs_run"], "steps_per_epoch": steps, "epoch_seconds": metrics["epoch_seconds"],
+            "seconds_per_step": round(per_step, 5), "whole_epoch_steps": whole,
+            "whole_epoch_seconds_estimate": round(per_step * whole, 1), "best_epoch": metrics["best_epoch"],
+            "best_val_auc": metrics["best_val_auc"], "test": _test_table(metrics),
+            **{k: metrics[k] for k in ("flagged_fraction", "flag_precision", "flag_recall") if k in metrics}}
+
+
+def _chain_record(scale: str, seed: int, run: RunFolder, device: str, bounds: dict, command: str | None) -> dict:
+    """The timed chain's record before any stage: what runs, where, on what machine."""
+    record: dict[str, Any] = {
+        "scale": scale, "seed": seed, "run_dir": str(run.root), "device": device, "bounds": bounds,
+        "command": command or " ".join([os.path.basename(sys.executable), "-m", "fndkit", *sys.argv[1:]]),
+        "machine": run_metadata(device), "stages": {}, "scoring": {}, "status": "running"}
+    if torch.cuda.is_available():
+        record["machine"]["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2 ** 30, 1)
+    return record
+
+
+def _scoring_record(run: RunFolder, ds, name: str, device: str) -> dict:
+    """The time to score every user's test candidates with stage ``name``'s model (Table 5's job)."""
+    model, _ = run.load_model(name, device=device)
+    keys = [k for k in ds.candidates if k.startswith("test/")]
+    items = np.concatenate([ds.candidates[k].items for k in keys])
+    _, cache_cost = _measured(shared_item_cache, model, ds, items, device)
+    out, cost = _measured(evaluate, model, ds, split="test", device=device)
+    return {**cost, "what": "every user's test candidates, both protocols, item features cached (evaluate)",
+            "rows": sum(len(ds.candidates[k]) for k in keys), "unique_items": int(np.unique(items[items >= 0]).size),
+            "item_encoding_wall_s": cache_cost["wall_s"], "auc": {p: m["auc"] for p, m in out.items()}}
+
+
+def _cost_since(t0: float) -> dict:
+    """Wall seconds since ``t0`` and the peak CUDA memory since the last reset (GiB); resets it."""
+    _cuda_sync()
+    cost = {"wall_s": round(time.perf_counter() - t0, 2)}
+    if torch.cuda.is_available():
+        cost["peak_gpu_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 3)
+        cost["peak_gpu_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2 ** 30, 3)
+        torch.cuda.reset_peak_memory_stats()
+    return cost
+
+
 def timed_chain(run_dir: str | os.PathLike, scale: str = "polyvore630", seed: int = 0, epochs: int = 2,
                 max_steps_per_epoch: int | None = 300, autoencoder_epochs: int = 1, cold_repetitions: int = 3,
-                device: str = "auto", report: str | os.PathLike | None = None, progress: bool = True) -> dict:
-    """The chain at ``scale`` — data, autoencoder, teacher, FND student, FND-CL, cold start — through
-    the notebooks' own stage calls (notebook defaults, one seed), timed stage by stage.
+                device: str = "auto", report: str | os.PathLike | None = None, progress: bool = True,
+                command: str | None = None) -> dict:
+    """The chain at ``scale`` — data, autoencoder, teacher, FND student, FND-CL, cold start
+    (:func:`timed_chain_jobs`: the demo chain's jobs, one seed) — run by the one executor
+    (:func:`fndkit.plans.execute.run_plan`, in this process) and timed stage by stage.
 
     Bounded so that it fits a time budget: every training stage runs ``epochs`` epochs of at most
     ``max_steps_per_epoch`` steps (None: whole epochs), the autoencoder ``autoencoder_epochs``,
@@ -191,144 +283,53 @@ def timed_chain(run_dir: str | os.PathLike, scale: str = "polyvore630", seed: in
     NDCG; and the time to score every user's test candidates with each model (the paper's Table 5
     job), once more after the stages, warm. The record is written to ``report`` after every stage,
     so a run stopped by a time limit keeps what it measured. ``run_dir`` must be new or empty:
-    reused stages would time nothing.
+    reused stages would time nothing. ``command``: the command line the record names.
     """
+    _check_bounds(scale, seed, epochs, max_steps_per_epoch, autoencoder_epochs, cold_repetitions)
     run = RunFolder(run_dir)
     if run.root.exists() and any(run.root.iterdir()):
         raise StageError(f"{run.root} is not empty; the timed chain needs a fresh run_dir (reused stages "
                          f"would time nothing): delete it or pass another")
     device = resolve_device(device)
-    record: dict[str, Any] = {
-        "scale": scale, "seed": seed, "run_dir": str(run.root), "device": device,
-        "bounds": {"epochs": epochs, "max_steps_per_epoch": max_steps_per_epoch,
-                   "autoencoder_epochs": autoencoder_epochs, "cold_start_repetitions": cold_repetitions},
-        "command": " ".join([os.path.basename(sys.executable), "-m", "fndkit", "timed-chain", *sys.argv[2:]]),
-        "machine": run_metadata(device), "stages": {}, "scoring": {}, "status": "running"}
-    if torch.cuda.is_available():
-        record["machine"]["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2 ** 30, 1)
+    jobs = timed_chain_jobs(run.root, scale, seed, epochs, max_steps_per_epoch, autoencoder_epochs,
+                            cold_repetitions, device)
+    bounds = {"epochs": epochs, "max_steps_per_epoch": max_steps_per_epoch, "autoencoder_epochs": autoencoder_epochs,
+              "cold_start_repetitions": cold_repetitions}
+    record = _chain_record(scale, seed, run, device, bounds, command)
 
     def save() -> None:
         if report is not None:
             write_json(report, record)
 
-    t_start = time.perf_counter()
+    t_start = clock = time.perf_counter()
+    n_train = 0
+
+    def done(job: Job, metrics: dict, _rec: dict) -> None:
+        nonlocal clock, n_train
+        cost, clock = _cost_since(clock), time.perf_counter()
+        if job.kind == "data":
+            n_train = int(run.dataset().outfits_of("train").size)
+        record["stages"][job.stage] = {**cost, **_stage_record(run, job, metrics, n_train, max_steps_per_epoch)}
+        save()
+
     try:
-        seed_everything(seed)
-        ds, cost = _measured(data_stage.run, run, DataConfig(scale=scale, seed=seed))
-        stats = ds.stats()
-        record["stages"]["data"] = {**cost, "stats": stats,
-                                    "candidates_rows": {k: len(c) for k, c in ds.candidates.items()}}
-        save()
-        ae, cost = _measured(autoencoder_stage.run, run, epochs=autoencoder_epochs, seed=seed, device=device,
-                             progress=progress)
-        record["stages"]["autoencoder"] = {**cost, "reconstruction_mse_held_out": ae["reconstruction_mse_held_out"]}
-        save()
-        n_train = int(ds.outfits_of("train").size)
-        trained = {}
-        for kind, extra in (("teacher", {}), ("student", {"loss": "fnd"}), ("contrastive", {})):
-            params = PARAMS[kind](run_dir=str(run.root), seed=seed, device=device, epochs=epochs,
-                                  max_steps_per_epoch=max_steps_per_epoch, **extra)
-            seed_everything(seed)
-            plan = params.plan()
-            metrics, cost = _measured(plan.run, progress=progress)
-            history = run.read_history(plan.stage)
-            steps = min(n_train // plan.cfg.batch_size, max_steps_per_epoch or n_train)
-            per_step = float(np.mean([h["seconds"] for h in history])) / max(steps, 1)
-            record["stages"][plan.stage] = {
-                **cost, "backbone": plan.cfg.backbone, "loss": plan.cfg.loss, "lam": plan.cfg.lam,
-                "batch_size": plan.cfg.batch_size, "epochs_run": metrics["epochs_run"], "steps_per_epoch": steps,
-                "epoch_seconds": metrics["epoch_seconds"], "seconds_per_step": round(per_step, 5),
-                "whole_epoch_steps": n_train // plan.cfg.batch_size,
-                "whole_epoch_seconds_estimate": round(per_step * (n_train // plan.cfg.batch_size), 1),
-                "best_epoch": metrics["best_epoch"], "best_val_auc": metrics["best_val_auc"],
-                "test": _test_table(metrics),
-                **{k: metrics[k] for k in ("flagged_fraction", "flag_precision", "flag_recall") if k in metrics}}
-            trained[plan.stage] = plan.stage
-            save()
-        cold, cost = _measured(cold_start_stage.run, run, models=list(trained), repetitions=cold_repetitions,
-                               seed=seed, device=device, progress=progress)
-        keep = ("model", "protocol", "strategy", "n_interactions", "auc_mean", "ndcg_lpae_mean")
-        record["stages"]["cold_start"] = {**cost, "rows": [{k: r[k] for k in keep if k in r} for r in cold["rows"]
-                                                           if r.get("n_interactions") in (1, 5)]}
-        save()
-        for name in trained:
-            model, _ = run.load_model(name, device=device)
-            keys = [k for k in ds.candidates if k.startswith("test/")]
-            rows = sum(len(ds.candidates[k]) for k in keys)
-            items = np.concatenate([ds.candidates[k].items for k in keys])
-            _, cache_cost = _measured(shared_item_cache, model, ds, items, device)
-            out, cost = _measured(evaluate, model, ds, split="test", device=device)
-            record["scoring"][name] = {**cost, "what": "every user's test candidates, both protocols, item "
-                                       "features cached (evaluate)", "rows": rows,
-                                       "unique_items": int(np.unique(items[items >= 0]).size),
-                                       "item_encoding_wall_s": cache_cost["wall_s"],
-                                       "auc": {p: m["auc"] for p, m in out.items()}}
+        _cost_since(clock)  # the peak memory counts from here
+        run_plan(jobs, via="process", dispatch=Local(1), progress=progress, on_done=done, scale=scale)
+        ds = run.dataset()
+        for name in [j.stage for j in jobs if KINDS[j.kind].trains]:
+            record["scoring"][name] = _scoring_record(run, ds, name, device)
             save()
         record["image_transfer"] = transfer_timing(ds, device, seed=seed)
         record["wall_s"] = round(time.perf_counter() - t_start, 1)
         record["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
         record["status"] = "finished"
         save()
-    except KeyboardInterrupt:  # a time limit (scripts/gpu_630.sh sends SIGINT): keep what was measured
+    except (KeyboardInterrupt, JobInterrupted):  # a time limit (gpu_630.sh sends SIGINT): keep what was measured
         record["status"] = f"stopped after {time.perf_counter() - t_start:.0f} s"
+        save()
+        raise KeyboardInterrupt from None
+    except JobError as exc:
+        record["status"] = f"failed: {str(exc).splitlines()[0]}"
         save()
         raise
     return record
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fndkit.run", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train one stage as its notebook does (torchrun: several processes)")
-    tr.add_argument("--run-dir", required=True, help="the run folder (what the notebook calls run_dir)")
-    tr.add_argument("--stage", required=True, choices=sorted(PARAMS))
-    tr.add_argument("--out-name", default=None, help="the stage folder (the notebook's out_name)")
-    tr.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                    help="a notebook parameter, read as papermill's -p reads it")
-    tr.add_argument("-y", "--yaml", action="append", default=[], metavar="YAML",
-                    help="notebook parameters as a YAML mapping (for lists)")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bars")
-    pa = sub.add_parser("params", help="the parameters of a stage and their defaults")
-    pa.add_argument("--stage", required=True, choices=sorted(PARAMS))
-    ch = sub.add_parser("chain", help="the whole chain at one scale, timed stage by stage (JSON)")
-    ch.add_argument("--run-dir", required=True, help="a new or empty folder")
-    ch.add_argument("--scale", default="polyvore630")
-    ch.add_argument("--seed", type=int, default=0)
-    ch.add_argument("--epochs", type=int, default=2)
-    ch.add_argument("--max-steps-per-epoch", type=int, default=300, help="0: whole epochs")
-    ch.add_argument("--autoencoder-epochs", type=int, default=1)
-    ch.add_argument("--cold-repetitions", type=int, default=3)
-    ch.add_argument("--device", default="auto")
-    ch.add_argument("--report", required=True, help="where the JSON record goes")
-    ch.add_argument("--no-progress", action="store_true")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "params":
-            print(f"# {args.stage}: notebooks/{PARAMS[args.stage].notebook}.ipynb")
-            for name, value in notebook_parameters(args.stage).items():
-                print(f"{name} = {value!r}")
-        elif args.command == "train":
-            params = stage_parameters(args.stage, args.run_dir, args.out_name, args.param, args.yaml)
-            train(args.stage, params, progress=not args.no_progress)
-        else:
-            record = timed_chain(args.run_dir, scale=args.scale, seed=args.seed, epochs=args.epochs,
-                                 max_steps_per_epoch=args.max_steps_per_epoch or None,
-                                 autoencoder_epochs=args.autoencoder_epochs, cold_repetitions=args.cold_repetitions,
-                                 device=args.device, report=args.report, progress=not args.no_progress)
-            print(f"chain finished in {record['wall_s']} s; record in {args.report}")
-    except USER_ERRORS as exc:
-        print(f"fndkit.run: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -342,6 +342,14 @@ def fit(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir: s
             "stopped_early": state.stopped_early, "epoch_seconds": float(np.mean(seconds)) if seconds else None}
 
 
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, objective: Objective | None = None) -> torch.optim.SGD:
+    """The optimizer of every training step (:func:`fit` and the benches that time its step): SGD
+    with ``cfg``'s momentum and weight decay at the batch-scaled learning rate; the objective's own
+    parameters (a latent hint's projection) train beside the model's."""
+    params = [*model.parameters(), *(objective.parameters() if objective is not None else ())]
+    return torch.optim.SGD(params, lr=cfg.scaled_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
 def _start(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir: Path, objective: Objective,
            device: str, resume: bool) -> Trainer:
     """Everything :func:`fit` sets up once: the model on its device, the optimizer and the LR
@@ -351,9 +359,7 @@ def _start(model: OutfitModel, dataset: OutfitDataset, cfg: TrainConfig, out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
     objective.check_model(model)
     model.to(device)
-    # the objective's own parameters (a latent hint's projection) train beside the model's
-    optimizer = torch.optim.SGD([*model.parameters(), *objective.parameters()], lr=cfg.scaled_lr,
-                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg, objective)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_factor,
                                                            patience=cfg.lr_patience)
     config_dict = {"model": model.config(), "train": cfg.to_dict(),

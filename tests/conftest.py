@@ -1,6 +1,11 @@
 """Shared pytest options and fixtures: slow tests run only with --runslow; GPU tests only where
 CUDA exists; ``tiny`` is the tiny synthetic dataset with its evaluation candidates (a fresh one per
-test module, so a module that changes it cannot move another's numbers)."""
+test module, so a module that changes it cannot move another's numbers); ``tiny_run_folder`` a run
+folder holding it (00_data done), each a copy of one built once per session, so no test sees
+another's stages."""
+
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +18,30 @@ def tiny():
     ds = make_dataset("tiny", seed=0)
     attach_candidates(ds, seed=0)
     return ds
+
+
+@pytest.fixture(scope="session")
+def make_tiny_run_folder(tmp_path_factory):
+    """``make(path) -> path``: a run folder at ``path`` whose 00_data stage holds the tiny synthetic
+    dataset (seed 0), copied from one built once per session (module fixtures use this)."""
+    from fndkit.config import DataConfig
+    from fndkit.stages import data
+
+    template = tmp_path_factory.mktemp("tiny-template") / "run"
+    data.run(template, DataConfig(scale="tiny", seed=0))
+
+    def make(path) -> Path:
+        path = Path(path)
+        shutil.copytree(template / "data", path / "data")
+        return path
+
+    return make
+
+
+@pytest.fixture
+def tiny_run_folder(make_tiny_run_folder, tmp_path) -> Path:
+    """This test's own run folder with the tiny dataset (00_data done)."""
+    return make_tiny_run_folder(tmp_path / "run")
 
 
 def pytest_addoption(parser):

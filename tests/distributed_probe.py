@@ -6,9 +6,9 @@
 
 Every process records the files and folders it creates or renames into place under ROOT
 (``os.replace``, which every atomic write ends with, and ``os.mkdir``) in LOG_DIR/writes.<rank>.json,
-so the test can tell which processes wrote the run folder. ``cli`` runs ``python -m fndkit.run``'s
-``main``; ``resume`` trains a teacher straight through, then again with a stop after the first
-epoch and a resume; ``collectives`` checks the helpers of :mod:`fndkit.distributed` and the split
+so the test can tell which processes wrote the run folder. ``cli`` runs ``python -m fndkit``'s
+``main`` (:func:`fndkit.cli.main`); ``resume`` trains a teacher straight through, then again with a
+stop after the first epoch and a resume; ``collectives`` checks the helpers of :mod:`fndkit.distributed` and the split
 evaluation against one-process references (results in LOG_DIR/collectives.<rank>.json).
 """
 
@@ -45,7 +45,7 @@ os.replace, os.mkdir = _recording_replace, _recording_mkdir
 
 from fndkit import distributed  # noqa: E402  (after the recorders are in place)
 from fndkit.evaluate import evaluate  # noqa: E402
-from fndkit.run import main  # noqa: E402
+from fndkit.cli import main  # noqa: E402
 from fndkit.rundir import RunFolder  # noqa: E402
 from fndkit.stages import training  # noqa: E402
 from fndkit.train import Callback, build_model  # noqa: E402

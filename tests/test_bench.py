@@ -1,20 +1,25 @@
 """The bench at tiny scale, so it cannot rot: counts in closed form, cached and per-outfit scoring
-agree, the step's parts neither overlap nor miss their objective, and the CLI writes its JSON."""
+agree, the step's parts neither overlap nor miss their objective, the step's optimizer is fit()'s, and
+``python -m fndkit bench`` writes its JSON."""
 
 import contextlib
 import io
 import json
 import os
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from fndkit import augment, bench, bench_jpeg, objectives
+from fndkit import augment, bench, bench_jpeg, cli, objectives
 from fndkit.bench_jpeg import GpuBusy, parse_utilization
 from fndkit.config import train_config
 from fndkit.evaluate import score_rows
-from fndkit.train import build_model
+from fndkit.objectives import make_objective
+from fndkit.train import build_model, make_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +28,8 @@ def cli_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = bench.main(["--scale", "tiny", "--device", "cpu", "--users", "2", "--steps", "2",
-                           "--warmup", "1", "--out", str(out)])
+        code = cli.main(["bench", "--scale", "tiny", "--device", "cpu", "--users", "2", "--steps", "2",
+                         "--warmup", "1", "--out", str(out)])
     assert code == 0
     return json.loads(out.read_text()), printed.getvalue(), out
 
@@ -79,7 +84,10 @@ def test_step_parts(result):
         # the parts are disjoint: were any counted twice, they would exceed the step and "other"
         # (clipped at 0) could not make them add up to exactly one step
         assert sum(s["fractions"].values()) == pytest.approx(1.0, abs=1e-9)
-        assert s["parts"]["other"] >= 0
+        # the named parts fit inside the step, and "other" is the rest (its clip at 0 never needed)
+        named = sum(v for k, v in s["parts"].items() if k != "other")
+        assert named <= s["step_seconds"] * (1 + 1e-9)
+        assert s["parts"]["other"] == pytest.approx(s["step_seconds"] - named, rel=1e-9, abs=1e-12)
         for part in ("sampling", "image gathering", "backbone forward", "backbone backward",
                      "set transformer forward", "set transformer backward", "optimizer"):
             assert s["parts"][part] > 0, (s["name"], part)
@@ -114,7 +122,6 @@ def test_bad_input():
         bench.run_bench("huge", device="cpu")
     with pytest.raises(ValueError, match="users=0 must be a positive number"):
         bench.run_bench("tiny", device="cpu", users=0)
-    assert bench.main(["--scale", "tiny", "--users", "some"]) == 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,5 +195,29 @@ def test_gpu_busy_samples_nvidia_smi(tmp_path, monkeypatch):
 
 
 def test_jpeg_bench_bad_input(capsys):
-    assert bench.main(["--scale", "polyvore630-jpeg", "--items", "3", "--device", "cpu"]) == 2
+    assert cli.main(["bench", "--scale", "polyvore630-jpeg", "--items", "3", "--device", "cpu"]) == 2
     assert "items=3 must be an integer >= 40" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# one optimizer: the benches time the step fit() takes
+
+
+def test_one_optimizer_for_fit_and_the_benches(tiny):
+    cfg = train_config("tiny", "student", device="cpu").replace(lr=0.05, momentum=0.8, weight_decay=1e-4)
+    model = build_model(cfg, tiny)
+    extra = torch.nn.Linear(2, 2)
+    objective = make_objective(cfg)
+    objective.parameters = lambda: list(extra.parameters())   # an objective with parameters of its own (a hint)
+    opt = make_optimizer(model, cfg, objective)
+    (group,) = opt.param_groups
+    assert isinstance(opt, torch.optim.SGD)
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.05 * cfg.batch_size / 32, 0.8, 1e-4)
+    mine = {id(q) for q in group["params"]}
+    assert mine == {id(q) for q in [*model.parameters(), *extra.parameters()]}
+    # nowhere else in the library is an SGD built for a recommender's step (the attribute
+    # pre-training's classifier, fndkit/pretrain.py, has its own schedule and settings)
+    package = Path(bench.__file__).resolve().parent
+    built = sorted(str(f.relative_to(package)) for f in package.rglob("*.py")
+                   if re.search(r"torch\.optim\.SGD\(", f.read_text()))
+    assert built == ["pretrain.py", "train.py"]

@@ -1,7 +1,7 @@
 """Several processes train like one: torchrun + gloo on CPU, on tiny data.
 
 - the sharded loader splits exactly the batches one process loads;
-- ``python -m fndkit.run train`` takes the notebook's parameters (one schema) and nothing else;
+- ``python -m fndkit train`` takes the notebook's parameters (one schema) and nothing else;
 - two gloo processes launched by torchrun train FND-CL (FND teacher signal, contrastive term,
   split evaluation) like one process at the same global batch, and rank 0 alone writes the run
   folder;
@@ -29,12 +29,12 @@ import pytest
 import torch
 
 from fndkit import distributed
-from fndkit.config import ConfigError, DataConfig
+from fndkit.config import ConfigError
 from fndkit.data.datasets import make_loader
 from fndkit.evaluate import evaluate
 from fndkit.rundir import RunFolder, StageError
-from fndkit.run import main, notebook_parameters, parse_value, stage_parameters, timed_chain
-from fndkit.stages import data as data_stage
+from fndkit.cli import main
+from fndkit.run import notebook_parameters, parse_value, stage_parameters, timed_chain
 from fndkit.stages import training
 from fndkit.train import build_model
 
@@ -43,10 +43,9 @@ LOSS_TOL, AUC_TOL = 1e-5, 1e-4
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, make_tiny_run_folder):
     """A tiny run folder with data and a one-epoch teacher."""
-    run_dir = tmp_path_factory.mktemp("dist") / "run"
-    data_stage.run(run_dir, DataConfig(scale="tiny"))
+    run_dir = make_tiny_run_folder(tmp_path_factory.mktemp("dist") / "run")
     with one_thread():
         training.plan_stage("teacher", {**notebook_parameters("teacher"), "run_dir": str(run_dir), "epochs": 1,
                                         "snapshot_epochs": [], "device": "cpu"}).run(progress=False)
@@ -68,7 +67,11 @@ def torchrun(log_dir: Path, root: Path, *args: str, nproc: int = 2) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            str(PROBE), str(log_dir), str(root), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the processes import this checkout's fndkit (a script's folder, not the working directory, leads
+    # sys.path: without this they would import whichever checkout the environment has installed)
+    root = str(PROBE.parent.parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
 
@@ -187,7 +190,7 @@ def test_a_world_without_torchrun_is_refused(monkeypatch):
     pytest.param("student", ["negatives=per_pair"], "student_fnd-per_pair", ("flag_precision",),
                  marks=pytest.mark.slow)])
 def test_two_processes_train_like_one_and_rank0_alone_writes(tiny, tmp_path, stage, params, folder, keys):
-    """torchrun --nproc_per_node=2 -m fndkit.run train ... against python -m fndkit.run train ..."""
+    """torchrun --nproc_per_node=2 -m fndkit train ... against python -m fndkit train ..."""
     one, two = tmp_path / "one", tmp_path / "two"
     shutil.copytree(tiny, one)
     shutil.copytree(tiny, two)
@@ -270,3 +273,20 @@ def test_the_timed_chain_records_every_stage(tmp_path):
     assert {r["model"] for r in record["stages"]["cold_start"]["rows"]} == {"teacher", "student_fnd", "contrastive"}
     with pytest.raises(StageError, match="needs a fresh run_dir"):
         timed_chain(tmp_path / "run", scale="tiny", device="cpu")
+
+
+def test_the_timed_chain_is_the_demo_chain_within_its_bounds(tmp_path):
+    from fndkit.plans.chain import default_chain
+    from fndkit.run import TIMED_STEPS, timed_chain_jobs
+
+    demo = {j.label: j for j in default_chain("tiny", seed=3, run_dir=tmp_path)}
+    jobs = timed_chain_jobs(tmp_path, "tiny", seed=3, epochs=1, max_steps_per_epoch=2, autoencoder_epochs=4,
+                            cold_repetitions=2, device="cpu")
+    assert [j.label for j in jobs] == list(TIMED_STEPS)
+    bounds = {"data": set(), "autoencoder": {"epochs", "device"}, "cold_start": {"repetitions", "device"}}
+    for job in jobs:
+        mine, theirs = job.params.to_dict(), demo[job.label].params.to_dict()
+        changed = {k for k in mine if mine[k] != theirs[k]}
+        assert changed <= bounds.get(job.kind, {"epochs", "max_steps_per_epoch", "device"}), (job.label, changed)
+        assert mine["seed"] == 3
+    assert (jobs[1].params.epochs, jobs[2].params.max_steps_per_epoch, jobs[-1].params.repetitions) == (4, 2, 2)

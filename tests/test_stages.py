@@ -13,9 +13,8 @@ from fndkit.config import DataConfig
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    stages.prepare_data(run, DataConfig(scale="tiny", seed=0))
+def run_dir(tmp_path_factory, make_tiny_run_folder):
+    run = make_tiny_run_folder(tmp_path_factory.mktemp("stages") / "run")
     cfg = stages.teacher_config(run, epochs=1, max_steps_per_epoch=4, dim=16, heads=2, device="cpu")
     stages.train_stage(run, "teacher", cfg, progress=False)
     return run
@@ -86,7 +85,10 @@ def test_cold_start_experiment(run_dir):
 
 
 def test_save_figure_png_is_bounded_in_time(tmp_path, monkeypatch, capsys):
+    """The PNG export's time limit, with stand-ins for Chromium (so the test means the same with
+    and without a browser installed), then the real export where Chromium exists."""
     import shutil
+    import time
 
     import plotly.graph_objects as go
 
@@ -94,12 +96,47 @@ def test_save_figure_png_is_bounded_in_time(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FNDKIT_PNG", "0")
     assert figures.save_figure(fig, tmp_path / "a") == [tmp_path / "a.html"]
     monkeypatch.delenv("FNDKIT_PNG")
-    monkeypatch.setattr(figures, "PNG_TIMEOUT_S", 0.05)  # far too short: must give up, not hang
-    assert figures.save_figure(fig, tmp_path / "b") == [tmp_path / "b.html"] or not shutil.which("chromium")
+    real_which, real_export = shutil.which, figures._PNG_EXPORT
+    # (sys.argv: the figure's JSON, the PNG to write) — the stand-ins keep that contract
+    assert "sys.argv[2]" in real_export
+    monkeypatch.setattr(figures.shutil, "which", lambda name, *a, **k: "/usr/bin/chromium"
+                        if name == "chromium" else real_which(name, *a, **k))
+    # a browser that hangs: given up after the limit, the HTML kept, the reason printed
+    monkeypatch.setattr(figures, "_PNG_EXPORT", "import time; time.sleep(60)")
+    monkeypatch.setattr(figures, "PNG_TIMEOUT_S", 0.5)
+    start = time.perf_counter()
+    assert figures.save_figure(fig, tmp_path / "b") == [tmp_path / "b.html"]
+    assert time.perf_counter() - start < 30
     assert not (tmp_path / "b.png").exists()
-    if shutil.which("chromium"):
-        assert "skipped" in capsys.readouterr().out
+    assert "PNG export of b skipped: no PNG after 0.5 s" in capsys.readouterr().out
+    # a browser that answers in time: its picture is kept
+    monkeypatch.setattr(figures, "_PNG_EXPORT", "import sys; open(sys.argv[2], 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n')")
+    monkeypatch.setattr(figures, "PNG_TIMEOUT_S", 60)
+    assert figures.save_figure(fig, tmp_path / "c") == [tmp_path / "c.html", tmp_path / "c.png"]
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setattr(figures, "_PNG_EXPORT", real_export)
+    monkeypatch.setattr(figures.shutil, "which", real_which)
+    if real_which("chromium"):   # the real export, where a browser is installed
         monkeypatch.setattr(figures, "PNG_TIMEOUT_S", 120)
-        written = figures.save_figure(fig, tmp_path / "c")
-        assert written == [tmp_path / "c.html", tmp_path / "c.png"]
-        assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        written = figures.save_figure(fig, tmp_path / "d")
+        assert written == [tmp_path / "d.html", tmp_path / "d.png"]
+        assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stage_run_defaults_are_the_params_defaults():
+    """A stage's library ``run()`` has no defaults of its own: each one it shares with the stage's
+    ``Params`` (its notebook's cell) is the same value, and cold start names its models."""
+    import inspect
+
+    from fndkit.stages import autoencoder, cold_start, false_negatives
+
+    for module in (autoencoder, cold_start, false_negatives):
+        defaults = module.Params.defaults()
+        signature = inspect.signature(module.run)
+        shared = [n for n, p in signature.parameters.items() if n in defaults and p.default is not p.empty]
+        assert shared, module.__name__
+        for name in shared:
+            given = signature.parameters[name].default
+            given = list(given) if isinstance(given, tuple) else given
+            assert given == defaults[name], (module.__name__, name, given, defaults[name])
+    assert inspect.signature(cold_start.run).parameters["models"].default is inspect.Parameter.empty

@@ -142,10 +142,9 @@ def cold_setup(ds, cold_split: str = "auto", seed: int = 0, ratio: int = 10) -> 
                      {int(u): held_out_by_user.get(int(u), empty) for u in users})
 
 
-def run(run_dir, models=("teacher", "student_npair", "student_fnd", "contrastive"),
-                   n_interactions=(1, 5), repetitions: int = 10, delta: float = 0.0, tau: float = 0.2,
-                   seed: int = 0, curve_interactions=(1, 2, 5, 10), device: str = "auto",
-                   ratio: int = 10, progress: bool = True, cold_split: str = "auto") -> dict:
+def run(run_dir, models, n_interactions=(1, 5), repetitions: int = 10, delta: float = 0.0, tau: float = 0.2,
+        seed: int = 0, curve_interactions=(1, 2, 5, 10), device: str = "auto", ratio: int = 10,
+        progress: bool = True, cold_split: str = "auto") -> dict:
     """Recommend to the cold-start pool with each trained model and no training (paper §4.3).
 
     For every repetition and cold user, ``n`` outfits are revealed (J_c^+) and held-out positives
@@ -157,8 +156,10 @@ def run(run_dir, models=("teacher", "student_npair", "student_fnd", "contrastive
     revealed and each other one is ranked against ``ratio`` random-mixture negatives (fixed per
     seed, the main protocol's sampler over the cold split). Scores come from eqs. 20–24 by
     strategy; the reference rows cost nothing: ``population`` (every trained user, equal weights)
-    and ``nearest`` (the single most similar user). Models missing from the run folder raise; pass
-    only the ones you trained. Returns ``{"rows": [...], "skipped": {n: count}, "cold_split",
+    and ``nearest`` (the single most similar user). ``models``: stage folders, no default (the
+    notebook's list is :class:`Params`'s; :func:`execute` keeps those present); a model missing
+    from the run folder raises. The other defaults are :class:`Params`'s (a test holds them
+    equal). Returns ``{"rows": [...], "skipped": {n: count}, "cold_split",
     "cold_split_description", ...}`` where each row holds model, protocol, strategy,
     n_interactions, the mean and std over repetitions of AUC and NDCG, and ``candidate_digest`` /
     ``candidate_rows``: every row of a cell (protocol, n) — recommender strategies, a baseline's

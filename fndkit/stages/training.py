@@ -111,7 +111,7 @@ def baseline_config(run_dir: str | os.PathLike, model: str, **params) -> TrainCo
     return train_config(run_dir, "student", model=model, **merged)
 
 
-# The notebook behind each kind of training stage (``python -m fndkit.run train --stage KIND``).
+# The notebook behind each kind of training stage (``python -m fndkit train --stage KIND``).
 STAGE_NOTEBOOKS = {"teacher": "02_teacher", "student": "03_student", "contrastive": "04_contrastive",
                    "baseline": "07_baselines"}
 # Parameters of those notebooks that say where and how to run, not what to train (the rest are the config's).
@@ -145,7 +145,7 @@ class StagePlan:
 def plan_stage(kind: str, params: dict) -> StagePlan:
     """The training stage a notebook's parameters describe: the one code path of 02_teacher,
     03_student, 04_contrastive and 07_baselines (``kind`` teacher / student / contrastive /
-    baseline) and of ``python -m fndkit.run train --stage KIND``.
+    baseline) and of ``python -m fndkit train --stage KIND``.
 
     ``params``: the names of the notebook's ``parameters`` cell and their values (``run_dir``,
     ``seed``, ``overwrite`` … ``out_name`` where the notebook has one). The command line reads

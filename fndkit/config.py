@@ -8,6 +8,7 @@ thing and leaves the rest to the preset.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,6 +115,18 @@ def check_int(name: str, value: Any, low: int | None = None, hint: str = "",
     return int(value)
 
 
+def check_finite(name: str, value: Any, error: type[Exception] = None) -> Any:
+    """``value`` unchanged unless it is a non-finite number (``inf``, ``-inf``, ``nan``; also inside
+    a list or tuple): then one clear error naming ``name`` and the value. The one finite check
+    every float parameter of the library goes through (configs and each stage's ``Params``)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for v in items:
+        if isinstance(v, numbers.Real) and not isinstance(v, (bool, numbers.Integral)) and not math.isfinite(v):
+            raise (error or ConfigError)(f"{name}={value!r} must be a finite number ({v!r} is not); "
+                                         f"pass an ordinary value such as the default")
+    return value
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -202,6 +215,7 @@ class TrainConfig(_Base):
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and not isinstance(value, bool),
                    f"{name}={value!r} must be a number")
+            check_finite(name, value)
         _check(self.dim > 0 and self.heads > 0 and self.dim % self.heads == 0,
                f"dim={self.dim} must be a positive multiple of heads={self.heads}")
         _check(self.epochs >= 1, f"epochs={self.epochs} must be at least 1")
@@ -285,6 +299,7 @@ class DataConfig(_Base):
     appearance: str = "simple"
 
     def __post_init__(self):
+        check_finite("taste_breadth", self.taste_breadth)
         _check(self.appearance in APPEARANCES,
                f"appearance={self.appearance!r} is unknown; choose one of {APPEARANCES} ('rich': the "
                f"distillation benchmark, -p appearance rich -p image_size 64)")

@@ -310,9 +310,10 @@ class Params(StageParams):
 def execute_full(params: Params) -> dict:
     """08_false_negatives for ``params``: everything :func:`run` returns (tables included)."""
     seed_everything(params.seed)
-    return run(params.run_dir, teacher=params.teacher, alphas=params.alphas, alpha=params.alpha,
-               n_per_positive=params.n_per_positive, max_positives=params.max_positives, seed=params.seed,
-               device=params.device)
+    with RunFolder(params.run_dir).claimed(FALSE_NEGATIVES):  # one writer of its two files
+        return run(params.run_dir, teacher=params.teacher, alphas=params.alphas, alpha=params.alpha,
+                   n_per_positive=params.n_per_positive, max_positives=params.max_positives, seed=params.seed,
+                   device=params.device)
 
 
 def execute(params: Params, progress: bool = True) -> dict:

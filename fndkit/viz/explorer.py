@@ -493,12 +493,17 @@ def run_explorer(params: Params) -> tuple[SpaceExplorer, dict]:
     explorer = SpaceExplorer(run, model=params.model, student=params.student, users=params.users,
                              method=params.method, perplexity=params.perplexity,
                              n_neighbours=params.n_neighbours, n_negatives=params.n_negatives, seed=params.seed)
-    export_static(explorer.frame, run.path(EXPLORER, f"space_{params.method}"))
     metrics = {"model": params.model, "student": explorer.models.student_name, "alpha": explorer.models.alpha,
                "method": params.method, "perplexity": params.perplexity, "n_neighbours": params.n_neighbours,
                "n_negatives": params.n_negatives, "seed": params.seed, "users": explorer.users,
                "per_user": P.flag_counts(explorer.frame)}
-    run.write_metrics(EXPLORER, metrics)
+    # one writer; each projection method keeps its own result (space_<method>.* and its entry in
+    # "methods"): a PCA run and a t-SNE run on one folder leave both; the top level is the latest
+    with run.claimed(EXPLORER):
+        export_static(explorer.frame, run.path(EXPLORER, f"space_{params.method}"))
+        earlier = run.read_metrics(EXPLORER).get("methods", {}) if run.metrics_path(EXPLORER).exists() else {}
+        metrics["methods"] = {**earlier, params.method: {k: v for k, v in metrics.items() if k != "methods"}}
+        run.write_metrics(EXPLORER, metrics)
     return explorer, metrics
 
 

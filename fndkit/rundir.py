@@ -15,14 +15,23 @@ the checkout holding ``notebooks/`` and this package. ``FNDKIT_PROJECT_ROOT`` ov
 project root: a relative path stays relative to the working directory, and errors say so.
 
 **Stages.** A stage folder (``teacher/``, ``student_fnd/`` …) is *finished* when its
-``metrics.json`` exists. Asked again with the same config it is reused; with another config it is
+``metrics.json`` exists and every file its reuse needs loads (``checkpoint.pt`` for a trained
+model; :meth:`RunFolder.status`'s ``requires``); with ``metrics.json`` but one of those missing or
+unreadable it is refused by name (overwrite=True trains it again). Asked again with the same
+config it is reused (the device it ran on is not part of the config); with another config it is
 refused (never silently overwritten); a folder with ``last.pt`` but no metrics is resumed.
+Every JSON file of the folder is read through :meth:`RunFolder.read_json`, so a corrupt one is a
+:class:`StageError` naming it and the fix. A training stage never writes into the run's own
+inputs (:meth:`RunFolder.check_out_name`).
 
 **One writer per stage folder.** :meth:`RunFolder.begin_stage` first *claims* the stage folder:
 it creates ``<stage>/.claim.json`` (host, pid, the pid's start time, when, and a heartbeat a daemon
 thread refreshes every ``CLAIM_HEARTBEAT_S`` = 10 s) and holds it until :meth:`RunFolder.end_stage`
 (the stage finished, failed or was interrupted). Only then does it apply the rules above, so two
 processes asking for one stage never both train it. Under torchrun rank 0 alone claims.
+
+Stages that apply their own reuse rule (the data, the pre-training, the analyses) hold the same
+claim with :meth:`RunFolder.claimed`.
 
 *A second process waits* for the holder (one line naming its host, pid and start), polling every
 ``CLAIM_POLL_S``, then applies the same rules: a finished run with the same config is reused, one
@@ -39,8 +48,9 @@ lease ``CLAIM_LEASE_S`` = 60 s (the hosts' clocks must agree to well within that
 one line, and the resume rules above follow (a partial stage resumes from its ``last.pt``). Looking
 at and replacing a claim happens under an exclusive ``flock`` on ``<stage>/.claim.lock`` (a lock
 the kernel drops when its process dies, so it is never stale; the file is removed after each use),
-so two waiters never both take over. A claim file that cannot be read is taken as abandoned once
-it is older than the lease; before that it is an error naming the file. In a folder this process
+so two waiters never both take over. A claim file that cannot be read (not UTF-8, not JSON, cut
+short) is abandoned: a holder writes its claim whole under that lock, so such a file holds no live
+holder; it is taken over with the same one line. In a folder this process
 may not write (a read-only run folder) there is no claim: a finished stage is reused as before
 and the first write fails with the usual error.
 """
@@ -59,6 +69,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +373,10 @@ class RunFolder:
                 self._dataset = OutfitDataset.load(self.data_dir)
             except CorruptFile as exc:
                 raise StageError(str(exc)) from None
+            except (FileNotFoundError, EOFError, zipfile.BadZipFile) as exc:  # a file of it missing or cut short
+                raise StageError(f"the dataset in {self.data_dir} does not load ({type(exc).__name__}: "
+                                 f"{str(exc)[:200]}); delete that data/ folder, or rerun "
+                                 f"notebooks/00_data.ipynb with overwrite=True") from None
         return self._dataset
 
     def data_source(self) -> str:

@@ -320,6 +320,14 @@ def test_missing_dataset_json_is_named(run):
     assert "data/ folder is missing" not in str(caught.value)
 
 
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_dataset_with_a_broken_table_is_named(run, damage):
+    tables = run / "data" / "tables.npz"
+    tables.unlink() if damage == "missing" else tables.write_bytes(tables.read_bytes()[:100])
+    with pytest.raises(StageError, match=r"the dataset in .*data does not load .*rerun notebooks/00_data"):
+        data.run(run, DataConfig(scale="tiny", seed=0))   # the same config: reuse needs it to load
+
+
 def test_reusing_a_finished_teacher_leaves_its_training_curve(run, monkeypatch):
     from fndkit.viz.figures import training_figure
 

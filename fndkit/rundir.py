@@ -179,16 +179,23 @@ def resolve_path(path: str | os.PathLike) -> Path:
 
 
 def check_run_dir(run_dir: Any) -> Path:
-    """The run folder ``run_dir`` names, checked before any work: a folder, or a path where one can
-    be created (not a file, not under a file, in a folder this process may write). One
-    :class:`StageError` line naming the path and the fix otherwise; creates nothing."""
+    """The run folder ``run_dir`` names, checked before any work: an existing folder (a read-only
+    one too: its finished stages can be reused), or a path where one can be created (not under a
+    file, in a folder this process may write). One :class:`StageError` line naming the path and
+    the fix otherwise; creates nothing. What the command line calls on ``--run-dir``."""
     if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir).strip():
         raise StageError(f"run_dir={run_dir!r} must be a folder (a string such as 'outputs/demo')")
     path = resolve_path(run_dir)
-    if path.exists() and not path.is_dir():
-        raise StageError(f"run_dir={str(run_dir)!r} points at {path}, which is a file, not a folder; "
-                         f"pass a folder such as 'outputs/demo'")
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    try:
+        if path.is_dir():
+            return path
+        if path.exists():
+            raise StageError(f"run_dir={str(run_dir)!r} points at {path}, which is a file, not a folder; "
+                             f"pass a folder such as 'outputs/demo'")
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except OSError as exc:
+        raise StageError(f"run_dir={str(run_dir)!r}: cannot look at {path} ({exc.strerror or exc}); pass "
+                         f"another run_dir") from None
     if not existing.is_dir():
         raise StageError(f"run_dir={str(run_dir)!r} ({path}) lies under {existing}, which is a file; "
                          f"pass a folder such as 'outputs/demo'")

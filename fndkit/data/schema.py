@@ -22,7 +22,6 @@ files), and ``truth.npz`` for synthetic data.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -385,7 +384,8 @@ def _load_images(desc: dict, folder: Path, mmap: bool) -> Any:
     if desc["kind"] == "array":
         return ArrayImages(np.load(folder / desc["file"], mmap_mode="r" if mmap else None))
     if desc["kind"] == "files":
-        return FileImages.from_description(json.loads((folder / desc["file"]).read_text()))
+        return FileImages.from_description(read_json(folder / desc["file"], fix=f"delete the data folder {folder}, "
+                                                     f"or rerun notebooks/00_data.ipynb with overwrite=True"))
     raise DatasetError(f"unknown image store kind {desc['kind']!r} in {folder / 'dataset.json'}")
 
 

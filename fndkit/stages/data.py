@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from ..artifacts import jsonable
+from ..artifacts import jsonable, read_json
 from ..config import DataConfig
 from ..data.decode import decode_store
 from ..data.folder import ITEMS_FILE, OUTFITS_FILE, is_outfit_folder, read_outfit_folder
@@ -106,7 +106,7 @@ def decoded_images(ds: OutfitDataset, folder: str | os.PathLike, progress: bool 
     files = ds.images
     stats: dict = {}
     pixels = decode_store(files, folder, progress=progress, origin=_origin_of(ds), stats=stats)
-    release = json.loads((Path(folder) / "store.json").read_text())["release"]   # what decode_store checked
+    release = read_json(Path(folder) / "store.json", fix=f"delete {folder} and rerun 00_data (it decodes again)")["release"]
     ds.meta = {**ds.meta, "decoded_store": {"folder": str(folder), "release": release,
                                           "decoded_from": str(files.root), "kind": files.kind}}
     if stats.get("decoded"):

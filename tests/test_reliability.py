@@ -372,8 +372,9 @@ def test_run_dir_is_checked_before_any_work(tmp_path):
 @pytest.mark.parametrize("make,pattern", [
     (lambda: pretrain_stage.Params(epochs=0), r"epochs=0 must be an integer >= 1"),
     (lambda: pretrain_stage.Params(aux_sets=-1), r"aux_sets=-1 must be an integer >= 1"),
-    (lambda: training.TeacherParams(epochs=0), r"epochs=0 must be an integer >= 1"),
-    (lambda: training.StudentParams(max_steps_per_epoch=0), r"max_steps_per_epoch=0 must be an integer >= 1"),
+    (lambda: training.TeacherParams(epochs=0), r"epochs=0 must be at least 1"),
+    (lambda: training.StudentParams(max_steps_per_epoch=0), r"max_steps_per_epoch=0 must be at least 1"),
+    (lambda: training.StudentParams(epochs=1.5), r"epochs=1.5 must be an integer"),
 ])
 def test_params_refuse_counts_below_one(make, pattern):
     with pytest.raises(ConfigError, match=pattern):

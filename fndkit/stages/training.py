@@ -341,7 +341,9 @@ class _TrainingParams(StageParams):
         for name in ("epochs", "max_steps_per_epoch", "budget_epochs"):  # None: the preset / every batch
             value = getattr(self, name, None)
             if value is not None:
-                check_int(name, value, 1, " (or None for the preset)")
+                check_int(name, value, None, " (or None for the preset)")
+                if value < 1:  # 0 once meant "no cap" at the command line: never silently
+                    raise ConfigError(f"{name}={value!r} must be at least 1 (or None for the preset)")
 
     def plan(self) -> StagePlan:
         """The stage these parameters describe (folder name, config), without training."""

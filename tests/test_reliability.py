@@ -181,6 +181,21 @@ def test_cold_start_is_reused_by_configuration(run, monkeypatch):
     assert other["repetitions"] == 2 and RunFolder(run).read_metrics("cold_start")["repetitions"] == 2
 
 
+def test_false_negative_lab_is_reused_by_configuration_and_inputs(run, monkeypatch):
+    params = false_negatives.Params(run_dir=str(run), max_positives=50, device="cpu")
+    first = false_negatives.execute(params)
+    monkeypatch.setattr(false_negatives, "run", lambda *a, **k: pytest.fail("same configuration: reuse"))
+    assert false_negatives.execute(params.replace(device="auto")) == jsonable(first)
+    monkeypatch.undo()
+    ckpt = run / "teacher" / "checkpoint.pt"   # a retrained teacher is another input
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))
+    calls = []
+    real = false_negatives.run
+    monkeypatch.setattr(false_negatives, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    false_negatives.execute(params)
+    assert calls == [1]
+
+
 # --------------------------------------------------------------------------------------------
 # 2. Finite numbers only
 

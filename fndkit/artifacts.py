@@ -80,13 +80,17 @@ def _fsync_tree(target: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     Works for files and folders. On an exception the temporary is removed and ``path`` is left
     exactly as it was; a full disk or a read-only folder is reported naming ``path`` and the fix
     (:func:`explain_write_error`). A process killed mid-write leaves only a ``.<name>.tmp-*``
     sibling, which nothing reads (a stage removes it when it starts again).
+
+    keep: when ``path`` is a folder being replaced, names of its files that the new folder keeps
+    (hard links to the same files, made at the swap): the stage claim (``.claim.json``), so the
+    folder stays claimed by the process that writes it.
     """
     path = Path(path)
     try:
@@ -100,6 +104,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if target.exists():
             _fsync_tree(target)
         if path.is_dir() and not path.is_symlink():
+            for name in keep:
+                if (path / name).exists() and target.is_dir() and not (target / name).exists():
+                    os.link(path / name, target / name)
             backup = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, backup)
             os.replace(target, path)
@@ -122,11 +129,29 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return Path(path)
 
 
-def read_json(path: str | os.PathLike) -> Any:
+class CorruptFile(ValueError):
+    """A run-folder file exists but cannot be read (not valid JSON, not UTF-8, a truncated or
+    foreign checkpoint); the message names the file and the fix."""
+
+
+DEFAULT_FIX = "delete it and rerun the stage that writes it (overwrite=True)"
+
+
+def read_json(path: str | os.PathLike, fix: str | None = None) -> Any:
+    """The JSON document at ``path``: the one reader of the run folder's JSON files.
+
+    A missing file is a ``FileNotFoundError``; a file that is not UTF-8 or not valid JSON is a
+    :class:`CorruptFile` naming it, where it broke and ``fix`` (what to do about it)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        where = f"byte {exc.start}: not UTF-8"
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    raise CorruptFile(f"{path} is not valid JSON ({where}); {fix or DEFAULT_FIX}")
 
 
 def save_checkpoint(path: str | os.PathLike, *, state_dict: dict, config: dict,
@@ -165,8 +190,10 @@ def _os_error_in(exc: BaseException) -> OSError | None:
     return None
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | None = "cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+def load_checkpoint(path: str | os.PathLike, map_location: str | None = "cpu", mmap: bool = False) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``); a truncated,
+    corrupt or foreign file is a :class:`CorruptFile` naming it. ``mmap``: map the tensors
+    instead of reading them (a cheap check that the file loads)."""
     import torch
 
     path = Path(path)
@@ -175,13 +202,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | None = "cpu") -
             f"no checkpoint at {path}; run the notebook that trains it first "
             f"(e.g. notebooks/02_teacher.ipynb for run_dir/teacher)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # truncated, corrupt or a foreign pickle: torch says it obscurely
         reason = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ValueError(f"cannot read checkpoint {path}: it is truncated, corrupt or not an fndkit "
+        raise CorruptFile(f"cannot read checkpoint {path}: it is truncated, corrupt or not an fndkit "
                          f"checkpoint ({type(exc).__name__}: {reason}); delete it and rerun the stage "
                          f"that writes it (overwrite=True)") from None
     if not isinstance(payload, dict) or payload.get("format") != "fndkit-checkpoint-1":
-        raise ValueError(f"{path} is not an fndkit checkpoint (missing format tag); delete it and rerun "
+        raise CorruptFile(f"{path} is not an fndkit checkpoint (missing format tag); delete it and rerun "
                          f"the stage that writes it (overwrite=True)")
     return payload

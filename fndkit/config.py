@@ -117,6 +117,18 @@ def check_int(name: str, value: Any, low: int | None = None, hint: str = "",
     return int(value)
 
 
+def check_finite(name: str, value: Any, error: type[Exception] = None) -> Any:
+    """``value`` unchanged unless it is a non-finite number (``inf``, ``-inf``, ``nan``; also inside
+    a list or tuple): then one clear error naming ``name`` and the value. The one finite check
+    every float parameter of the library goes through (configs and each stage's ``Params``)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for v in items:
+        if isinstance(v, numbers.Real) and not isinstance(v, (bool, numbers.Integral)) and not math.isfinite(v):
+            raise (error or ConfigError)(f"{name}={value!r} must be a finite number ({v!r} is not); "
+                                         f"pass an ordinary value such as the default")
+    return value
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -214,6 +226,7 @@ class TrainConfig(_Base):
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and not isinstance(value, bool),
                    f"{name}={value!r} must be a number")
+            check_finite(name, value)
         for name in ("kd_weight", "kd_temperature"):
             value = getattr(self, name)
             _check(math.isfinite(value), f"{name}={value!r} must be a finite number")
@@ -317,6 +330,7 @@ class DataConfig(_Base):
     appearance: str = "simple"
 
     def __post_init__(self):
+        check_finite("taste_breadth", self.taste_breadth)
         _check(self.appearance in APPEARANCES,
                f"appearance={self.appearance!r} is unknown; choose one of {APPEARANCES} ('rich': the "
                f"distillation benchmark, -p appearance rich -p image_size 64)")

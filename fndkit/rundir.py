@@ -15,17 +15,25 @@ the checkout holding ``notebooks/`` and this package. ``FNDKIT_PROJECT_ROOT`` ov
 project root: a relative path stays relative to the working directory, and errors say so.
 
 **Stages.** A stage folder (``teacher/``, ``student_fnd/`` …) is *finished* when its
-``metrics.json`` exists. Asked again with the same config it is reused; with another config it is
-refused (never silently overwritten; the message names each differing key with both values); a
-folder with ``last.pt`` but no metrics is resumed ("resuming <stage> from epoch k of n"), any other
-is started ("starting <stage>"). The device is no part of a config's identity: where a run happens
-is not what it is (:data:`~fndkit.config.RUN_ONLY_KEYS`).
+``metrics.json`` exists and every file its reuse needs loads (``checkpoint.pt`` for a trained
+model; :meth:`RunFolder.status`'s ``requires``); with ``metrics.json`` but one of those missing or
+unreadable it is refused by name (overwrite=True trains it again). Asked again with the same
+config it is reused; with another config it is refused (never silently overwritten; the message
+names each differing key with both values); a folder with ``last.pt`` but no metrics is resumed
+("resuming <stage> from epoch k of n"), any other is started ("starting <stage>"). The device is
+no part of a config's identity: where a run happens is not what it is
+(:data:`~fndkit.config.RUN_ONLY_KEYS`). Every JSON file of the folder is read through
+:meth:`RunFolder.read_json`, so a corrupt one is a :class:`StageError` naming it and the fix. A
+training stage never writes into the run's own inputs (:meth:`RunFolder.check_out_name`).
 
 **One writer per stage folder.** :meth:`RunFolder.begin_stage` first *claims* the stage folder:
 it creates ``<stage>/.claim.json`` (host, pid, the pid's start time, when, and a heartbeat a daemon
 thread refreshes every ``CLAIM_HEARTBEAT_S`` = 10 s) and holds it until :meth:`RunFolder.end_stage`
 (the stage finished, failed or was interrupted). Only then does it apply the rules above, so two
 processes asking for one stage never both train it. Under torchrun rank 0 alone claims.
+
+Stages that apply their own reuse rule (the data, the pre-training, the analyses) hold the same
+claim with :meth:`RunFolder.claimed`.
 
 *A second process waits* for the holder (one line naming its host, pid and start), polling every
 ``CLAIM_POLL_S``, then applies the same rules: a finished run with the same config is reused, one
@@ -42,8 +50,9 @@ lease ``CLAIM_LEASE_S`` = 60 s (the hosts' clocks must agree to well within that
 one line, and the resume rules above follow (a partial stage resumes from its ``last.pt``). Looking
 at and replacing a claim happens under an exclusive ``flock`` on ``<stage>/.claim.lock`` (a lock
 the kernel drops when its process dies, so it is never stale; the file is removed after each use),
-so two waiters never both take over. A claim file that cannot be read is taken as abandoned once
-it is older than the lease; before that it is an error naming the file. In a folder this process
+so two waiters never both take over. A claim file that cannot be read (not UTF-8, not JSON, cut
+short) is abandoned: a holder writes its claim whole under that lock, so such a file holds no live
+holder; it is taken over with the same one line. In a folder this process
 may not write (a read-only run folder) there is no claim: a finished stage is reused as before
 and the first write fails with the usual error.
 """
@@ -59,15 +68,18 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import baselines  # noqa: F401  (a run folder may hold baseline checkpoints: register them)
-from .artifacts import TMP_MARK, explain_write_error, jsonable, load_checkpoint, read_json, write_json
+from .artifacts import (TMP_MARK, CorruptFile, explain_write_error, jsonable, load_checkpoint, read_json,
+                        write_json)
 from .config import PAPER_DEFAULTS, TrainConfig, identity
 from .data.schema import DatasetError, OutfitDataset
 from .models.registry import load_model
@@ -79,8 +91,16 @@ COLD_START = "cold_start"
 EXPLORER = "explorer"
 FALSE_NEGATIVES = "false_negatives"
 NOTEBOOKS = "notebooks"
+DECODED_IMAGES = "decoded_images"   # 00_data's decoded image store (fndkit.stages.data)
+PRETRAIN = "pretrain"               # the teacher's pre-trained weights (fndkit.stages.pretrain)
 # Folders that hold something other than a trained recommender.
-NOT_MODELS = frozenset({DATA, AUTOENCODER, COLD_START, EXPLORER, FALSE_NEGATIVES, NOTEBOOKS})
+NOT_MODELS = frozenset({DATA, AUTOENCODER, COLD_START, EXPLORER, FALSE_NEGATIVES, NOTEBOOKS, DECODED_IMAGES,
+                        PRETRAIN})
+# The notebook that writes each stage folder (for "rerun X" in an error); a training stage by prefix.
+WRITERS = {DATA: "00_data", AUTOENCODER: "01_autoencoder", TEACHER: "02_teacher", COLD_START: "05_cold_start",
+           EXPLORER: "06_explorer", FALSE_NEGATIVES: "08_false_negatives", DECODED_IMAGES: "00_data"}
+# What a finished stage needs besides its metrics.json and config.json to be reused (see status).
+TRAINED_FILES = ("checkpoint.pt",)
 # Keys of a stage's config.json that describe where it ran, not what it is: a run folder that was
 # moved or reached through another relative path still matches its finished stages.
 LOCATION_KEYS = ("run_dir",)
@@ -90,6 +110,7 @@ CLAIM_LOCK = ".claim.lock"
 CLAIM_LEASE_S = 60.0      # a claim on another host whose heartbeat is older than this is abandoned
 CLAIM_HEARTBEAT_S = 10.0  # how often the holder refreshes its heartbeat
 CLAIM_POLL_S = 0.5        # how often a waiting process looks again
+_HELD: set = set()        # (folder, thread) pairs holding a claim through RunFolder.claimed
 
 
 class StageError(RuntimeError):
@@ -105,6 +126,23 @@ class StageStatus(str, enum.Enum):
     FINISHED_SAME = "finished-same"      # reuse
     FINISHED_OTHER = "finished-other"    # refuse unless overwrite
     PARTIAL = "partial"                  # resume from last.pt
+    INCOMPLETE = "incomplete"            # metrics.json, but a file its reuse needs is missing or unreadable: refuse
+
+
+def writer_of(stage: str) -> str:
+    """The notebook that writes stage folder ``stage`` (for the fix in an error message)."""
+    if stage in WRITERS:
+        return f"notebooks/{WRITERS[stage]}.ipynb"
+    if stage.startswith("student"):
+        return "notebooks/03_student.ipynb"
+    if stage.startswith("contrastive"):
+        return "notebooks/04_contrastive.ipynb"
+    return "the stage that wrote it"
+
+
+def fix_for(stage: str) -> str:
+    """What to do about a corrupt file of stage folder ``stage``."""
+    return f"delete the {stage} folder, or rerun {writer_of(stage)} with overwrite=True"
 
 
 def project_root() -> Path | None:
@@ -159,6 +197,35 @@ def portable_path(path: str | os.PathLike) -> str:
     if not rel.parts or (root / NOTEBOOKS / rel).exists():
         return str(p)
     return rel.as_posix()
+
+
+def check_run_dir(run_dir: Any) -> Path:
+    """The run folder ``run_dir`` names, checked before any work: an existing folder (a read-only
+    one too: its finished stages can be reused), or a path where one can be created (not under a
+    file, in a folder this process may write). One :class:`StageError` line naming the path and
+    the fix otherwise; creates nothing. What the command line calls on ``--run-dir``."""
+    if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir).strip():
+        raise StageError(f"run_dir={run_dir!r} must be a folder (a string such as 'outputs/demo')")
+    path = resolve_path(run_dir)
+    try:
+        if path.is_dir():
+            return path
+        if path.exists():
+            raise StageError(f"run_dir={str(run_dir)!r} points at {path}, which is a file, not a folder; "
+                             f"pass a folder such as 'outputs/demo'")
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except OSError as exc:
+        raise StageError(f"run_dir={str(run_dir)!r}: cannot look at {path} ({exc.strerror or exc}); pass "
+                         f"another run_dir") from None
+    if not existing.is_dir():
+        raise StageError(f"run_dir={str(run_dir)!r} ({path}) lies under {existing}, which is a file; "
+                         f"pass a folder such as 'outputs/demo'")
+    try:  # the one sure test of "may create a folder here" (access() says yes to root on /proc)
+        os.rmdir(tempfile.mkdtemp(prefix=".fndkit-check-", dir=existing))
+    except OSError as exc:
+        raise StageError(f"run_dir={str(run_dir)!r}: cannot create folders in {existing} "
+                         f"({exc.strerror or exc}); make it writable, or pass another run_dir") from None
+    return path
 
 
 def _where(path: Path) -> str:
@@ -234,6 +301,41 @@ class RunFolder:
                 found[int(digits)] = p
         return dict(sorted(found.items()))
 
+    def read_json(self, path: str | os.PathLike) -> Any:
+        """The JSON file ``path`` of this run folder: the one reader. A corrupt file is a
+        :class:`StageError` naming it and the fix (delete its stage folder or rerun the stage)."""
+        path = Path(path)
+        try:
+            rel = path.resolve().relative_to(self.root)
+            stage = rel.parts[0] if len(rel.parts) > 1 else None
+        except ValueError:
+            stage = path.parent.name
+        try:
+            return read_json(path, fix=fix_for(stage) if stage else None)
+        except CorruptFile as exc:
+            raise StageError(str(exc)) from None
+
+    def check_loads(self, path: str | os.PathLike) -> str | None:
+        """Why ``path`` (a JSON file or a checkpoint) cannot be used, or None when it loads."""
+        path = Path(path)
+        if not path.exists():
+            return f"{path.name} is missing"
+        try:
+            if path.suffix == ".json":
+                read_json(path)
+            elif path.suffix == ".npy":
+                np.load(path, mmap_mode="r")
+            elif path.suffix != ".pt":
+                pass  # exists: that is all a stage asks of it
+            elif path.name in ("checkpoint.pt", "last.pt"):
+                load_checkpoint(path, mmap=True)
+            else:  # a plain state-dict file (pre-trained weights)
+                import torch
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # noqa: BLE001  (torch says "corrupt" in many ways)
+            return f"{path.name} does not load ({str(exc).split(';')[0][:200]})"
+        return None
+
     def checkpoint(self, stage: str) -> Path:
         """``<stage>/checkpoint.pt`` (``stage`` may also be a folder or a ``.pt`` path); a clear
         error naming the notebook to run when it is missing."""
@@ -273,9 +375,17 @@ class RunFolder:
 
     def data_description(self) -> dict:
         self.require_data()
-        return read_json(self.data_dir / "dataset.json")
+        return self.read_json(self.data_dir / "dataset.json")
 
     def require_data(self) -> None:
+        if self.data_dir.is_dir() and not self.has_data() and (self.data_dir / CLAIM_FILE).exists():
+            raise StageError(f"the dataset in {self.data_dir} is being written right now (see its "
+                             f"{CLAIM_FILE}); wait for that 00_data to end and run again")
+        if self.data_dir.is_dir() and not self.has_data():
+            raise StageError(
+                f"the dataset in {_where(self.data_dir)} is incomplete: its dataset.json is missing. "
+                f"Delete that data/ folder and rerun notebooks/00_data.ipynb with run_dir={str(self.root)!r} "
+                f"(or pass overwrite=True to 00_data)")
         if not self.has_data():
             raise StageError(
                 f"no dataset in {_where(self.root)}: its data/ folder is missing. Fill it with "
@@ -287,7 +397,14 @@ class RunFolder:
         """The dataset 00_data wrote (loaded once per RunFolder, memory-mapped)."""
         if self._dataset is None:
             self.require_data()
-            self._dataset = OutfitDataset.load(self.data_dir)
+            try:
+                self._dataset = OutfitDataset.load(self.data_dir)
+            except CorruptFile as exc:
+                raise StageError(str(exc)) from None
+            except (FileNotFoundError, EOFError, zipfile.BadZipFile) as exc:  # a file of it missing or cut short
+                raise StageError(f"the dataset in {self.data_dir} does not load ({type(exc).__name__}: "
+                                 f"{str(exc)[:200]}); delete that data/ folder, or rerun "
+                                 f"notebooks/00_data.ipynb with overwrite=True") from None
         return self._dataset
 
     def data_source(self) -> str:
@@ -313,17 +430,24 @@ class RunFolder:
         return "real"
 
     # ---------------------------------------------------------------- stages
-    def status(self, stage: str, config: dict) -> StageStatus:
-        """new / finished-same (reuse) / finished-other (refuse) / partial (resume)."""
+    def status(self, stage: str, config: dict, requires: tuple[str, ...] = ()) -> StageStatus:
+        """new / finished-same (reuse) / finished-other (refuse) / partial (resume) / incomplete
+        (refuse: a ``metrics.json``, but one of ``requires`` — the files its reuse needs, e.g.
+        ``checkpoint.pt`` — is missing or does not load). A corrupt ``metrics.json`` or
+        ``config.json`` is a :class:`StageError` naming it."""
         folder = self.stage_dir(stage)
         if (folder / "metrics.json").exists():
-            old = read_json(folder / "config.json") if (folder / "config.json").exists() else None
+            self.read_json(folder / "metrics.json")
+            old = self.read_json(folder / "config.json") if (folder / "config.json").exists() else None
+            if any(self.check_loads(folder / name) for name in requires):
+                return StageStatus.INCOMPLETE
             return (StageStatus.FINISHED_SAME if _what(old) == _what(jsonable(config))
                     else StageStatus.FINISHED_OTHER)
         return StageStatus.PARTIAL if (folder / "last.pt").exists() else StageStatus.NEW
 
     def begin_stage(self, stage: str, config: dict, overwrite: bool = False,
-                    claim_timeout: float | None = None) -> tuple[StageStatus, dict | None]:
+                    claim_timeout: float | None = None,
+                    requires: tuple[str, ...] = ()) -> tuple[StageStatus, dict | None]:
         """Claim ``stage`` and decide what to do with it, asked for with ``config``.
 
         Waits while another process holds the stage's claim (``claim_timeout``: None waits as long
@@ -332,7 +456,8 @@ class RunFolder:
         claim released), else None after the folder is ready for (re)training and ``config.json``
         written, with the claim held until :meth:`end_stage`. Refuses a finished run with another
         config unless ``overwrite``; a partial run with another config is started over (its
-        last.pt cannot be resumed with other settings).
+        last.pt cannot be resumed with other settings). ``requires``: the files a finished run
+        needs to be reused (see :meth:`status`); without one it is refused by name.
         """
         check_overwrite(overwrite)
         folder = self.stage_dir(stage)
@@ -341,7 +466,7 @@ class RunFolder:
                              f"end_stage({stage!r}) first")
         claim = StageClaim.acquire(folder, claim_timeout)
         try:
-            status, finished = self._decide(folder, stage, config, overwrite)
+            status, finished = self._decide(folder, stage, config, overwrite, tuple(requires))
         except BaseException:
             if claim is not None:
                 claim.release()
@@ -362,22 +487,28 @@ class RunFolder:
 
     def _other_config(self, stage: str, config: dict) -> StageError:
         folder = self.stage_dir(stage)
-        old = read_json(folder / "config.json") if (folder / "config.json").exists() else None
+        old = self.read_json(folder / "config.json") if (folder / "config.json").exists() else None
         diff = "; ".join(config_differences(old, config)) or "its config.json is missing"
         return StageError(f"{folder} holds a finished run with another config ({diff}); pass a new "
                           f"out_name, or overwrite=True to replace it")
 
-    def _decide(self, folder: Path, stage: str, config: dict, overwrite: bool) -> tuple[StageStatus, dict | None]:
+    def _decide(self, folder: Path, stage: str, config: dict, overwrite: bool,
+                requires: tuple[str, ...] = ()) -> tuple[StageStatus, dict | None]:
         """:meth:`begin_stage` once the claim is held: today's reuse / refuse / resume rules."""
-        status = self.status(stage, config)
-        if status is StageStatus.FINISHED_SAME and not overwrite:
+        # overwrite reads nothing of the old run (a corrupt file there must not stop its replacement)
+        status = StageStatus.NEW if overwrite else self.status(stage, config, requires)
+        if status is StageStatus.FINISHED_SAME:
             print(f"{folder} already holds a finished run with this config; reusing it "
                   f"(pass overwrite=True to retrain)")
-            return status, read_json(folder / "metrics.json")
-        if status is StageStatus.FINISHED_OTHER and not overwrite:
+            return status, self.read_json(folder / "metrics.json")
+        if status is StageStatus.FINISHED_OTHER:
             raise self._other_config(stage, config)
+        if status is StageStatus.INCOMPLETE:
+            why = "; ".join(w for w in (self.check_loads(folder / n) for n in requires) if w)
+            raise StageError(f"{folder} has a metrics.json but cannot be reused: {why}. Put the file back, "
+                             f"or rerun {writer_of(stage)} with overwrite=True to train it again")
         if status is StageStatus.PARTIAL and (folder / "config.json").exists():
-            old = read_json(folder / "config.json")
+            old = self.read_json(folder / "config.json")
             if _what(old) != _what(jsonable(config)):
                 print(f"{folder} holds an unfinished run with another config "
                       f"({'; '.join(config_differences(old, config))}); starting over")
@@ -393,6 +524,54 @@ class RunFolder:
             shutil.rmtree(stale, ignore_errors=True)  # a write cut short by a kill: never read
         write_json(folder / "config.json", {**config, "run_dir": str(self.root)})
         return status, None
+
+    @contextlib.contextmanager
+    def claimed(self, stage: str, claim_timeout: float | None = None):
+        """Hold the claim on ``stage``'s folder for the block: the one-writer rule of
+        :meth:`begin_stage` for a stage that applies its own reuse / refuse rule inside (the
+        data stage, the pre-training, the analyses). Re-entrant within one thread (a stage that
+        calls another function claiming the same folder); another process waits as in
+        :meth:`begin_stage`."""
+        folder = self.stage_dir(stage)
+        key = (str(folder), threading.get_ident())
+        if key in _HELD:
+            yield
+            return
+        claim = StageClaim.acquire(folder, claim_timeout)
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+            if claim is not None:
+                claim.release()
+
+    def inputs_of(self, stages: list[str]) -> dict:
+        """What an analysis read, to key its result by: the dataset's fingerprint and, per stage,
+        its checkpoint's size and modification time (a retrained model is another input)."""
+        inputs = {"dataset": self.data_description().get("fingerprint") if self.has_data() else None}
+        for stage in stages:
+            ckpt = self.stage_dir(stage) / "checkpoint.pt"
+            st = ckpt.stat() if ckpt.exists() else None
+            inputs[stage] = [st.st_size, st.st_mtime_ns] if st else None
+        return inputs
+
+    def check_out_name(self, stage: str, reads: tuple[str | os.PathLike | None, ...] = ()) -> str:
+        """``stage`` as the folder a training stage writes: refused when it is one of the run
+        folder's own inputs (data, the autoencoder, the decoded images, the notebooks, the
+        pre-training, the analyses' folders) or a folder this stage reads (``reads``: its teacher,
+        its autoencoder) — before anything is deleted, overwrite or not."""
+        folder = self.stage_dir(stage)
+        taken = {name: f"the run folder's {name}/ (written by {writer_of(name)})" for name in NOT_MODELS}
+        for given in reads:
+            if given is not None:
+                path = self.stage_dir(given) if isinstance(given, str) and "/" not in given else resolve_path(given)
+                taken[path.name if path.parent == self.root else str(path)] = f"the folder it reads ({path})"
+        why = taken.get(stage) or taken.get(str(folder))
+        if why:
+            raise StageError(f"out_name={stage!r} would write into {why}, an input of this run; "
+                             f"pass another out_name (e.g. the default, out_name=None)")
+        return stage
 
     def end_stage(self, stage: str) -> None:
         """Release the claim :meth:`begin_stage` took on ``stage`` (the stage finished, failed or
@@ -415,18 +594,18 @@ class RunFolder:
         return True
 
     def read_metrics(self, stage: str) -> dict:
-        return read_json(self.metrics_path(stage))
+        return self.read_json(self.metrics_path(stage))
 
     def write_metrics(self, stage: str, metrics: dict) -> Path:
         return write_json(self.metrics_path(stage), metrics)
 
     def read_history(self, stage: str) -> list[dict]:
         """The per-epoch records ``fit()`` wrote for ``stage``."""
-        return read_json(self.path(stage, "history.json"))
+        return self.read_json(self.path(stage, "history.json"))
 
     def read_config(self, stage: str) -> dict:
         path = self.path(stage, "config.json")
-        return read_json(path) if path.exists() else {}
+        return self.read_json(path) if path.exists() else {}
 
     def training_progress(self, since: float = 0.0) -> dict | None:
         """The training stage that changed last after ``since`` (a ``time.time()``), for a live
@@ -458,7 +637,7 @@ class RunFolder:
                     continue
                 history_path = self.path(stage, "history.json")
                 history = read_json(history_path) if history_path.exists() else []
-            except (OSError, ValueError):  # the folder went away (overwrite) while being read
+            except (OSError, ValueError, StageError):  # the folder went away (overwrite) while being read
                 continue
             return {"stage": stage, "epochs": train.get("epochs"), "history": history,
                     "finished": self.metrics_path(stage).exists()}
@@ -480,14 +659,26 @@ class RunFolder:
         where = str(teacher_dir) if teacher_dir else TEACHER
         try:
             model, payload = self.load_model(where, device=device)
+            if self.checkpoint(where).name == "checkpoint.pt":  # a stage folder, not a snapshot file
+                self._require_finished(self.checkpoint(where).parent)
         except (StageError, ValueError) as exc:  # name the parameter that pointed there
-            raise type(exc)(f"teacher_dir={teacher_dir!r}: {exc}" if teacher_dir else str(exc)) from None
+            kind = type(exc) if type(exc) in (StageError, ValueError, CorruptFile) else StageError
+            raise kind(f"teacher_dir={teacher_dir!r}: {exc}" if teacher_dir else str(exc)) from None
         teacher_dim = payload["config"]["model"].get("dim")
         if teacher_dim != dim:
             raise ValueError(f"teacher at {self.checkpoint(where)} has d={teacher_dim} but the student "
                              f"has d={dim}; FND compares their scores on one scale, so train "
                              f"both with the same dim")
         return model
+
+    def _require_finished(self, folder: Path) -> None:
+        """A stage folder that another stage reads from must be finished: its ``metrics.json``
+        exists and loads (a corrupt one stops the reader before it trains, naming the file)."""
+        metrics = folder / "metrics.json"
+        if not metrics.exists():
+            raise StageError(f"{folder} is unfinished (it has no metrics.json); rerun "
+                             f"{writer_of(folder.name)} with run_dir={str(self.root)!r} to finish it")
+        self.read_json(metrics)
 
     def neighbours(self, autoencoder_dir: str | os.PathLike | None = None) -> np.ndarray:
         """The autoencoder's *replace* neighbour table [I, k] (global item ids, -1 = none)."""
@@ -701,21 +892,19 @@ def _holder(folder: Path) -> dict | None:
     path = folder / CLAIM_FILE
     try:
         st = path.stat()
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
     try:
-        info = json.loads(text)
+        info = json.loads(raw.decode("utf-8"))
         info["pid"], info["heartbeat"] = int(info["pid"]), float(info["heartbeat"])
         info["host"], info["since"] = str(info["host"]), str(info["since"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # UnicodeDecodeError is a ValueError
+        # a holder writes its claim whole, under the claim lock this runs under: one that does not
+        # read was left by a crash or written by something else, and blocks no live holder
         age = time.time() - st.st_mtime
-        if age > CLAIM_LEASE_S:
-            return {"stale": f"an unreadable claim file, untouched for {age:.0f} s"}
-        raise StageError(f"{path} is not a readable claim ({type(exc).__name__}: {exc}); it was written "
-                         f"{age:.0f} s ago. If no process is training {folder.name} now, delete that "
-                         f"file and run again (it counts as abandoned once it is {CLAIM_LEASE_S:.0f} s "
-                         f"old)") from None
+        return {"stale": f"an unreadable claim file ({type(exc).__name__}), written {age:.0f} s ago",
+                "unreadable": True, "age": age}
     if info["host"] == socket.gethostname():
         if info["pid"] == os.getpid():
             raise StageError(f"{folder} is already being trained by this process (pid {os.getpid()}, "
@@ -747,8 +936,8 @@ def _what(config: Any) -> Any:
     if not isinstance(config, dict):
         return config
     what = {k: v for k, v in config.items() if k not in LOCATION_KEYS}
-    if isinstance(what.get("train"), dict):
-        what["train"] = identity(TrainConfig.with_defaults(what["train"]))
+    if isinstance(what.get("train"), dict):  # the device a model trained on is not what it is
+        what["train"] = identity(jsonable(TrainConfig.with_defaults(what["train"])))
     return what
 
 
@@ -808,7 +997,10 @@ def _check_own_checkpoint(payload: dict, ckpt: Path) -> None:
     trained = payload["config"].get("train")
     if ckpt.name != "checkpoint.pt" or not stage_config.exists() or not isinstance(trained, dict):
         return
-    asked = read_json(stage_config).get("train")
+    try:
+        asked = read_json(stage_config, fix=fix_for(ckpt.parent.name)).get("train")
+    except CorruptFile as exc:
+        raise StageError(str(exc)) from None
     if not isinstance(asked, dict):
         return
     asked, trained = _what({"train": asked})["train"], _what({"train": trained})["train"]
@@ -831,7 +1023,8 @@ def check_same_dataset(payload: dict, dataset: OutfitDataset, where: Any) -> Non
 
 
 __all__ = ["RunFolder", "StageError", "StageBusy", "StageClaim", "StageStatus", "DatasetError", "project_root",
-           "resolve_path", "portable_path", "check_same_dataset", "check_overwrite", "config_differences"]
+           "resolve_path", "portable_path", "check_same_dataset", "check_overwrite", "config_differences",
+           "check_run_dir"]
 
 
 def claim_holder(folder: str | os.PathLike) -> dict | None:
@@ -840,9 +1033,12 @@ def claim_holder(folder: str | os.PathLike) -> dict | None:
     lives; None when the folder is not claimed. Other modules' stale-work rules use it (the
     search's queue, :mod:`fndkit.plans.study`)."""
     try:
-        return _holder(Path(folder))
-    except StageError:  # a claim file being written right now: its holder lives
+        info = _holder(Path(folder))
+    except StageError:
         return {"stale": None}
+    if info is not None and info.get("unreadable") and info["age"] <= CLAIM_LEASE_S:
+        return {"stale": None}  # read without the claim lock: it may be being written right now
+    return info
 
 
 def process_alive(pid: int, start: str | None) -> bool:

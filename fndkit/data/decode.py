@@ -118,7 +118,7 @@ def _read_info(folder: Path) -> dict | None:
         return None
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # not JSON, not UTF-8
         return None   # written atomically, so only a foreign file gets here: start over
 
 

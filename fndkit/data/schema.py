@@ -22,7 +22,6 @@ files), and ``truth.npz`` for synthetic data.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..artifacts import atomic_path, to_json
+from ..artifacts import atomic_path, read_json, to_json
 from .errors import DatasetError
 from .images import FileImages
 from .truth import SyntheticTruth
@@ -249,11 +248,12 @@ class OutfitDataset:
         return out
 
     # ---- persistence -----------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the dataset folder atomically (a temporary folder renamed into place)."""
+    def save(self, path: str | os.PathLike, keep: tuple[str, ...] = ()) -> Path:
+        """Write the dataset folder atomically (a temporary folder renamed into place); ``keep``:
+        files of the folder it replaces that stay (its claim, see :func:`atomic_path`)."""
         path = Path(path)
         self.validate()
-        with atomic_path(path) as tmp:
+        with atomic_path(path, keep=keep) as tmp:
             tmp.mkdir(parents=True)
             np.savez(tmp / "tables.npz", item_category=self.item_category,
                      outfit_items=self.outfit_items, outfit_user=self.outfit_user,
@@ -290,7 +290,8 @@ class OutfitDataset:
             raise FileNotFoundError(
                 f"no dataset at {path} (missing dataset.json); run notebooks/00_data.ipynb "
                 f"with run_dir={path.parent} first")
-        desc = json.loads(desc_path.read_text())
+        desc = read_json(desc_path, fix=f"delete the data folder {path}, or rerun notebooks/00_data.ipynb "
+                                        f"with overwrite=True")
         if desc.get("format_version") != FORMAT_VERSION:
             raise DatasetError(f"{desc_path}: format_version {desc.get('format_version')} is not "
                                f"{FORMAT_VERSION}; regenerate it with notebooks/00_data.ipynb")
@@ -383,7 +384,8 @@ def _load_images(desc: dict, folder: Path, mmap: bool) -> Any:
     if desc["kind"] == "array":
         return ArrayImages(np.load(folder / desc["file"], mmap_mode="r" if mmap else None))
     if desc["kind"] == "files":
-        return FileImages.from_description(json.loads((folder / desc["file"]).read_text()))
+        return FileImages.from_description(read_json(folder / desc["file"], fix=f"delete the data folder {folder}, "
+                                                     f"or rerun notebooks/00_data.ipynb with overwrite=True"))
     raise DatasetError(f"unknown image store kind {desc['kind']!r} in {folder / 'dataset.json'}")
 
 

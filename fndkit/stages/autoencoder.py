@@ -59,7 +59,8 @@ def run(run_dir: str | os.PathLike, latent_dim: int = 64, epochs: int = 10, k_ne
     out = run.stage_dir(AUTOENCODER)
     config = {"latent_dim": latent_dim, "epochs": epochs, "k_neighbours": k_neighbours,
               "batch_size": batch_size, "lr": lr, "seed": seed, "dataset_fingerprint": ds.fingerprint()}
-    _, finished = run.begin_stage(AUTOENCODER, config, overwrite=overwrite, claim_timeout=claim_timeout)
+    _, finished = run.begin_stage(AUTOENCODER, config, overwrite=overwrite, claim_timeout=claim_timeout,
+                                  requires=("checkpoint.pt", "neighbours.npy"))
     if finished is not None:
         return finished
     try:

@@ -22,6 +22,7 @@ from ..metrics import per_user_auc, ranking_metrics_all
 from ..models.recommender import outfit_vectors_cached
 from ..models.registry import MODELS, model_class
 from ..repro import resolve_device
+from ..artifacts import jsonable, write_json
 from ..rundir import COLD_START, RunFolder, StageError
 from .params import StageParams
 
@@ -395,9 +396,18 @@ def execute(params: Params, progress: bool = True) -> dict:
     present, missing = present_models(folder, params.models)
     if missing and progress:
         print(f"not trained in this run folder, skipped: {missing}")
-    result = run(folder, present or list(params.models), n_interactions=params.n_interactions,
-                 repetitions=params.repetitions, delta=params.delta, tau=params.tau, seed=params.seed,
-                 curve_interactions=params.curve_interactions, device=params.device,
-                 cold_split=params.cold_split, progress=progress)
-    folder.write_metrics(COLD_START, result)
+    models = present or list(params.models)
+    # what the result is: the parameters (not where or on which device) and the models it scored
+    config = jsonable({**{k: v for k, v in params.to_dict().items() if k not in ("run_dir", "device")},
+                       "models": models, "inputs": folder.inputs_of(models)})
+    with folder.claimed(COLD_START):  # one writer; config.json and metrics.json written together
+        if folder.metrics_path(COLD_START).exists() and folder.read_config(COLD_START) == config:
+            print(f"{folder.stage_dir(COLD_START)} already holds this cold-start result; reusing it")
+            return folder.read_metrics(COLD_START)
+        result = run(folder, models, n_interactions=params.n_interactions,
+                     repetitions=params.repetitions, delta=params.delta, tau=params.tau, seed=params.seed,
+                     curve_interactions=params.curve_interactions, device=params.device,
+                     cold_split=params.cold_split, progress=progress)
+        write_json(folder.path(COLD_START, "config.json"), config)
+        folder.write_metrics(COLD_START, result)
     return result

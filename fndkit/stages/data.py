@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from ..artifacts import jsonable
+from ..artifacts import jsonable, read_json
 from ..config import DataConfig
 from ..data.decode import decode_store
 from ..data.folder import ITEMS_FILE, OUTFITS_FILE, is_outfit_folder, read_outfit_folder
@@ -24,11 +24,11 @@ from ..data.schema import CATEGORIES, ArrayImages, DatasetError, OutfitDataset
 from ..data.synthetic import false_negative_fraction, make_dataset
 from ..metrics import ranking_metrics_all, ranking_metrics_clean
 from ..repro import seed_everything
-from ..rundir import DATA, RunFolder, StageError, check_overwrite, resolve_path
+from ..rundir import CLAIM_FILE, DATA, DECODED_IMAGES, RunFolder, StageError, check_overwrite, resolve_path
 from .params import StageParams
 
 
-IMAGE_STORE_DIR = "decoded_images"
+IMAGE_STORE_DIR = DECODED_IMAGES
 _FORMATS_HINT = (f"point it at a Polyvore-U root (holding images/ and tuples_630/ …; format "
                  f"'polyvore') or at an outfit folder (holding {ITEMS_FILE} and {OUTFITS_FILE}; "
                  f"format 'folder', see fndkit/data/folder.py)")
@@ -106,7 +106,7 @@ def decoded_images(ds: OutfitDataset, folder: str | os.PathLike, progress: bool 
     files = ds.images
     stats: dict = {}
     pixels = decode_store(files, folder, progress=progress, origin=_origin_of(ds), stats=stats)
-    release = json.loads((Path(folder) / "store.json").read_text())["release"]   # what decode_store checked
+    release = read_json(Path(folder) / "store.json", fix=f"delete {folder} and rerun 00_data (it decodes again)")["release"]
     ds.meta = {**ds.meta, "decoded_store": {"folder": str(folder), "release": release,
                                           "decoded_from": str(files.root), "kind": files.kind}}
     if stats.get("decoded"):
@@ -143,15 +143,24 @@ def image_store_dir(run_dir: str | os.PathLike) -> Path:
     return RunFolder(run_dir).root / IMAGE_STORE_DIR
 
 
-def run(run_dir: str | os.PathLike, cfg: DataConfig, overwrite: bool = False) -> OutfitDataset:
+def run(run_dir: str | os.PathLike, cfg: DataConfig, overwrite: bool = False,
+        claim_timeout: float | None = None) -> OutfitDataset:
     """Write the canonical dataset into ``run_dir/data`` (atomically) and return it.
 
     An existing dataset built from the same config is reused; a different one stops with a clear
-    message unless ``overwrite``.
+    message unless ``overwrite``. One writer: the data folder is claimed while it is decided and
+    written (:meth:`RunFolder.claimed`), so two 00_data runs on one folder never both write it —
+    the second waits, then reuses (same config) or is refused by name (another one).
     """
     check_overwrite(overwrite)
     run = RunFolder(run_dir)
-    if run.has_data():
+    with run.claimed(DATA, claim_timeout):
+        return _build_or_reuse(run, cfg, overwrite)
+
+
+def _build_or_reuse(run: RunFolder, cfg: DataConfig, overwrite: bool) -> OutfitDataset:
+    """:func:`run` once the data folder is claimed."""
+    if run.has_data() and not overwrite:
         old = run.data_description()
         built_with = old.get("meta", {}).get("data_config")
         same = (isinstance(built_with, dict)
@@ -163,10 +172,10 @@ def run(run_dir: str | os.PathLike, cfg: DataConfig, overwrite: bool = False) ->
                 f"{run.data_dir} already holds dataset {old.get('name')!r} built with "
                 f"{old.get('meta', {}).get('data_config')}; use another run_dir, or pass "
                 f"overwrite=True to replace it (and retrain everything after it)")
-    store = image_store_dir(run_dir)
+    store = image_store_dir(run.root)
     if overwrite and store.exists() and not _store_fits(store, cfg):
         shutil.rmtree(store)   # another size or release: overwrite means decode again
-    build_dataset(cfg, image_store=store).save(run.data_dir)
+    build_dataset(cfg, image_store=store).save(run.data_dir, keep=(CLAIM_FILE,))
     return OutfitDataset.load(run.data_dir)
 
 
@@ -250,7 +259,8 @@ def execute(params: Params, progress: bool = True) -> dict:
     seed_everything(params.seed)
     cfg = params.data_config()
     run_folder = RunFolder(params.run_dir)
-    ds = run(run_folder, cfg, overwrite=params.overwrite)
-    result = summary(ds, seed=params.seed)
-    run_folder.write_metrics(DATA, result)
+    with run_folder.claimed(DATA):  # the dataset and its summary by one writer (run claims again: re-entrant)
+        ds = run(run_folder, cfg, overwrite=params.overwrite)
+        result = summary(ds, seed=params.seed)
+        run_folder.write_metrics(DATA, result)
     return result

@@ -28,7 +28,7 @@ from typing import ClassVar, Iterable
 import numpy as np
 import pandas as pd
 
-from ..artifacts import write_json
+from ..artifacts import jsonable, write_json
 from ..config import check_int
 from ..data.sampling import NegativeSampler
 from ..data.schema import OutfitDataset
@@ -307,14 +307,35 @@ class Params(StageParams):
     device: str = "auto"
 
 
+def _identity(folder: RunFolder, params: Params) -> dict:
+    """What the lab's result is: its parameters (not where or on which device) and the models it
+    read (the teacher and the students of its table)."""
+    students = [s for s in folder.trained_models() if s != params.teacher and s.startswith("student")]
+    return jsonable({**{k: v for k, v in params.to_dict().items() if k not in ("run_dir", "device")},
+                     "inputs": folder.inputs_of([params.teacher, *students])})
+
+
 def execute_full(params: Params) -> dict:
-    """08_false_negatives for ``params``: everything :func:`run` returns (tables included)."""
+    """08_false_negatives for ``params``: everything :func:`run` returns (tables included); always
+    computed (the notebook shows the tables), under the folder's claim."""
     seed_everything(params.seed)
-    return run(params.run_dir, teacher=params.teacher, alphas=params.alphas, alpha=params.alpha,
-               n_per_positive=params.n_per_positive, max_positives=params.max_positives, seed=params.seed,
-               device=params.device)
+    folder = RunFolder(params.run_dir)
+    with folder.claimed(FALSE_NEGATIVES):  # one writer of its two files
+        result = run(params.run_dir, teacher=params.teacher, alphas=params.alphas, alpha=params.alpha,
+                     n_per_positive=params.n_per_positive, max_positives=params.max_positives, seed=params.seed,
+                     device=params.device)
+        config = folder.read_config(FALSE_NEGATIVES)
+        write_json(folder.path(FALSE_NEGATIVES, "config.json"), {**config, "identity": _identity(folder, params)})
+    return result
 
 
 def execute(params: Params, progress: bool = True) -> dict:
-    """08_false_negatives for ``params``; returns the metrics it writes."""
-    return execute_full(params)["metrics"]
+    """08_false_negatives for ``params``; returns the metrics it writes. A finished result with the
+    same parameters and the same models read is reused."""
+    folder = RunFolder(params.run_dir)
+    with folder.claimed(FALSE_NEGATIVES):
+        if (folder.metrics_path(FALSE_NEGATIVES).exists()
+                and folder.read_config(FALSE_NEGATIVES).get("identity") == _identity(folder, params)):
+            print(f"{folder.stage_dir(FALSE_NEGATIVES)} already holds this result; reusing it")
+            return folder.read_metrics(FALSE_NEGATIVES)
+        return execute_full(params)["metrics"]

@@ -8,7 +8,8 @@ parameters cell, one line ``params = Params.from_namespace(globals())``, the sta
 figure; the command line and the plan executor build the same ``Params`` and call the same
 ``execute``, so the three paths cannot drift apart.
 
-Validation: a name that is not a field is refused with the list of valid ones; values are
+Validation: a name that is not a field is refused with the list of valid ones; a non-finite
+number (``inf``, ``nan``) in any field is refused here, naming it; other values are
 checked where the stage turns them into its configs (:class:`~fndkit.config.TrainConfig`,
 :class:`~fndkit.config.DataConfig`), with the errors those have always given.
 """
@@ -20,7 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
-from ..config import ConfigError
+from ..config import ConfigError, check_finite
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class StageParams:
         if isinstance(run_dir, os.PathLike) or hasattr(run_dir, "root"):
             # a RunFolder or a Path: kept as the string a notebook's cell would hold
             object.__setattr__(self, "run_dir", str(getattr(run_dir, "root", run_dir)))
+        for f in dataclasses.fields(self):  # inf / nan never reach a stage (tau=inf trained a constant loss)
+            check_finite(f.name, getattr(self, f.name))
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -20,7 +20,7 @@ from ..distillation import name_suffix  # (importing it registers the distillati
 from ..models.registry import MODELS, model_class
 from ..objectives import NEEDS_TEACHER, OBJECTIVES, make_objective, prepare_teacher
 from ..repro import resolve_device, seed_everything
-from ..rundir import RunFolder, StageStatus, resolve_path
+from ..rundir import AUTOENCODER, TEACHER, TRAINED_FILES, RunFolder, StageStatus, resolve_path
 from ..train import Callback, Snapshots, TensorBoardLog, build_model, fit
 from . import naming
 from .naming import ALPHA_LOSSES, default_contrastive_name, default_student_name  # noqa: F401
@@ -173,6 +173,9 @@ def plan_stage(kind: str, params: dict) -> StagePlan:
     else:
         cfg = baseline_config(run_dir, params.pop("model", None), **params)
         stage = out_name or baseline_name(cfg)
+    if kind != "teacher":  # never write into the run's own inputs, overwrite or not
+        RunFolder(run_dir).check_out_name(stage, reads=(TEACHER, kwargs.get("teacher_dir"),
+                                                       AUTOENCODER, kwargs.get("autoencoder_dir")))
     return StagePlan(run_dir, stage, cfg, {"overwrite": overwrite, **kwargs})
 
 
@@ -208,12 +211,13 @@ def run(run_dir: str | os.PathLike, stage: str, cfg: TrainConfig, teacher_dir: s
     if budget_epochs is not None:
         check_int("budget_epochs", budget_epochs, 1, " (or None)")
     run = RunFolder(run_dir)
+    run.check_out_name(stage, reads=(teacher_dir, autoencoder_dir))
     ds = run.dataset()
     config = stage_config(run, stage, cfg, teacher_dir, autoencoder_dir, evaluate_test)
     # under torchrun rank 0 decides (reuse / refuse / resume) and prepares the folder; all follow
     # (and claims the folder: another process asking for this stage waits until end_stage)
     status, finished = distributed.run_on_main(run.begin_stage, stage, config, overwrite=overwrite,
-                                               claim_timeout=claim_timeout)
+                                               claim_timeout=claim_timeout, requires=TRAINED_FILES)
     if finished is not None:
         return finished
     try:
@@ -318,6 +322,15 @@ def _budget_metrics(run: RunFolder, stage: str, budget: int, result: dict, metri
 @dataclass(frozen=True)
 class _TrainingParams(StageParams):
     """What every training notebook's cell shares; ``None`` means the scale's preset."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("epochs", "max_steps_per_epoch", "budget_epochs"):  # None: the preset / every batch
+            value = getattr(self, name, None)
+            if value is not None:
+                check_int(name, value, None, " (or None for the preset)")
+                if value < 1:  # 0 once meant "no cap" at the command line: never silently
+                    raise ConfigError(f"{name}={value!r} must be at least 1 (or None for the preset)")
 
     def plan(self) -> StagePlan:
         """The stage these parameters describe (folder name, config), without training."""

@@ -634,15 +634,18 @@ def run_explorer(params: Params) -> tuple[SpaceExplorer, dict]:
     explorer = SpaceExplorer(run, model=params.model, student=params.student, users=params.users,
                              method=params.method, perplexity=params.perplexity,
                              n_neighbours=params.n_neighbours, n_negatives=params.n_negatives, seed=params.seed)
-    written = export_static(explorer.frame, run.path(EXPLORER, f"space_{params.method}"))
-    explorer.static_png = next((p for p in written if p.suffix == ".png"), None)
     metrics = {"model": params.model, "student": explorer.models.student_name, "alpha": explorer.models.alpha,
                "method": params.method, "perplexity": params.perplexity, "n_neighbours": params.n_neighbours,
                "n_negatives": params.n_negatives, "seed": params.seed, "users": explorer.users,
                "per_user": P.flag_counts(explorer.frame)}
-    earlier = run.read_metrics(EXPLORER) if run.metrics_path(EXPLORER).exists() else {}
-    metrics = keep_methods(earlier, metrics)
-    run.write_metrics(EXPLORER, metrics)
+    # one writer; each projection method keeps its own result (space_<method>.* and its entry under
+    # "by_method"): a PCA run and a t-SNE run on one folder leave both; the top level is the latest
+    with run.claimed(EXPLORER):
+        written = export_static(explorer.frame, run.path(EXPLORER, f"space_{params.method}"))
+        explorer.static_png = next((p for p in written if p.suffix == ".png"), None)
+        earlier = run.read_metrics(EXPLORER) if run.metrics_path(EXPLORER).exists() else {}
+        metrics = keep_methods(earlier, metrics)
+        run.write_metrics(EXPLORER, metrics)
     return explorer, metrics
 
 

@@ -65,10 +65,13 @@ def history_figure(history: list[dict], title: str):
 
 
 def training_figure(run_dir, stage: str, title: str | None = None, save: bool = True):
-    """The training curve of a stage folder (its history.json), saved as ``training_curve``."""
+    """The training curve of a stage folder (its history.json), saved as ``training_curve`` unless
+    the saved one is already newer than the history (a reused stage's files stay as they were)."""
     run = RunFolder(run_dir)
-    fig = history_figure(read_json(run.path(stage, "history.json")), title or f"{stage} training")
-    if save:
+    history = run.path(stage, "history.json")
+    fig = history_figure(run.read_json(history), title or f"{stage} training")
+    curve = run.path(stage, "training_curve.html")
+    if save and not (curve.exists() and curve.stat().st_mtime_ns >= history.stat().st_mtime_ns):
         save_figure(fig, run.path(stage, "training_curve"))
     return fig
 

@@ -95,6 +95,14 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """A malformed option is one line (the verb and the error) and exit code 2, like every other
+    wrong input; ``--help`` shows the usage."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _common(p: argparse.ArgumentParser, root: str, seeds: list[int], workers: int = 1) -> None:
     g = p.add_argument_group("shared options")
     g.add_argument("--root", default=root, help="the plan's folder (a record plan.json and the reports go there)")
@@ -129,8 +137,15 @@ def _searching(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m fndkit", description=__doc__, formatter_class=_Formatter)
-    sub = top.add_subparsers(dest="verb", metavar="VERB")
+    top = _Parser(prog="python -m fndkit", description=__doc__, formatter_class=_Formatter)
+    sub = top.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    _chain_parser(sub)
+    _plan_parsers(sub)
+    _tool_verbs(sub)
+    return top
+
+
+def _chain_parser(sub) -> None:
     ch = sub.add_parser("chain", help="the notebook chain into one run folder (make demo)", formatter_class=_Formatter,
                         description="Run the notebook chain (00_data … 05_cold_start) into one run folder; executed "
                                     "copies in RUN_DIR/notebooks, report.md at the end. A finished run folder is "
@@ -147,6 +162,9 @@ def parser() -> argparse.ArgumentParser:
                     help="jobs at once (2: the students side by side once their prerequisites are done)")
     ch.add_argument("--threads", type=_positive_int, default=None, help="torch threads per job")
 
+
+def _plan_parsers(sub) -> None:
+    """The plan verbs: paper, search, lab, distill (their shared options: :func:`_common`)."""
     pa = sub.add_parser("paper", help="search on validation, then the paper's tables and figures over seeds",
                         formatter_class=_Formatter,
                         description="Each method's hyper-parameters searched on the search seed's validation half, "
@@ -186,9 +204,6 @@ def parser() -> argparse.ArgumentParser:
     di.add_argument("--verdict", action="store_true", help="10 seeds unless --seeds says otherwise")
     _common(di, "outputs/distill", [0])
     _searching(di)
-
-    _tool_verbs(sub)
-    return top
 
 
 def _tool_verbs(sub) -> None:
@@ -321,16 +336,15 @@ def main(argv: list[str] | None = None) -> int:
 # Verbs: build → run_plan → collect → report
 
 def check_root(path: str) -> Path:
-    """A folder fndkit can create and write (not a file, not under one, writable)."""
-    p = Path(path).expanduser()
-    for parent in [p, *p.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"--root/--run-dir {path!r}: {parent} is a file, not a folder; choose another path")
-            if not os.access(parent, os.W_OK):
-                raise UserError(f"--root/--run-dir {path!r}: {parent} is not writable; choose another path")
-            break
-    return p
+    """A folder fndkit can create and write (not a file, not under one, writable), checked before
+    any work (:func:`fndkit.rundir.check_run_dir`); creates nothing."""
+    from .rundir import StageError, check_run_dir
+
+    try:
+        check_run_dir(path)
+    except StageError as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+    return Path(path).expanduser()
 
 
 def dispatcher(args, root: Path, identity: dict):

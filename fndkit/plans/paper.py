@@ -161,7 +161,7 @@ def _only(methods: list[str], sweep: Sweep | None) -> list[str]:
 
 
 def table2_methods(sweep: Sweep | None = None) -> list[str]:
-    return _only(["npair", "bpr", "fnd", "fnd-cl", *baselines(sweep)], sweep)
+    return _only(["npair", "bpr", "fnd", "fnd-cl", "kd", *baselines(sweep)], sweep)
 
 
 def table4_methods(sweep: Sweep | None = None) -> list[str]:

@@ -10,7 +10,7 @@ from fndkit.stages import naming
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fndkit"
 # how a stage folder's name used to be spelled by hand in five modules
-PATTERNS = [r'f"student_\{', r'f"search-', r'-alpha\{', r'f"seed\{', r'f"breadth\{', r'"-hard"', r'f"\{size\}_',
+PATTERNS = [r'f"student_\{', r'"search", method', r'f"search-\{method', r'-alpha\{', r'f"seed\{', r'f"breadth\{', r'"-hard"', r'f"\{size\}_',
             r'removeprefix\("XS_fnd-alpha', r'\+= f"-lam', r'f"contrastive-']
 
 

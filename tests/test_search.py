@@ -113,7 +113,7 @@ def _study(sweep, prefix, **kw):
 
 def _trials(sweep, prefix, method):
     storage = Q.open_storage(None, sweep.folder)
-    return optuna.load_study(study_name=f"{prefix}:search:{method}", storage=storage).get_trials()
+    return optuna.load_study(study_name=f"{prefix}:search-{method}", storage=storage).get_trials()
 
 
 def test_bad_learning_rate_is_pruned_and_never_chosen(sweep):
@@ -205,7 +205,7 @@ def test_bad_input_is_one_line_before_training(sweep, tmp_path, capsys):
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").rglob("search-*"))
     # a study another plan created: its folder differs
     storage = Q.open_storage(str(tmp_path / "shared.journal"), sweep.folder)
-    Q.open_study(storage, "owned:search:fnd", {"folder": "/elsewhere", "scale": "tiny", "quick": True})
+    Q.open_study(storage, "owned:search-fnd", {"folder": "/elsewhere", "scale": "tiny", "quick": True})
     with pytest.raises(Q.StudyError, match="created by another plan.*--study-prefix"):
         Q.Study(sweep.folder, str(tmp_path / "shared.journal"), "owned", sweep.identity()).check(["fnd"])
 
@@ -265,7 +265,7 @@ def test_two_workers_share_a_postgresql_storage(sweep, postgres_url):
     run_plan([teacher, *trials], progress=False,
              dispatch=Q.Study(sweep.folder, postgres_url, "pg", sweep.identity(), workers=2, prune=False))
     storage = Q.open_storage(postgres_url, sweep.folder)
-    stored = optuna.load_study(study_name="pg:search:npair", storage=storage).get_trials()
+    stored = optuna.load_study(study_name="pg:search-npair", storage=storage).get_trials()
     assert sorted(t.params["lr"] for t in stored) == [0.003, 0.03]
     assert all(t.state == TrialState.COMPLETE for t in stored)
     assert len(optuna.load_study(study_name="pg:jobs", storage=storage).get_trials()) == 1  # the teacher

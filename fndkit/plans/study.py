@@ -10,7 +10,7 @@ latest trial's: so every worker sees the same plan advance, and a rerun of the c
 
 - Storage: by default a journal file, ``<root>/optuna.journal`` (no service); several machines
   share one database with ``storage="postgresql://…"`` (SQLAlchemy + psycopg2) or ``sqlite:///``.
-- Studies: ``<prefix>:jobs`` for fixed jobs; ``<prefix>:search:<name>`` for the trials of one
+- Studies: ``<prefix>:jobs`` for fixed jobs; ``<prefix>:search-<name>`` for the trials of one
   search (:mod:`fndkit.plans.search`), whose values are Optuna parameters (its plots and
   importance work) and which a median pruner may stop (:class:`PruneOnValidation`, from epoch
   ``PRUNER_WARMUP`` + 1 after ``PRUNER_STARTUP`` finished trials). A study belongs to the plan
@@ -299,7 +299,7 @@ class Study:
     def check(self, groups=()) -> None:
         """Everything that can be refused before training: the storage, every study's owner."""
         storage = open_storage(self.storage, Path(self.root))
-        for name in ["jobs", *(f"search:{g}" for g in groups)]:
+        for name in ["jobs", *(f"search-{g}" for g in groups)]:
             open_study(storage, f"{self.prefix}:{name}", self.identity)
 
     def open(self, plan: list[Job], via: str, options: dict) -> "_StudySession":
@@ -334,7 +334,7 @@ class _StudySession:
         groups = list(dict.fromkeys(j.trial for j in plan if j.trial))
         self.studies = {"": open_study(self.storage, f"{study.prefix}:jobs", study.identity)}
         for g in groups:
-            self.studies[g] = open_study(self.storage, f"{study.prefix}:search:{g}", study.identity, prune=study.prune)
+            self.studies[g] = open_study(self.storage, f"{study.prefix}:search-{g}", study.identity, prune=study.prune)
         # each search's space, as Optuna records it: the values its trial jobs take, in plan order
         self.spaces: dict[str, dict[str, list]] = {}
         for j in plan:

@@ -293,3 +293,38 @@ def test_tiny_chain_report_links_its_figures(tmp_path, monkeypatch):
     for stage in ("teacher", "student_npair", "student_fnd", "contrastive"):
         assert f"figures/{stage}_training.html" in links
     assert "figures/comparison.html" in links and all((tmp_path / "run" / link).exists() for link in links)
+
+
+def test_interval_table_is_the_t_interval_over_seeds(table):
+    frame = report.interval_table(table, experiments=("fig4",))
+    row = frame[frame.stage == "student_fnd-alpha2.0"].iloc[0]
+    half = 12.706204736174707 * pd.Series([0.70, 0.66]).std() / 2 ** 0.5  # t(0.975, 1) · sd / √n
+    assert row["mean"] == "0.6800" and row["seeds"] == 2 and row["settings"] == "alpha=2.0"
+    assert row["95% CI"] == f"[{0.68 - half:.4f}, {0.68 + half:.4f}]"
+    assert report.interval_table(table, metric="ndcg_lpae").empty
+
+
+@pytest.mark.notebook
+def test_results_notebook_renders_a_plan_folder(tmp_path, monkeypatch, table, claims, transfer):
+    """notebooks/09_results.ipynb, papermill-run on what write_plan_report wrote: every section
+    shows (claims, choices, intervals, Fig. 4, transfer), nothing fails."""
+    import os
+    from pathlib import Path
+
+    import papermill as pm
+
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+    report.write_plan_report(tmp_path / "plan", INFO, table, claims, transfer, CHOSEN)
+    out = tmp_path / "out.ipynb"
+    pm.execute_notebook(str(repo / "notebooks" / "09_results.ipynb"), str(out), parameters={"root": str(tmp_path / "plan")},
+                        cwd=str(repo / "notebooks"), progress_bar=False)
+    outputs = [o for c in json.loads(out.read_text())["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    plotly = [o["data"]["application/vnd.plotly.v1+json"] for o in outputs
+              if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    titles = [p["layout"]["title"]["text"] for p in plotly]
+    assert any(t.startswith("Claims") for t in titles) and any(t.startswith("fig4") for t in titles)
+    assert any(t.startswith("Distillation") for t in titles)
+    assert all(p["layout"]["height"] > 0 for p in plotly)  # every figure with its set height
+    text = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outputs)
+    assert "FND beats N-pair" in text and "alpha=2.0" in text and "XS_kd" in text

@@ -275,6 +275,32 @@ def experiment_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
+def interval_table(table: pd.DataFrame, metric: str = "auc", which: str = "test",
+                   experiments: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Per (experiment, method, stage, settings, protocol): ``metric`` on ``which`` as mean over
+    seeds with its 95% t interval over seeds (:func:`fndkit.results.stats.summarize`; no interval
+    with one seed), formatted by kind; ``experiments`` keeps only those."""
+    from . import stats
+
+    part = table[(table.metric == metric) & (table.list == which)]
+    if experiments is not None:
+        part = part[part.experiment.isin(experiments)]
+    columns = ["experiment", "method", "stage", "settings", "protocol", "mean", "95% CI", "seeds"]
+    if part.empty:
+        return pd.DataFrame(columns=columns)
+    values = part[["experiment", "method", "stage", "shown", "protocol", "seed", "value"]].drop_duplicates(
+        subset=["experiment", "stage", "shown", "protocol", "seed"])
+    s = stats.summarize(values)
+    return pd.DataFrame({
+        "experiment": s["experiment"], "method": s["method"], "stage": s["stage"],
+        "settings": ["" if v in ("{}", "") else ", ".join(f"{k}={x}" for k, x in json.loads(v).items())
+                     for v in s["shown"]],
+        "protocol": s["protocol"], "mean": [fmt_value(metric, v) for v in s["mean"]],
+        "95% CI": [f"[{fmt_value(metric, lo)}, {fmt_value(metric, hi)}]" if n > 1 else ""
+                   for lo, hi, n in zip(s["ci_low"], s["ci_high"], s["n"])],
+        "seeds": s["n"].astype(int)}, columns=columns)
+
+
 def takeaway(claims: pd.DataFrame) -> list[str]:
     """One sentence per claim: what the numbers allow."""
     return [f"- {r.comparison}: {r.verdict} (effect {points(r.effect)} pts, 95% CI [{points(r.ci_low)}, "

@@ -435,10 +435,10 @@ def plan_html(info: dict, table: pd.DataFrame, claims: pd.DataFrame | None = Non
         parts.append("<div class=takeaway><h2>Takeaway</h2><ul>" + "".join(items) + "</ul></div>")
     figures = plan_figures(table, claims, transfer, chosen) if not table.empty else {}
 
-    def figure(fig) -> str:
+    def figure(fig, toolbar: bool = True) -> str:
         height = int(fig.layout.height)
         body = fig.to_html(full_html=False, include_plotlyjs=False, default_height=f"{height}px",
-                           config={"displaylogo": False, "responsive": True})
+                           config={"displaylogo": False, "responsive": True, "displayModeBar": toolbar})
         return f"<div class=figure style='height:{height}px'>{body}</div>"
 
     if chosen:
@@ -459,7 +459,8 @@ def plan_html(info: dict, table: pd.DataFrame, claims: pd.DataFrame | None = Non
     if figures.get("search"):
         parts += ["<h2>Search</h2>", "<p>Validation AUC of every point tried, one small figure per method "
                   "(★ the chosen point); open a method to see it.</p>", "<div class=grid>"]
-        parts += [f"<details><summary>{e(name)}</summary>{figure(f)}</details>" for name, f in figures["search"]]
+        parts += [f"<details><summary>{e(name)}</summary>{figure(f, toolbar=False)}</details>"
+                  for name, f in figures["search"]]
         parts.append("</div>")
     tables = experiment_tables(table) if not table.empty else {}
     if tables:
@@ -467,6 +468,9 @@ def plan_html(info: dict, table: pd.DataFrame, claims: pd.DataFrame | None = Non
         parts += [f"<details open><summary>{e(name)}</summary>{html_table(frame)}</details>"
                   for name, frame in tables.items()]
     script = f"<script type='text/javascript'>{get_plotlyjs()}</script>" if figures else ""
+    if figures:  # a figure drawn inside a closed section takes its width when the section opens
+        parts.append("<script>document.querySelectorAll('details').forEach(d => d.addEventListener('toggle', "
+                     "() => d.querySelectorAll('.plotly-graph-div').forEach(g => Plotly.Plots.resize(g))));</script>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(info.get('title', 'fndkit'))}</title>"
             f"{STYLE}{script}</head><body>" + "\n".join(parts) + "</body></html>\n")
 

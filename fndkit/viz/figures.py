@@ -298,7 +298,7 @@ def search_figure(table, method: str, chosen: dict | None = None, height: int = 
                                marker={"size": [14 if c else 8 for c in is_chosen],
                                        "symbol": ["star" if c else "circle" for c in is_chosen]},
                                hovertemplate="%{x}: val AUC %{y:.4f}<extra></extra>"))
-    fig.update_layout(title=f"{method}: validation AUC per point ({len(pts)} tried; ★ chosen)", height=height,
+    fig.update_layout(title=f"{method}: {len(pts)} tried" + (", ★ chosen" if any(is_chosen) else ""), height=height,
                       margin={"t": 40, "b": 40, "l": 60, "r": 20}, showlegend=False)
     fig.update_xaxes(title_text=keys[0] if numeric else "point", type="log" if numeric and keys[0] in ("lr", "weight_decay")
                      and min(x) > 0 else None)

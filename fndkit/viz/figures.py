@@ -80,24 +80,29 @@ PNG_TIMEOUT_S = 90
 PLOTLY_JS = "plotly.min.js"
 
 
-def figure_home(folder: str | Path) -> Path:
-    """Where a figure saved in ``folder`` finds plotly.js: the nearest run folder holding it (the
-    folder itself or an ancestor with ``data/dataset.json``), else ``folder`` itself."""
+def figure_home(folder: str | Path) -> Path | None:
+    """The run folder a figure saved in ``folder`` belongs to: ``folder`` itself or its nearest
+    ancestor with ``data/dataset.json``; None outside any run folder."""
     folder = Path(folder).resolve()
     for candidate in (folder, *folder.parents):
         if (candidate / DATA / "dataset.json").exists():
             return candidate
-    return folder
+    return None
 
 
-def shared_plotlyjs(folder: str | Path) -> str:
-    """Write plotly.js once into :func:`figure_home` of ``folder`` (again only when the installed
-    plotly's differs) and return its path relative to ``folder``, for ``include_plotlyjs``."""
+def shared_plotlyjs(folder: str | Path) -> str | bool:
+    """``include_plotlyjs`` for a figure saved in ``folder``: inside a run folder, the path (relative
+    to ``folder``) of the run folder's one ``plotly.min.js``, written there once (again only when
+    the installed plotly's differs); outside any run folder True (the file carries plotly.js itself,
+    so a loose figure opens anywhere)."""
     from plotly.offline import get_plotlyjs
 
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    js = figure_home(folder) / PLOTLY_JS
+    home = figure_home(folder)
+    if home is None:
+        return True
+    js = home / PLOTLY_JS
     bundled = get_plotlyjs().encode()
     if not js.exists() or js.stat().st_size != len(bundled):
         with atomic_path(js) as tmp:
@@ -116,9 +121,9 @@ for spec, target in zip(args[::2], args[1::2]):
 def save_figure(fig, path_stem: str | Path, png: bool = True) -> list[Path]:
     """Write ``<stem>.html`` and, where Chromium is installed, ``<stem>.png``.
 
-    The HTML loads plotly.js from the one ``plotly.min.js`` of its run folder
+    Inside a run folder the HTML loads plotly.js from the folder's one ``plotly.min.js``
     (:func:`shared_plotlyjs`, by a relative path, so the run folder can move): a figure file is a
-    few kB, not 4.8 MB with its own copy of the library.
+    few kB, not 4.8 MB with its own copy of the library. Outside one it stays self-contained.
 
     The PNG is rendered by kaleido's headless Chromium in a child process with a time limit
     (``PNG_TIMEOUT_S``): we saw that browser hang once with two exports running at the same time,

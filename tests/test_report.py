@@ -191,6 +191,7 @@ def test_report_html_plotly_once_set_heights_takeaway_first(table, claims, trans
     assert "<span class=ok>supported</span> — FND beats N-pair" in takeaway
     assert "no difference larger than 4 shown</span> — FND-CL beats FND" in takeaway
     assert "XS_kd − N-pair (random, test): +2.00 pts" in takeaway and "40% of the teacher&#x27;s margin" in takeaway
+    assert "the teacher&#x27;s margin over N-pair (random, test): +5.00 pts" in takeaway and "100%" not in takeaway
     assert "18 min 12 s" in page and "python -m fndkit paper fig4 --root /r --seeds 0 1 --scale tiny" in page
 
 

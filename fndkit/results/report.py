@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..artifacts import atomic_path, read_json
-from ..rundir import COLD_START, DATA, EXPLORER, RunFolder
+from ..rundir import COLD_START, DATA, EXPLORER, TEACHER, RunFolder
 from ..stages.cold_start import table3
 from .collect import summary
 
@@ -316,9 +316,12 @@ def transfer_takeaway(transfer: pd.DataFrame) -> list[str]:
     out = []
     for r in first.itertuples():
         share = getattr(r, "share", float("nan"))
-        out.append(f"- {r.comparison} − N-pair ({r.protocol}, test): {points(r.effect)} pts, 95% CI "
-                   f"[{points(r.ci_low)}, {points(r.ci_high)}]" + (f"; {share:.0%} of the teacher's margin"
-                                                                  if share == share else ""))
+        gain = f"{points(r.effect)} pts, 95% CI [{points(r.ci_low)}, {points(r.ci_high)}]"
+        if r.a == TEACHER:
+            out.append(f"- the teacher's margin over N-pair ({r.protocol}, test): {gain}")
+        else:
+            out.append(f"- {r.comparison} − N-pair ({r.protocol}, test): {gain}"
+                       + (f"; {share:.0%} of the teacher's margin" if share == share else ""))
     return out
 
 

@@ -492,7 +492,8 @@ def write_plan_report(folder: str | os.PathLike, info: dict, table: pd.DataFrame
     paths = {"csv": folder / "results.csv", "md": folder / "results.md", "html": folder / "report.html"}
     with atomic_path(paths["csv"]) as tmp:
         table.to_csv(tmp, index=False)
-    for key, frame in (("claims", claims), ("transfer", transfer), ("chosen", chosen_frame(chosen) if chosen else None)):
+    tables = (("claims", claims), ("transfer", transfer), ("chosen", chosen_frame(chosen) if chosen else None))
+    for key, frame in tables:
         if frame is not None:
             paths[key] = folder / PLAN_FILES[key]
             with atomic_path(paths[key]) as tmp:

@@ -258,7 +258,8 @@ def sweep_figure(table, experiment: str, protocol: str = "random", height: int =
         fig.add_hline(y=r.mean, line={"dash": "dash", "width": 1, "color": "grey"},
                       annotation_text=f"{r.method} {r.mean:.4f}", annotation_position="top left")
     seeds = int(pts["seeds"].max())
-    fig.update_layout(title=f"{experiment}: test AUC ({protocol} negatives) against {key}, mean ± sd over {seeds} seed(s)",
+    fig.update_layout(title=f"{experiment}: test AUC ({protocol} negatives) against {key}, "
+                            f"mean ± sd over {seeds} seed(s)",
                       height=height, margin={"t": 50, "b": 40, "l": 60, "r": 20}, legend={"title": "method"})
     fig.update_xaxes(title_text=axis_title, type="linear" if numeric else "category")
     fig.update_yaxes(title_text="test AUC")
@@ -305,8 +306,8 @@ def search_figure(table, method: str, chosen: dict | None = None, height: int = 
                                hovertemplate="%{x}: val AUC %{y:.4f}<extra></extra>"))
     fig.update_layout(title=f"{method}: {len(pts)} tried" + (", ★ chosen" if any(is_chosen) else ""), height=height,
                       margin={"t": 40, "b": 40, "l": 60, "r": 20}, showlegend=False)
-    fig.update_xaxes(title_text=keys[0] if numeric else "point", type="log" if numeric and keys[0] in ("lr", "weight_decay")
-                     and min(x) > 0 else None)
+    log = numeric and keys[0] in ("lr", "weight_decay") and min(x) > 0
+    fig.update_xaxes(title_text=keys[0] if numeric else "point", type="log" if log else None)
     fig.update_yaxes(title_text="val AUC")
     return fig
 
@@ -362,7 +363,8 @@ def claims_figure(claims, height: int | None = None):
     fig.update_yaxes(tickvals=y, ticktext=labels, range=[-0.6, len(rows) - 0.4])
     fig.update_xaxes(title_text="effect (AUC points, a − b)", zeroline=False, range=[-reach, reach])
     fig.update_layout(title="Claims: effect with 95% interval; shaded: ± minimum detectable effect",
-                      height=height or max(SMALL_FIGURE_HEIGHT, 120 + ROW_HEIGHT * sum(1 + s.count("<br>") for s in labels)),
+                      height=height or max(SMALL_FIGURE_HEIGHT,
+                                           120 + ROW_HEIGHT * sum(1 + s.count("<br>") for s in labels)),
                       margin={"t": 50, "b": 40, "l": 20, "r": 20}, legend={"orientation": "h", "y": -0.25})
     return fig
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..artifacts import atomic_path
-from ..rundir import COLD_START, DATA, RunFolder
+from ..artifacts import atomic_path, read_json
+from ..rundir import COLD_START, DATA, EXPLORER, TEACHER, RunFolder
 from ..stages.cold_start import table3
 from .collect import summary
 
@@ -26,7 +26,8 @@ MODEL_ORDER = ("teacher", "student_npair", "student_fnd", "contrastive")
 
 
 def comparison_table(run_dir: str | Path, protocol: str = "random"):
-    """One row per trained model in the run folder: AUC, both NDCGs, parameters, seconds/epoch."""
+    """One row per trained model in the run folder: AUC, both NDCGs, parameters, seconds/epoch, the
+    best epoch (the checkpoint kept) and the epochs run."""
     run = RunFolder(run_dir)
     rows = []
     for stage in run.finished_stages():
@@ -37,7 +38,8 @@ def comparison_table(run_dir: str | Path, protocol: str = "random"):
         rows.append({"model": stage, "loss": m.get("loss"), "backbone": m.get("backbone"),
                      "AUC": test["auc"], "NDCG (lpae)": test["ndcg_lpae"],
                      "NDCG (standard)": test["ndcg_standard"], "params": m.get("params_inference", m.get("params")),
-                     "s/epoch": m.get("epoch_seconds"), "epochs": m.get("epochs_run")})
+                     "s/epoch": m.get("epoch_seconds"), "best epoch": m.get("best_epoch"),
+                     "epochs run": m.get("epochs_run")})
     df = pd.DataFrame(rows)
     if not df.empty:
         rank = {name: i for i, name in enumerate(MODEL_ORDER)}
@@ -45,8 +47,50 @@ def comparison_table(run_dir: str | Path, protocol: str = "random"):
     return df
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write ``run_dir/report.md`` from whatever stages have finished."""
+COMPARISON_KINDS = {"params": "params", "s/epoch": "epoch_seconds", "best epoch": "best_epoch",
+                    "epochs run": "epochs_run"}
+FIGURES_DIR = "figures"  # beside report.md: the demo report's pictures
+
+
+def report_figures(run_dir: str | Path, png: bool = True) -> dict[str, Path]:
+    """The demo report's figures, written into ``run_dir/figures/`` by
+    :func:`fndkit.viz.figures.save_figure` (HTML sharing the run folder's one plotly.min.js, and a PNG
+    where Chromium can export): each trained stage's training curve (its history.json) and the
+    teacher-against-students comparison. Returns name -> the file to show (the PNG where there is
+    one, else the HTML); a static explorer picture (``explorer/*.png``) is added as it is."""
+    from ..viz import figures as F
+
+    run = RunFolder(run_dir)
+    folder = run.root / FIGURES_DIR
+    todo: dict[str, object] = {}
+
+    def save(fig, name):
+        todo[name] = fig
+
+    frames = [comparison_table(run_dir, p).assign(protocol=p) for p in ("random", "hard")]
+    frames = [f for f in frames if not f.empty]
+    if frames:
+        fig = F.comparison_figure(pd.concat(frames, ignore_index=True))
+        if fig is not None:
+            save(fig, "comparison")
+    rank = {name: i for i, name in enumerate(MODEL_ORDER)}
+    for stage in sorted(run.finished_stages(), key=lambda s: (rank.get(s, len(rank)), s)):
+        history = run.path(stage, "history.json")
+        if history.exists():
+            records = read_json(history)
+            if records:
+                save(F.history_figure(records, f"{stage} training"), f"{stage}_training")
+    written = F.save_figures([(fig, folder / name) for name, fig in todo.items()], png=png)  # one Chromium
+    shown = {name: next((p for p in paths if p.suffix == ".png"), paths[0]) for name, paths in zip(todo, written)}
+    for picture in sorted((run.root / EXPLORER).glob("*.png")):
+        shown[f"explorer {picture.stem}"] = picture
+    return shown
+
+
+def write_report(run_dir: str | Path, figures: bool = True) -> Path:
+    """Write ``run_dir/report.md`` from whatever stages have finished: the data, the test ranking
+    per protocol, the cold start, and (``figures``) the pictures of :func:`report_figures`,
+    embedded where they are PNG files, linked where they are HTML."""
     run = RunFolder(run_dir)
     lines = [f"# fndkit run report: {run.root.name}", ""]
     if run.metrics_path(DATA).exists():
@@ -63,25 +107,46 @@ def write_report(run_dir: str | Path) -> Path:
         df = comparison_table(run_dir, protocol)
         if df.empty:
             continue
-        lines += [f"## Test ranking ({protocol} negatives)", "", markdown_table(df), ""]
+        lines += [f"## Test ranking ({protocol} negatives)", "", markdown_table(df, COMPARISON_KINDS), ""]
     if run.metrics_path(COLD_START).exists():
         lines += [cold_start_markdown(run.read_metrics(COLD_START)), ""]
+    shown = report_figures(run_dir) if figures else {}
+    if shown:
+        lines += ["## Figures", ""]
+        if not any(p.suffix == ".png" for p in shown.values() if p.parent.name == FIGURES_DIR):
+            lines += ["Interactive figures (HTML; no Chromium here to export PNG files); they load the run "
+                      "folder's one plotly.min.js, so open them inside the run folder.", ""]
+        links = []
+        for name, path in shown.items():
+            rel, title = path.relative_to(run.root).as_posix(), name.replace("_", " ")
+            if path.suffix == ".png":
+                lines += [f"![{title}]({rel})", ""]
+            else:
+                links.append(f"- [{title}]({rel})")
+        links += [f"- [explorer {p.stem} (interactive)]({p.relative_to(run.root).as_posix()})"
+                  for p in sorted((run.root / EXPLORER).glob("*.html"))]
+        lines += links
     target = run.report_path
     with atomic_path(target) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text("\n".join(lines).rstrip() + "\n")
     return target
 
 
-def markdown_table(df) -> str:
-    """A pipe table (floats to 4 places) without pulling in tabulate."""
-    def fmt(v):
+def markdown_table(df, kinds: dict[str, str] | None = None) -> str:
+    """A pipe table without pulling in tabulate: floats to 4 places, or by kind (:func:`fmt_value`)
+    for the columns named in ``kinds`` (column -> metric name, e.g. ``{"params": "params"}``)."""
+    kinds = kinds or {}
+
+    def fmt(column, v):
+        if column in kinds and v is not None and not isinstance(v, str):
+            return fmt_value(kinds[column], v)
         if isinstance(v, float):
             return f"{v:.4f}"
         return "" if v is None else str(v)
 
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     rule = "|" + "---|" * len(df.columns)
-    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    body = ["| " + " | ".join(fmt(c, v) for c, v in zip(df.columns, row)) + " |" for row in df.itertuples(index=False)]
     return "\n".join([head, rule, *body])
 
 
@@ -104,30 +169,44 @@ def cold_start_markdown(result: dict, n_interactions=(1, 5)) -> str:
 # ------------------------------------------------------------------------------------------------
 # A plan's pages
 
-FIGURE_HEIGHT = 360
+FIGURE_HEIGHT = 360  # px: every figure of a page has a set height (a sweep, the transfer plot …)
+SEARCH_HEIGHT = 260  # px: one small figure per searched method
 README_BLOCKS = {
     "results": ("<!-- results: written by `python -m fndkit paper ... --readme README.md`; do not edit by hand -->",
                 "<!-- results end -->"),
     "distill": ("<!-- distill: written by `python -m fndkit distill ... --readme README.md`; do not edit by hand -->",
                 "<!-- distill end -->"),
 }
-INTEGER_METRICS = ("best_epoch", "epochs_run", "params_inference", "params", "n_seeds", "n_users", "trials", "pruned")
+INTEGER_METRICS = ("best_epoch", "epochs_run", "params_inference", "params", "n_seeds", "n_users", "trials", "pruned",
+                   "seeds", "stopped_early")
 
 
 def fmt_value(metric: str, value) -> str:
-    """A number formatted by kind: counts as integers, AUC-like values to 4 places."""
+    """A number formatted by its kind, never by its value: counts as integers (a mean over seeds
+    that is not whole to one decimal), seconds to one decimal, AUC-like values to 4 places."""
     if value is None or (isinstance(value, float) and value != value):
         return ""
-    if metric in INTEGER_METRICS or (isinstance(value, float) and value.is_integer() and abs(value) >= 2):
-        return f"{int(round(float(value)))}"
+    value = float(value)
+    if metric in INTEGER_METRICS:
+        return f"{int(round(value)):,}" if abs(value - round(value)) < 1e-9 else f"{value:,.1f}"
     if metric.endswith("seconds"):
-        return f"{float(value):.1f}"
-    return f"{float(value):.4f}"
+        return f"{value:.1f}"
+    return f"{value:.4f}"
 
 
 def points(value) -> str:
     """An AUC difference in points (×100), signed."""
     return "" if value is None or value != value else f"{100 * float(value):+.2f}"
+
+
+def wall_time(seconds) -> str:
+    """A duration as a person reads it: ``37 s``, ``18 min 12 s``, ``2 h 05 min``."""
+    seconds = float(seconds or 0)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 def comparison_markdown(frame: pd.DataFrame) -> pd.DataFrame:
@@ -150,6 +229,26 @@ def comparison_markdown(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def chosen_frame(chosen: dict | None) -> pd.DataFrame:
+    """The search's choices, one row per method (``chosen.csv``): the values as ``k=v`` text and as
+    JSON, validation AUC, trials, pruned, seed."""
+    columns = ["method", "chosen", "values", "val_auc", "trials", "pruned", "seed"]
+    rows = [{"method": m, "chosen": ", ".join(f"{k}={v}" for k, v in c["values"].items()) or "-",
+             "values": json.dumps(c["values"], sort_keys=True, default=str), "val_auc": c.get("val_auc"),
+             "trials": c.get("trials"), "pruned": c.get("pruned"), "seed": c.get("seed", "")}
+            for m, c in (chosen or {}).items()]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _chosen_shown(chosen: dict | None) -> pd.DataFrame:
+    frame = chosen_frame(chosen)
+    return pd.DataFrame({"method": frame["method"], "chosen": frame["chosen"],
+                         "validation AUC": [fmt_value("auc", v) for v in frame["val_auc"]],
+                         "trials (pruned)": [f"{fmt_value('trials', t)} ({fmt_value('pruned', p)})"
+                                             for t, p in zip(frame["trials"], frame["pruned"])],
+                         "seed": frame["seed"]})
+
+
 def experiment_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per experiment: one row per (method, stage, shown), columns AUC / NDCG per protocol and list
     (mean ± sd over seeds), best epoch and validation AUC."""
@@ -159,7 +258,7 @@ def experiment_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
                      ("best_val_auc", "validation"): "val AUC", ("best_epoch", "-"): "best epoch"}
     s = summary(table)
     for experiment, part in s.groupby("experiment", sort=False):
-        experiment = experiment or "other"
+        experiment = experiment if isinstance(experiment, str) and experiment else "other"
         rows: dict[tuple, dict] = {}
         for r in part.itertuples():
             name = shown_metrics.get((r.metric, r.list))
@@ -177,32 +276,79 @@ def experiment_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
+def interval_table(table: pd.DataFrame, metric: str = "auc", which: str = "test",
+                   experiments: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Per (experiment, method, stage, settings, protocol): ``metric`` on ``which`` as mean over
+    seeds with its 95% t interval over seeds (:func:`fndkit.results.stats.summarize`; no interval
+    with one seed), formatted by kind; ``experiments`` keeps only those."""
+    from . import stats
+
+    part = table[(table.metric == metric) & (table.list == which)]
+    if experiments is not None:
+        part = part[part.experiment.isin(experiments)]
+    columns = ["experiment", "method", "stage", "settings", "protocol", "mean", "95% CI", "seeds"]
+    if part.empty:
+        return pd.DataFrame(columns=columns)
+    values = part[["experiment", "method", "stage", "shown", "protocol", "seed", "value"]].drop_duplicates(
+        subset=["experiment", "stage", "shown", "protocol", "seed"])
+    s = stats.summarize(values)
+    return pd.DataFrame({
+        "experiment": s["experiment"], "method": s["method"], "stage": s["stage"],
+        "settings": ["" if v in ("{}", "") else ", ".join(f"{k}={x}" for k, x in json.loads(v).items())
+                     for v in s["shown"]],
+        "protocol": s["protocol"], "mean": [fmt_value(metric, v) for v in s["mean"]],
+        "95% CI": [f"[{fmt_value(metric, lo)}, {fmt_value(metric, hi)}]" if n > 1 else ""
+                   for lo, hi, n in zip(s["ci_low"], s["ci_high"], s["n"])],
+        "seeds": s["n"].astype(int)}, columns=columns)
+
+
 def takeaway(claims: pd.DataFrame) -> list[str]:
     """One sentence per claim: what the numbers allow."""
     return [f"- {r.comparison}: {r.verdict} (effect {points(r.effect)} pts, 95% CI [{points(r.ci_low)}, "
             f"{points(r.ci_high)}], {int(r.n_seeds)} seed(s))" for r in claims.itertuples()]
 
 
+def transfer_takeaway(transfer: pd.DataFrame) -> list[str]:
+    """One sentence per student on the first protocol's ``test`` list: its gain over N-pair and
+    the share of the teacher's margin it takes."""
+    if transfer is None or transfer.empty:
+        return []
+    first = transfer[(transfer.protocol == transfer.protocol.iloc[0]) & (transfer.list == "test")]
+    out = []
+    for r in first.itertuples():
+        share = getattr(r, "share", float("nan"))
+        gain = f"{points(r.effect)} pts, 95% CI [{points(r.ci_low)}, {points(r.ci_high)}]"
+        if r.a == TEACHER:
+            out.append(f"- the teacher's margin over N-pair ({r.protocol}, test): {gain}")
+        else:
+            out.append(f"- {r.comparison} − N-pair ({r.protocol}, test): {gain}"
+                       + (f"; {share:.0%} of the teacher's margin" if share == share else ""))
+    return out
+
+
+def what_ran(info: dict) -> str:
+    """The line that says what ran: machine, seeds, scale, the true wall time, workers."""
+    return (f"Machine `{info.get('machine', '?')}`; seeds {info.get('seeds')}; scale {info.get('scale')}; "
+            f"wall time {wall_time(info.get('seconds', 0))} ({info.get('workers', 1)} worker(s)).")
+
+
+NOTE = ("Mean ± sd over seeds where there are several; effects are per-user paired differences in AUC points "
+        "(×100), seeds as replicates (fndkit.results.stats).")
+
+
 def plan_markdown(info: dict, table: pd.DataFrame, claims: pd.DataFrame | None = None,
                   transfer: pd.DataFrame | None = None, chosen: dict | None = None) -> str:
     """results.md (and the README block): what ran, the takeaway, the choices, the comparisons, the
     tables."""
-    seconds = info.get("seconds", 0)
-    wall = f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
-    lines = [f"Machine `{info.get('machine', '?')}`; seeds {info.get('seeds')}; scale {info.get('scale')}; "
-             f"`{info.get('command', '')}`; wall time {wall} "
-             f"({info.get('workers', 1)} worker(s)). Mean ± sd over seeds where there are several; "
-             f"effects are per-user paired differences, seeds as replicates (fndkit.results.stats).", ""]
+    lines = [f"{what_ran(info)} Reproduce with `{info.get('command', '')}`. {NOTE}", ""]
     if table.empty:
         return "\n".join(lines + ["No run has finished yet."])
-    if claims is not None and not claims.empty:
-        lines += ["**Takeaway**", "", *takeaway(claims), ""]
+    summary_lines = (takeaway(claims) if claims is not None and not claims.empty else []) + transfer_takeaway(transfer)
+    if summary_lines:
+        lines += ["**Takeaway**", "", *summary_lines, ""]
     if chosen:
-        frame = pd.DataFrame([{"method": m, "chosen": ", ".join(f"{k}={v}" for k, v in c["values"].items()) or "-",
-                               "validation AUC": f"{c['val_auc']:.4f}", "trials (pruned)": f"{c['trials']} ({c['pruned']})",
-                               "seed": c.get("seed", "")} for m, c in chosen.items()])
         lines += ["**Hyper-parameters chosen on validation** (the student's validation half of the search seed; "
-                  "the test set is never read during the search)", "", markdown_table(frame), ""]
+                  "the test set is never read during the search)", "", markdown_table(_chosen_shown(chosen)), ""]
     if claims is not None and not claims.empty:
         lines += ["**Claims** (BH over the claims; MDE: the smallest effect this design detects with 80% power)",
                   "", markdown_table(comparison_markdown(claims)), ""]
@@ -214,82 +360,177 @@ def plan_markdown(info: dict, table: pd.DataFrame, claims: pd.DataFrame | None =
     return "\n".join(lines).rstrip()
 
 
-def _figures(table: pd.DataFrame) -> list[tuple[str, object]]:
-    import plotly.express as px
+def plan_figures(table: pd.DataFrame, claims: pd.DataFrame | None = None, transfer: pd.DataFrame | None = None,
+                 chosen: dict | None = None) -> dict[str, list[tuple[str, object]]]:
+    """The page's figures by section (``claims``, ``transfer``, ``figures``, ``search``), each a list
+    of (name, plotly figure) with a set height; sections without data are absent."""
+    from ..viz import figures as F
 
-    figs = []
-    auc = table[(table.metric == "auc") & (table.list == "test") & (table.protocol == "random")]
-    s = summary(auc)
-    for experiment, key in (("fig4", "alpha"), ("fig6", "size"), ("fig7", "batch_size")):
-        part = s[s.experiment == experiment].copy()
-        part = part[part.shown != "{}"]
-        if part.empty:
-            continue
-        part[key] = [json.loads(v).get(key) for v in part.shown]
-        figs.append((experiment, px.line(part, x=key, y="mean", error_y="sd", color="method", markers=True,
-                                         title=f"{experiment}: test AUC (random) against {key}")))
-    trials = table[(table.experiment == "search") & (table.metric == "best_val_auc")]
-    if len(trials):
-        trials = trials.assign(point=[", ".join(f"{k}={v}" for k, v in json.loads(x).items()) for x in trials.shown])
-        fig = px.scatter(trials, x="point", y="value", facet_col="method", facet_col_wrap=3,
-                         title="search: validation AUC per point (small multiples)")
-        fig.update_xaxes(matches=None, showticklabels=True, tickangle=45)
-        figs.append(("search", fig))
-    for name, fig in figs:
-        fig.update_layout(height=FIGURE_HEIGHT if name != "search" else FIGURE_HEIGHT + 120, margin=dict(t=50, b=40))
-    return figs
+    out: dict[str, list] = {}
+    fig = F.claims_figure(claims)
+    if fig is not None:
+        out["claims"] = [("claims", fig)]
+    fig = F.transfer_figure(transfer, height=None)
+    if fig is not None:
+        out["transfer"] = [("transfer", fig)]
+    sweeps = []
+    for experiment in ("fig4", "fig5", "fig6", "fig7"):
+        fig = F.augmentation_figure(table, height=FIGURE_HEIGHT) if experiment == "fig5" else \
+            F.sweep_figure(table, experiment, height=FIGURE_HEIGHT)
+        if fig is not None:
+            sweeps.append((experiment, fig))
+    if sweeps:
+        out["figures"] = sweeps
+    searched = [m for m in dict.fromkeys(table.loc[table.experiment == "search", "method"])]
+    search = [(m, F.search_figure(table, m, (chosen or {}).get(m, {}).get("values"), height=SEARCH_HEIGHT))
+              for m in searched]
+    search = [(m, f) for m, f in search if f is not None]
+    if search:
+        out["search"] = search
+    return out
 
 
-def plan_html(info: dict, table: pd.DataFrame, markdown: str) -> str:
-    """report.html: the markdown's tables as HTML, then the figures (plotly.js once)."""
-    parts = [f"<h1>{html.escape(info.get('title', 'fndkit report'))}</h1>"]
-    block: list[str] = []
+def html_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as an HTML table, every cell escaped; numbers right-aligned."""
+    def cell(v, tag="td"):
+        text = "" if v is None or (isinstance(v, float) and v != v) else str(v)
+        numeric = bool(text) and text.lstrip("+-[").replace(".", "", 1)[:1].isdigit()
+        return f"<{tag}{' class=n' if numeric and tag == 'td' else ''}>{html.escape(text)}</{tag}>"
 
-    def flush():
-        if block:
-            rows = [r for r in block if not set(r.replace("|", "").strip()) <= {"-"}]
-            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
-            head, body = cells[0], cells[1:]
-            parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>" + "".join(
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body) + "</table>")
-            block.clear()
+    head = "<tr>" + "".join(cell(c, "th") for c in frame.columns) + "</tr>"
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in frame.itertuples(index=False))
+    return f"<table>{head}{body}</table>"
 
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            block.append(line)
-            continue
-        flush()
-        if line.startswith("**") and line.endswith("**"):
-            parts.append(f"<h2>{html.escape(line.strip('*'))}</h2>")
-        elif line.strip():
-            parts.append(f"<p>{html.escape(line)}</p>")
-    flush()
-    first = True
-    for name, fig in _figures(table):
-        body = fig.to_html(full_html=False, include_plotlyjs=first, default_height=f"{fig.layout.height}px")
-        parts.append(f"<details open><summary>{name}</summary>{body}</details>" if name != "search" else
-                     f"<details><summary>search: validation AUC per point</summary>{body}</details>")
-        first = False
-    style = ("<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
-             "margin:8px 0}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style>")
-    return f"<html><head><meta charset='utf-8'><title>fndkit</title>{style}</head><body>" + "\n".join(parts) + \
-        "</body></html>\n"
+
+_VERDICT_CLASS = {"supported": "ok", "contradicted": "bad"}
+
+STYLE = ("<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:auto;padding:0 16px;color:#222}"
+         "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
+         "td.n{text-align:right;font-variant-numeric:tabular-nums}code{background:#f4f4f4;padding:1px 4px;"
+         "word-break:break-all}.takeaway{border-left:4px solid #4a7;background:#f5faf6;padding:6px 14px}"
+         ".ok{color:#17702f;font-weight:600}.bad{color:#b02020;font-weight:600}.other{font-weight:600}"
+         "details{margin:6px 0}summary{cursor:pointer;font-weight:600}"
+         ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:8px}</style>")
+
+
+def plan_html(info: dict, table: pd.DataFrame, claims: pd.DataFrame | None = None,
+              transfer: pd.DataFrame | None = None, chosen: dict | None = None) -> str:
+    """report.html, the self-contained export of results.md: what ran and the exact command, the
+    takeaway, then each section's table beside its figure (claims, distillation transfer, the
+    paper's sweeps), the search folded per method (small multiples), the per-experiment tables.
+    Every figure has a set height; plotly.js is inlined once, in the page's head."""
+    from plotly.offline import get_plotlyjs
+
+    e = html.escape
+    parts = [f"<h1>{e(info.get('title', 'fndkit report'))}</h1>",
+             f"<p>{e(what_ran(info)).replace('`', '')}</p>",
+             f"<p>Reproduce: <code>{e(str(info.get('command', '')))}</code></p>", f"<p><small>{e(NOTE)}</small></p>"]
+    if table.empty:
+        parts.append("<p>No run has finished yet.</p>")
+    items = []
+    if claims is not None and not claims.empty:
+        for r in claims.itertuples():
+            cls = _VERDICT_CLASS.get(r.verdict, "other")
+            items.append(f"<li><span class={cls}>{e(r.verdict)}</span> — {e(r.comparison)}: effect "
+                         f"{points(r.effect)} pts, 95% CI [{points(r.ci_low)}, {points(r.ci_high)}], "
+                         f"{int(r.n_seeds)} seed(s)</li>")
+    items += [f"<li>{e(line[2:])}</li>" for line in transfer_takeaway(transfer)]
+    if items:
+        parts.append("<div class=takeaway><h2>Takeaway</h2><ul>" + "".join(items) + "</ul></div>")
+    figures = plan_figures(table, claims, transfer, chosen) if not table.empty else {}
+
+    def figure(fig, toolbar: bool = True) -> str:
+        height = int(fig.layout.height)
+        body = fig.to_html(full_html=False, include_plotlyjs=False, default_height=f"{height}px",
+                           config={"displaylogo": False, "responsive": True, "displayModeBar": toolbar})
+        return f"<div class=figure style='height:{height}px'>{body}</div>"
+
+    if chosen:
+        parts += ["<h2>Hyper-parameters chosen on validation</h2>",
+                  "<p>On the student's validation half of the search seed; the test set is never read during "
+                  "the search.</p>", html_table(_chosen_shown(chosen))]
+    if claims is not None and not claims.empty:
+        parts += ["<h2>Claims</h2>", "<p>BH over the claims; MDE: the smallest effect this design detects with "
+                  "80% power.</p>", html_table(comparison_markdown(claims))]
+        parts += [figure(f) for _, f in figures.get("claims", [])]
+    if transfer is not None and not transfer.empty:
+        parts += ["<h2>Distillation: gain over the XS N-pair student and share of the teacher's margin</h2>",
+                  html_table(comparison_markdown(transfer))]
+        parts += [figure(f) for _, f in figures.get("transfer", [])]
+    if figures.get("figures"):
+        parts.append("<h2>The paper's figures</h2>")
+        parts += [f"<details open><summary>{e(name)}</summary>{figure(f)}</details>" for name, f in figures["figures"]]
+    if figures.get("search"):
+        parts += ["<h2>Search</h2>", "<p>Validation AUC of every point tried, one small figure per method "
+                  "(★ the chosen point); open a method to see it.</p>", "<div class=grid>"]
+        parts += [f"<details><summary>{e(name)}</summary>{figure(f, toolbar=False)}</details>"
+                  for name, f in figures["search"]]
+        parts.append("</div>")
+    tables = experiment_tables(table) if not table.empty else {}
+    if tables:
+        parts.append("<h2>Per experiment (mean ± sd over seeds)</h2>")
+        parts += [f"<details open><summary>{e(name)}</summary>{html_table(frame)}</details>"
+                  for name, frame in tables.items()]
+    script = f"<script type='text/javascript'>{get_plotlyjs()}</script>" if figures else ""
+    if figures:  # a figure drawn inside a closed section takes its width when the section opens
+        parts.append("<script>document.querySelectorAll('details').forEach(d => d.addEventListener('toggle', "
+                     "() => d.querySelectorAll('.plotly-graph-div').forEach(g => Plotly.Plots.resize(g))));</script>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(info.get('title', 'fndkit'))}</title>"
+            f"{STYLE}{script}</head><body>" + "\n".join(parts) + "</body></html>\n")
+
+
+PLAN_FILES = {"csv": "results.csv", "md": "results.md", "html": "report.html", "claims": "claims.csv",
+              "transfer": "transfer.csv", "chosen": "chosen.csv"}
 
 
 def write_plan_report(folder: str | os.PathLike, info: dict, table: pd.DataFrame, claims: pd.DataFrame | None = None,
                       transfer: pd.DataFrame | None = None, chosen: dict | None = None) -> dict[str, Path]:
-    """``results.csv``, ``results.md`` and ``report.html`` in ``folder`` (atomically); their paths."""
+    """``results.csv``, ``results.md``, ``report.html``, and where given ``claims.csv``,
+    ``transfer.csv``, ``chosen.csv`` (the tables the results notebook reads) in ``folder``
+    (atomically); their paths by key of :data:`PLAN_FILES`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"csv": folder / "results.csv", "md": folder / "results.md", "html": folder / "report.html"}
     with atomic_path(paths["csv"]) as tmp:
         table.to_csv(tmp, index=False)
-    markdown = plan_markdown(info, table, claims, transfer, chosen)
+    tables = (("claims", claims), ("transfer", transfer), ("chosen", chosen_frame(chosen) if chosen else None))
+    for key, frame in tables:
+        if frame is not None:
+            paths[key] = folder / PLAN_FILES[key]
+            with atomic_path(paths[key]) as tmp:
+                frame.to_csv(tmp, index=False)
     with atomic_path(paths["md"]) as tmp:
-        tmp.write_text(markdown + "\n")
+        tmp.write_text(plan_markdown(info, table, claims, transfer, chosen) + "\n")
     with atomic_path(paths["html"]) as tmp:
-        tmp.write_text(plan_html(info, table, markdown))
+        tmp.write_text(plan_html(info, table, claims, transfer, chosen))
     return paths
+
+
+def read_plan_report(folder: str | os.PathLike) -> dict[str, pd.DataFrame | dict]:
+    """What :func:`write_plan_report` wrote, read back: ``table`` (results.csv), ``claims``,
+    ``transfer`` (empty frames where the plan had none) and ``chosen`` (a dict as the plan passed)."""
+    folder = Path(folder)
+    if not (folder / PLAN_FILES["csv"]).exists():
+        raise FileNotFoundError(f"{folder} holds no {PLAN_FILES['csv']}: pass the folder a plan wrote its report to "
+                                f"(e.g. outputs/paper/cpu-2c, or the distill plan's --root)")
+    table = pd.read_csv(folder / PLAN_FILES["csv"], keep_default_na=False, na_values=[""],
+                        dtype={"shown": str, "params": str, "protocol": str, "list": str, "experiment": str})
+    table["experiment"] = table["experiment"].fillna("")
+    out: dict = {"table": table}
+    for key in ("claims", "transfer"):
+        path = folder / PLAN_FILES[key]
+        out[key] = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    if "paper_effect" in out["claims"]:
+        out["claims"]["paper_effect"] = out["claims"]["paper_effect"].astype(object).where(
+            out["claims"]["paper_effect"].notna(), None)
+    path = folder / PLAN_FILES["chosen"]
+    chosen = {}
+    if path.exists():
+        for r in pd.read_csv(path).itertuples():
+            chosen[r.method] = {"values": json.loads(r.values), "val_auc": r.val_auc, "trials": r.trials,
+                                "pruned": r.pruned, "seed": r.seed}
+    out["chosen"] = chosen
+    return out
 
 
 def update_readme(path: str | os.PathLike, markdown: str, block: str = "results") -> Path:

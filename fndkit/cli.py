@@ -307,7 +307,10 @@ def _pretrain_parser(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a malformed option (2, one line already printed)
+        return int(exc.code or 0)
     if args.verb is None:
         parser().print_help()
         return 2
@@ -457,7 +460,7 @@ def _paper(args, argv) -> int:
                                for c in paper.CLAIMS])
     info = {"title": f"fndkit — the paper's evidence on {sweep.machine}", "machine": sweep.machine,
             "seeds": list(sweep.seeds), "scale": sweep.scale, "command": command_line(argv),
-            "seconds": time.perf_counter() - start, "workers": args.workers}
+            "seconds": wall_seconds(sweep.folder), "workers": args.workers}
     paths = report.write_plan_report(sweep.folder, info, table, claims, None, chosen)
     if args.readme:
         report.update_readme(args.readme, paths["md"].read_text(), "results")
@@ -485,6 +488,21 @@ def _smoke(job, args):
     fields = set(job.params.field_names())
     changes = {k: v for k, v in changes.items() if k in fields}
     return job.with_params(**changes) if changes else job
+
+
+def wall_seconds(folder: Path) -> float:
+    """The plan's true wall time: every call's seconds, from its records (search phase and plan)."""
+    import json
+
+    total = 0.0
+    for name in ("plan-search.json", "plan.json"):
+        path = Path(folder) / name
+        if path.exists():
+            try:
+                total += float(json.loads(path.read_text()).get("seconds_total", 0.0))
+            except (ValueError, OSError):  # an unreadable record: its time is unknown, not fatal
+                pass
+    return total
 
 
 def _finish(outcome, paths: dict | None) -> int:
@@ -548,7 +566,7 @@ def _lab(args, argv) -> int:
                                       folders=folders))
     claims = C.compare(users, list(dict.fromkeys(comps)))
     info = {"title": "fndkit — the false-negative lab", "machine": folder.name, "seeds": list(args.seeds),
-            "scale": args.scale, "command": command_line(argv), "seconds": time.perf_counter() - start,
+            "scale": args.scale, "command": command_line(argv), "seconds": wall_seconds(folder),
             "workers": args.workers}
     paths = report.write_plan_report(folder, info, table, claims)
     return _finish(outcome, paths)
@@ -589,8 +607,10 @@ def _distill(args, argv) -> int:
     table = collect.collect(trial_jobs + jobs)
     users = collect.collect_users(jobs)
     transfer = C.transfer(table, users, "distill", "npair", "teacher", plan.methods, protocols=("random", "hard"))
-    info = {"title": "fndkit — the distillation benchmark", "machine": root.name, "seeds": list(seeds),
-            "scale": f"{args.scale}-rich", "command": command_line(argv), "seconds": time.perf_counter() - start,
+    from .repro import machine_label
+
+    info = {"title": "fndkit — the distillation benchmark", "machine": machine_label(args.device), "seeds": list(seeds),
+            "scale": f"{args.scale}-rich", "command": command_line(argv), "seconds": wall_seconds(root),
             "workers": args.workers}
     paths = report.write_plan_report(root, info, table, None, transfer, chosen)
     if args.readme:

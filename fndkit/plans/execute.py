@@ -466,6 +466,10 @@ class _Run:
         self.live, self.bar, self.on_done, self.on_failure = live, bar, on_done, on_failure
         self.outcome, self.start, self.errors = PlanOutcome(), time.perf_counter(), {}
         self.stopping, self.recorded = False, 0
+        self.prior = 0.0  # the plan's wall time in earlier calls (a rerun continues the plan)
+        if record is not None and Path(record).exists():
+            with contextlib.suppress(Exception):
+                self.prior = float(json.loads(Path(record).read_text()).get("seconds_total", 0.0))
 
     def ended(self, ended: Ended) -> None:
         job = ended.job
@@ -498,8 +502,10 @@ class _Run:
             return
         self.recorded, statuses = count, self.outcome.statuses()
         records = {r["key"]: r for r in self.outcome.records}
+        seconds = time.perf_counter() - self.start
         write_json(Path(self.record), {
-            "status": status or "running", "seconds": round(time.perf_counter() - self.start, 1),
+            "status": status or "running", "seconds": round(seconds, 1),
+            "seconds_total": round(self.prior + seconds, 1),
             "jobs": [{"stage": j.stage, "kind": j.kind, "run_dir": j.run_dir, "trial": j.trial,
                       "status": statuses.get(j.key, "running" if j.key in self.schedule.running else "waiting"),
                       **records.get(j.key, {})} for j in self.plan]})

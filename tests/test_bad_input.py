@@ -145,7 +145,7 @@ def execute_in_process(notebook: str, params: dict) -> dict:
 
 FOLDER_OF = {"00_data": "empty", "01_autoencoder": "data", "02_teacher": "data", "03_student": "teacher",
              "04_contrastive": "teacher", "05_cold_start": "trained", "06_explorer": "trained",
-             "07_baselines": "data", "08_false_negatives": "trained"}
+             "07_baselines": "data", "08_false_negatives": "trained", "09_results": "empty"}
 
 # (notebook, parameter, bad value, what the message must say; None: "<parameter>=<value!r>")
 NOTEBOOK_CASES = [
@@ -262,6 +262,7 @@ NOTEBOOK_CASES = [
     ("08_false_negatives", "max_positives", 0, None),
     ("08_false_negatives", "seed", "abc", None),
     ("08_false_negatives", "device", "gpu", r"unknown device 'gpu'"),
+    ("09_results", "root", "/nowhere/at/all", r"/nowhere/at/all holds no results.csv"),
 ] + [(nb, "run_dir", 5, None) for nb in ("01_autoencoder", "03_student", "04_contrastive", "05_cold_start",
                                          "06_explorer", "07_baselines", "08_false_negatives")]
 # through papermill itself in the fast tier (as `papermill … -p alpha abc` etc. would pass them)

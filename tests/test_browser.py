@@ -44,7 +44,7 @@ def lab_root(tmp_path_factory):
         pytest.skip(message)
     pytest.importorskip("playwright.sync_api", reason="Playwright's Python package is not installed")
     from fndkit.plans.chain import default_chain, run_chain
-from fndkit.plans.execute import NOTEBOOK_DIR
+    from fndkit.plans.execute import NOTEBOOK_DIR
 
     # A project as a clone lays it out: notebooks/ (served by JupyterLab, the kernel's working
     # directory) beside outputs/demo. The notebook is the committed one, unchanged: its default

@@ -22,7 +22,8 @@ def test_only_naming_spells_a_stage_folder(pattern):
 
 
 def test_the_patterns_would_catch_a_hand_spelled_name():
-    assert re.search(PATTERNS[0], 'name = f"student_{loss}"') and re.search(PATTERNS[2], 'x + f"-alpha{a:g}"')
+    assert re.search(PATTERNS[0], 'name = f"student_{loss}"') and re.search(r'-alpha\{', 'x + f"-alpha{a:g}"')
+    assert re.search(PATTERNS[2], 'f"search-{method}-{point}"')
 
 
 def test_names_from_values():

@@ -97,8 +97,8 @@ def test_save_figure_png_is_bounded_in_time(tmp_path, monkeypatch, capsys):
     assert figures.save_figure(fig, tmp_path / "a") == [tmp_path / "a.html"]
     monkeypatch.delenv("FNDKIT_PNG")
     real_which, real_export = shutil.which, figures._PNG_EXPORT
-    # (sys.argv: the figure's JSON, the PNG to write) — the stand-ins keep that contract
-    assert "sys.argv[2]" in real_export
+    # (sys.argv: pairs of the figure's JSON and the PNG to write) — the stand-ins keep that contract
+    assert "zip(args[::2], args[1::2])" in real_export
     monkeypatch.setattr(figures.shutil, "which", lambda name, *a, **k: "/usr/bin/chromium"
                         if name == "chromium" else real_which(name, *a, **k))
     # a browser that hangs: given up after the limit, the HTML kept, the reason printed
@@ -110,7 +110,8 @@ def test_save_figure_png_is_bounded_in_time(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "b.png").exists()
     assert "PNG export of b skipped: no PNG after 0.5 s" in capsys.readouterr().out
     # a browser that answers in time: its picture is kept
-    monkeypatch.setattr(figures, "_PNG_EXPORT", "import sys; open(sys.argv[2], 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n')")
+    monkeypatch.setattr(figures, "_PNG_EXPORT",
+                        "import sys; [open(t, 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n') for t in sys.argv[2::2]]")
     monkeypatch.setattr(figures, "PNG_TIMEOUT_S", 60)
     assert figures.save_figure(fig, tmp_path / "c") == [tmp_path / "c.html", tmp_path / "c.png"]
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,7 +9,8 @@ REQ_HASH := $(shell sha256sum requirements.txt pyproject.toml | sha256sum | cut 
 STAMP := $(VENV)/.fndkit-setup-$(REQ_HASH)
 RUN_DIR ?= outputs/demo
 SCALE ?= demo
-PYTEST_ARGS ?=
+# Both cores: test files spread over two processes (a file stays in one: its fixtures are built once).
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: setup demo test lab browser postgres clean-demo paper verdict bench
 

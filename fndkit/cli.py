@@ -40,45 +40,24 @@ class UserError(ValueError):
     """A command-line input that cannot work; printed as one line, exit code 2."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
+def _bounded(cast, low: float, what: str, strict: bool = False):
+    """An argparse type: ``cast(text)`` at least ``low`` (above it when ``strict``), finite."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (strict and value == low) or value == float("inf"):
+            bound = f"> {low:g}" if strict else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"{text} must be {'a finite number ' if cast is float else ''}{bound}")
+        return value
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seed {value} must be >= 0")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number of seconds > 0")
-    return value
-
-
-def _count(text: str) -> int:
-    """An integer >= 0 (0 has a meaning of its own, said in the option's help)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
+_positive_int = _bounded(int, 1, "an integer")
+_seed = _bounded(int, 0, "an integer seed")
+_seconds = _bounded(float, 0, "a number of seconds", strict=True)
+_count = _bounded(int, 0, "an integer")  # 0 has a meaning of its own, said in the option's help
 
 
 def _users(text: str):

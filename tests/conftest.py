@@ -44,6 +44,17 @@ def tiny_run_folder(make_tiny_run_folder, tmp_path) -> Path:
     return make_tiny_run_folder(tmp_path / "run")
 
 
+def small_config(**kw):
+    """A TrainConfig small enough for a unit test (d = 16, two heads, two steps an epoch on CPU);
+    ``kw`` overrides. Test modules import it (``from conftest import small_config``)."""
+    from fndkit.config import TrainConfig
+
+    base = dict(backbone="cnn-small", dim=16, heads=2, epochs=1, batch_size=8, max_steps_per_epoch=2,
+                device="cpu", patience=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
 

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 import pytest
+
+from conftest import small_config
 import torch
 
 from fndkit.config import ConfigError, DataConfig, TrainConfig
@@ -28,11 +30,7 @@ from fndkit.train import build_model, fit
 LOSSES = sorted(METHODS)
 
 
-def cfg(**kw):
-    base = dict(backbone="cnn-small", dim=16, heads=2, epochs=1, batch_size=8, max_steps_per_epoch=2,
-                device="cpu", patience=3)
-    base.update(kw)
-    return TrainConfig(**base)
+cfg = small_config
 
 
 @pytest.fixture(scope="module")

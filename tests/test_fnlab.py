@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
+
+from conftest import small_config
 import torch
 from scipy.stats import spearmanr
 
@@ -30,11 +32,7 @@ from fndkit.stages import training
 from fndkit.train import build_model
 
 
-def cfg(**kw):
-    base = dict(backbone="cnn-small", dim=16, heads=2, epochs=1, batch_size=8, max_steps_per_epoch=2,
-                device="cpu", patience=3)
-    base.update(kw)
-    return TrainConfig(**base)
+cfg = small_config
 
 
 def a_batch(ds, mode="shared", n=8, seed=0):

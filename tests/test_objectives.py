@@ -4,6 +4,8 @@ trains one epoch with every objective that suits it (RecBole's quick test)."""
 
 import numpy as np
 import pytest
+
+from conftest import small_config
 import torch
 
 from fndkit.config import TrainConfig
@@ -16,11 +18,7 @@ from fndkit.objectives import FND, NPair, OBJECTIVES, TrainBatch, make_objective
 from fndkit.train import build_model, fit
 
 
-def cfg(**kw):
-    base = dict(backbone="cnn-small", dim=16, heads=2, epochs=1, batch_size=8, max_steps_per_epoch=2,
-                device="cpu", patience=3)
-    base.update(kw)
-    return TrainConfig(**base)
+cfg = small_config
 
 
 @pytest.fixture(scope="module")

@@ -179,7 +179,8 @@ def _plan_parsers(sub) -> None:
                                     "of the teacher's margin it transfers.")
     di.add_argument("--methods", nargs="+", default=None, help="distillation methods (default: every registered one)")
     di.add_argument("--full", action="store_true", help="also Fig. 6's sizes, the lab's rows and FND-CL")
-    di.add_argument("--image-size", type=_positive_int, default=32)
+    di.add_argument("--image-size", type=_bounded(int, 16, "an integer"), default=32,
+                    help="pixels per side (>= 16; 32 on CPU)")
     di.add_argument("--verdict", action="store_true", help="10 seeds unless --seeds says otherwise")
     _common(di, "outputs/distill", [0])
     _searching(di)
@@ -413,7 +414,12 @@ def _paper(args, argv) -> int:
         print(f"search: {len(trial_jobs)} trials of {len(trials)} methods on seed {search_seed}'s validation half")
         outcome = _run(args, [_smoke(j, args) for j in paper.prerequisites(sweep, search_seed)] + trial_jobs,
                        dispatch, sweep.folder / "plan-search.json", args.time_limit)
-        chosen = search.choose(trials, outcome)
+        try:
+            chosen = search.choose(trials, outcome)
+        except search.SearchError:
+            if outcome.failed:  # a job failed (a prerequisite, a trial): name it, exit 1
+                return _finish(outcome, None)
+            raise
         sweep.chosen = {m: c["values"] for m, c in chosen.items()}
         for m, c in chosen.items():
             print(f"{m}: chose {c['values']} (validation AUC {c['val_auc']:.4f}, {c['trials']} trials, "
@@ -571,7 +577,12 @@ def _distill(args, argv) -> int:
     dispatch = dispatcher(args, root, plan.identity())
     start = time.perf_counter()
     run1 = _run(args, phase1, dispatch, root / "plan-search.json", args.time_limit)
-    chosen = search.choose(trials, run1) if trials else {}
+    try:
+        chosen = search.choose(trials, run1) if trials else {}
+    except search.SearchError:
+        if run1.failed:  # a job failed (a prerequisite, a trial): name it, exit 1
+            return _finish(run1, None)
+        raise
     for m, c in chosen.items():
         print(f"{m}: chose {c['values']} (validation AUC {c['val_auc']:.4f})")
     jobs = [_smoke(j, args) for j in plan.plan(chosen)]

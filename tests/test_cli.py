@@ -192,3 +192,36 @@ def test_pretrain_writes_the_weights_and_the_probe(tiny_run_folder, tmp_path, ca
     state = torch.load(out)
     assert state and all(k.startswith("features.") for k in state)   # the first backbone's conv layers
     assert printed.count("[pretrain cnn-tiny] epoch 1/1") == 1
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["chain", "--run-dir", "/proc/forbidden"], "cannot create folders in /proc"),
+    (["distill", "--root", "FILE/sub", "--scale", "tiny"], "which is a file"),
+    (["paper", "table2", "--root", "FILE", "--quick"], "which is a file, not a folder"),
+    (["distill", "--epochs", "0"], "argument --epochs: 0 must be >= 1"),
+    (["distill", "--workers", "0"], "argument --workers: 0 must be >= 1"),
+    (["lab", "fn_rate", "--breadths", "-1"], "--breadths"),
+])
+def test_user_errors_of_the_plan_verbs_are_one_line_and_exit_2(argv, says, tmp_path, capsys):
+    """Issue 32's cases 5 and 8: a wrong input exits 2 with one line, before any work."""
+    (tmp_path / "FILE").write_text("not a folder")
+    argv = [a.replace("FILE", str(tmp_path / "FILE")) for a in argv]
+    if "--root" not in argv and argv[0] in ("lab", "distill"):
+        argv += ["--root", str(tmp_path / "r")]
+    code, out, err = call(argv, capsys)
+    assert code == 2 and says in one_line(err), err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_failed_job_makes_the_verb_exit_1(tmp_path, capsys):
+    """`distill` whose jobs fail (a device this machine lacks: its first job that needs one fails)
+    names them and exits 1, not 0; an image size the backbones refuse is refused before any work."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: device='cuda' would not fail")
+    code, out, err = call(["distill", "--root", str(tmp_path / "d"), "--scale", "tiny", "--epochs", "1",
+                           "--device", "cuda", "--methods", "fnd", "--values", "fnd.alpha=2", "--no-progress"], capsys)
+    assert code == 1 and "FAILED" in out and "asked for CUDA but none is available" in out, out[-2000:]
+    code, out, err = call(["distill", "--root", str(tmp_path / "e"), "--image-size", "7"], capsys)
+    assert code == 2 and "--image-size: 7 must be >= 16" in one_line(err) and not (tmp_path / "e").exists()

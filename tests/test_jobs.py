@@ -259,3 +259,14 @@ def test_time_limit_starts_nothing_more(tmp_path, monkeypatch):
     plan = [Job(params_for(kind, run_dir=str(tmp_path))) for kind in ("data", "autoencoder", "teacher")]
     out = run_plan(plan, progress=False, time_limit=0.1)
     assert ran == ["data"] and [j.kind for j in out.not_started] == ["autoencoder", "teacher"]
+
+
+def test_a_plan_leaves_the_callers_thread_count_as_it_was(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(jobs, "execute_job", lambda job, **kw: {"threads": torch.get_num_threads()})
+    before = torch.get_num_threads()
+    seen = []
+    run_plan([Job(params_for("data", run_dir=str(tmp_path)))], progress=False, dispatch=Local(1, threads=1),
+             on_done=lambda job, metrics, rec: seen.append(metrics["threads"]))
+    assert seen == [1] and torch.get_num_threads() == before

@@ -387,7 +387,9 @@ class _LocalSession:
             self.pool = ProcessPoolExecutor(max_workers=local.workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=_init_worker, initargs=(threads,))
             self.options = {**options, "threads": threads}
-        elif local.threads:
+        self.restore = None
+        if local.workers == 1 and local.threads:  # this process: set for the plan, restored by close()
+            self.restore = torch.get_num_threads()
             torch.set_num_threads(local.threads)
 
     def sync(self, schedule: Schedule) -> list[Ended]:
@@ -438,6 +440,8 @@ class _LocalSession:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.restore is not None:
+            torch.set_num_threads(self.restore)
 
 
 def _label(job: Job) -> str:

@@ -354,7 +354,9 @@ class _StudySession:
                              for _ in range(study.workers - 1)]
             for child in self.children:
                 child.start()
-        if study.threads or study.workers > 1:
+        self.restore = None
+        if study.threads or study.workers > 1:  # this process: set for the plan, restored by close()
+            self.restore = torch.get_num_threads()
             torch.set_num_threads(threads)
 
     def _latest(self) -> dict[str, optuna.trial.FrozenTrial]:
@@ -462,6 +464,8 @@ class _StudySession:
     def close(self) -> None:
         for child in self.children:
             child.join()
+        if self.restore is not None:
+            torch.set_num_threads(self.restore)
         failed = [c.exitcode for c in self.children if c.exitcode]
         if failed:
             raise JobError(f"{len(failed)} worker process(es) failed (exit codes {failed}); the job's error is in "

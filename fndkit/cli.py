@@ -406,24 +406,14 @@ def _paper(args, argv) -> int:
     start = time.perf_counter()
     chosen, trial_jobs = {}, []
     if searched:
-        for line in search.describe_unsearchable(searched):
-            print(f"note: {line}")
         bases = paper.search_bases(searched, sweep, search_seed)
         trials = {m: search.trials(m, _smoke(bases[m], args), spaces[m]) for m in searched}
+        prereq = [_smoke(j, args) for j in paper.prerequisites(sweep, search_seed)]
+        chosen, phase = _search_phase(args, prereq, trials, dispatch, sweep.folder / "plan-search.json")
+        if chosen is None:
+            return _finish(phase, None)
         trial_jobs = [t for ts in trials.values() for t in ts]
-        print(f"search: {len(trial_jobs)} trials of {len(trials)} methods on seed {search_seed}'s validation half")
-        outcome = _run(args, [_smoke(j, args) for j in paper.prerequisites(sweep, search_seed)] + trial_jobs,
-                       dispatch, sweep.folder / "plan-search.json", args.time_limit)
-        try:
-            chosen = search.choose(trials, outcome)
-        except search.SearchError:
-            if outcome.failed:  # a job failed (a prerequisite, a trial): name it, exit 1
-                return _finish(outcome, None)
-            raise
         sweep.chosen = {m: c["values"] for m, c in chosen.items()}
-        for m, c in chosen.items():
-            print(f"{m}: chose {c['values']} (validation AUC {c['val_auc']:.4f}, {c['trials']} trials, "
-                  f"{c['pruned']} pruned)")
         if "alpha" in sweep.chosen.get("fnd", {}) and "fnd-cl" in sweep.chosen:
             print(f"fnd-cl: trains at FND's chosen α = {sweep.chosen['fnd']['alpha']} (one change at a time)")
     jobs = [_smoke(j, args) for j in paper.plan(names, sweep)]
@@ -450,6 +440,29 @@ def _paper(args, argv) -> int:
     if args.readme:
         report.update_readme(args.readme, paths["md"].read_text(), "results")
     return _finish(outcome, paths)
+
+
+def _search_phase(args, prerequisites, trials: dict, dispatch, record: Path):
+    """Phase one of a searched plan: the search seed's prerequisites and every method's trials, then
+    the choice. Returns (chosen, the phase's outcome); chosen is None when a job failed and nothing
+    could be chosen (the verb names the failures and exits 1)."""
+    from .plans import search
+
+    for line in search.describe_unsearchable(trials):
+        print(f"note: {line}")
+    trial_jobs = [t for ts in trials.values() for t in ts]
+    print(f"search: {len(trial_jobs)} trials of {len(trials)} method(s) on the search seed's validation half")
+    outcome = _run(args, list(prerequisites) + trial_jobs, dispatch, record, args.time_limit)
+    try:
+        chosen = search.choose(trials, outcome) if trials else {}
+    except search.SearchError:
+        if outcome.failed:  # a job failed (a prerequisite, a trial): name it, exit 1
+            return None, outcome
+        raise
+    for m, c in chosen.items():
+        print(f"{m}: chose {c['values']} (validation AUC {c['val_auc']:.4f}, {c['trials']} trials, "
+              f"{c['pruned']} pruned)")
+    return chosen, outcome
 
 
 def _run(args, jobs, dispatch, record, time_limit=None):
@@ -559,7 +572,6 @@ def _lab(args, argv) -> int:
 
 def _distill(args, argv) -> int:
     from .plans import distill, search
-    from .plans.execute import run_plan
     from .results import claims as C
     from .results import collect, report
 
@@ -575,16 +587,12 @@ def _distill(args, argv) -> int:
     plan.values = _values(args, plan.searched())
     phase1, trials = plan.search_plan()  # a value outside a space: refused before anything is written
     dispatch = dispatcher(args, root, plan.identity())
+    trial_keys = {t.key for ts in trials.values() for t in ts}
     start = time.perf_counter()
-    run1 = _run(args, phase1, dispatch, root / "plan-search.json", args.time_limit)
-    try:
-        chosen = search.choose(trials, run1) if trials else {}
-    except search.SearchError:
-        if run1.failed:  # a job failed (a prerequisite, a trial): name it, exit 1
-            return _finish(run1, None)
-        raise
-    for m, c in chosen.items():
-        print(f"{m}: chose {c['values']} (validation AUC {c['val_auc']:.4f})")
+    chosen, run1 = _search_phase(args, [j for j in phase1 if j.key not in trial_keys], trials, dispatch,
+                                 root / "plan-search.json")
+    if chosen is None:
+        return _finish(run1, None)
     jobs = [_smoke(j, args) for j in plan.plan(chosen)]
     trial_jobs = [t for ts in trials.values() for t in ts]
     if trial_jobs and not args.collect_only:  # the chosen points at the search seed: not trained twice

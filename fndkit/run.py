@@ -267,6 +267,20 @@ def _cost_since(t0: float) -> dict:
     return cost
 
 
+def _score_and_close(record: dict, run: RunFolder, jobs: list, device: str, seed: int, t_start: float,
+                     save) -> None:
+    """After the stages: each trained model's scoring time (warm), the image transfer, the totals."""
+    ds = run.dataset()
+    for name in [j.stage for j in jobs if KINDS[j.kind].trains]:
+        record["scoring"][name] = _scoring_record(run, ds, name, device)
+        save()
+    record["image_transfer"] = transfer_timing(ds, device, seed=seed)
+    record["wall_s"] = round(time.perf_counter() - t_start, 1)
+    record["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
+    record["status"] = "finished"
+    save()
+
+
 def timed_chain(run_dir: str | os.PathLike, scale: str = "polyvore630", seed: int = 0, epochs: int = 2,
                 max_steps_per_epoch: int | None = 300, autoencoder_epochs: int = 1, cold_repetitions: int = 3,
                 device: str = "auto", report: str | os.PathLike | None = None, progress: bool = True,
@@ -315,15 +329,7 @@ def timed_chain(run_dir: str | os.PathLike, scale: str = "polyvore630", seed: in
     try:
         _cost_since(clock)  # the peak memory counts from here
         run_plan(jobs, via="process", dispatch=Local(1), progress=progress, on_done=done, scale=scale)
-        ds = run.dataset()
-        for name in [j.stage for j in jobs if KINDS[j.kind].trains]:
-            record["scoring"][name] = _scoring_record(run, ds, name, device)
-            save()
-        record["image_transfer"] = transfer_timing(ds, device, seed=seed)
-        record["wall_s"] = round(time.perf_counter() - t_start, 1)
-        record["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
-        record["status"] = "finished"
-        save()
+        _score_and_close(record, run, jobs, device, seed, t_start, save)
     except (KeyboardInterrupt, JobInterrupted):  # a time limit (gpu_630.sh sends SIGINT): keep what was measured
         record["status"] = f"stopped after {time.perf_counter() - t_start:.0f} s"
         save()

@@ -413,6 +413,28 @@ STYLE = ("<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:a
          ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:8px}</style>")
 
 
+def _takeaway_html(claims: pd.DataFrame | None, transfer: pd.DataFrame | None) -> list[str]:
+    """The page's first box: each claim's verdict, coloured, and each student's transfer."""
+    e = html.escape
+    items = []
+    if claims is not None and not claims.empty:
+        for r in claims.itertuples():
+            cls = _VERDICT_CLASS.get(r.verdict, "other")
+            items.append(f"<li><span class={cls}>{e(r.verdict)}</span> — {e(r.comparison)}: effect "
+                         f"{points(r.effect)} pts, 95% CI [{points(r.ci_low)}, {points(r.ci_high)}], "
+                         f"{int(r.n_seeds)} seed(s)</li>")
+    items += [f"<li>{e(line[2:])}</li>" for line in transfer_takeaway(transfer)]
+    return ["<div class=takeaway><h2>Takeaway</h2><ul>" + "".join(items) + "</ul></div>"] if items else []
+
+
+def _figure_html(fig, toolbar: bool = True) -> str:
+    """One figure at its set height, without its own copy of plotly.js (the page's head has it)."""
+    height = int(fig.layout.height)
+    body = fig.to_html(full_html=False, include_plotlyjs=False, default_height=f"{height}px",
+                       config={"displaylogo": False, "responsive": True, "displayModeBar": toolbar})
+    return f"<div class=figure style='height:{height}px'>{body}</div>"
+
+
 def plan_html(info: dict, table: pd.DataFrame, claims: pd.DataFrame | None = None,
               transfer: pd.DataFrame | None = None, chosen: dict | None = None) -> str:
     """report.html, the self-contained export of results.md: what ran and the exact command, the
@@ -427,23 +449,9 @@ def plan_html(info: dict, table: pd.DataFrame, claims: pd.DataFrame | None = Non
              f"<p>Reproduce: <code>{e(str(info.get('command', '')))}</code></p>", f"<p><small>{e(NOTE)}</small></p>"]
     if table.empty:
         parts.append("<p>No run has finished yet.</p>")
-    items = []
-    if claims is not None and not claims.empty:
-        for r in claims.itertuples():
-            cls = _VERDICT_CLASS.get(r.verdict, "other")
-            items.append(f"<li><span class={cls}>{e(r.verdict)}</span> — {e(r.comparison)}: effect "
-                         f"{points(r.effect)} pts, 95% CI [{points(r.ci_low)}, {points(r.ci_high)}], "
-                         f"{int(r.n_seeds)} seed(s)</li>")
-    items += [f"<li>{e(line[2:])}</li>" for line in transfer_takeaway(transfer)]
-    if items:
-        parts.append("<div class=takeaway><h2>Takeaway</h2><ul>" + "".join(items) + "</ul></div>")
+    parts += _takeaway_html(claims, transfer)
     figures = plan_figures(table, claims, transfer, chosen) if not table.empty else {}
-
-    def figure(fig, toolbar: bool = True) -> str:
-        height = int(fig.layout.height)
-        body = fig.to_html(full_html=False, include_plotlyjs=False, default_height=f"{height}px",
-                           config={"displaylogo": False, "responsive": True, "displayModeBar": toolbar})
-        return f"<div class=figure style='height:{height}px'>{body}</div>"
+    figure = _figure_html
 
     if chosen:
         parts += ["<h2>Hyper-parameters chosen on validation</h2>",

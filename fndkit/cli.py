@@ -433,8 +433,9 @@ def _paper(args, argv) -> int:
     claims = C.compare(users, [C.Comparison(c.text, c.a, c.b, c.protocol, c.list, c.sign, c.paper_effect,
                                             experiment=c.experiment, shown_a=c.shown_a, shown_b=c.shown_b)
                                for c in paper.CLAIMS])
+    done = sorted({int(s) for s in table[table.list == "test"].seed}) if len(table) else []
     info = {"title": f"fndkit — the paper's evidence on {sweep.machine}", "machine": sweep.machine,
-            "seeds": list(sweep.seeds), "scale": sweep.scale, "command": command_line(argv),
+            "seeds": done, "planned": list(sweep.seeds), "scale": sweep.scale, "command": command_line(argv),
             "seconds": wall_seconds(sweep.folder), "workers": args.workers}
     paths = report.write_plan_report(sweep.folder, info, table, claims, None, chosen)
     if args.readme:
@@ -470,9 +471,28 @@ def _run(args, jobs, dispatch, record, time_limit=None):
     from .plans.execute import PlanOutcome, ordered, run_plan
 
     if args.collect_only:
-        return PlanOutcome(not_started=ordered(jobs))
+        return _recorded(jobs, dispatch)
     return run_plan(jobs, via=getattr(args, "via", "process"), dispatch=dispatch, time_limit=time_limit,
                     on_failure="continue", record=record, progress=False if args.no_progress else True)
+
+
+def _recorded(jobs, dispatch):
+    """``--collect-only``: nothing runs; a study storage still says which trials were pruned."""
+    from .plans.execute import PlanOutcome, Schedule, ordered
+
+    plan = ordered(jobs)
+    outcome = PlanOutcome(not_started=plan)
+    if hasattr(dispatch, "prune"):  # a Study: read what its trials' states say (no worker started)
+        import dataclasses
+
+        session = dataclasses.replace(dispatch, workers=1, threads=None).open(plan, "process", {})
+        try:
+            for ended in session.sync(Schedule(plan)):
+                if ended.error is None:
+                    outcome.records.append({"key": ended.job.key, **ended.info})
+        finally:
+            session.close()
+    return outcome
 
 
 def _smoke(job, args):
@@ -607,7 +627,9 @@ def _distill(args, argv) -> int:
     transfer = C.transfer(table, users, "distill", "npair", "teacher", plan.methods, protocols=("random", "hard"))
     from .repro import machine_label
 
-    info = {"title": "fndkit — the distillation benchmark", "machine": machine_label(args.device), "seeds": list(seeds),
+    done = sorted({int(s) for s in table[(table.experiment == "distill") & (table.list == "test")].seed})
+    info = {"title": "fndkit — the distillation benchmark", "machine": machine_label(args.device), "seeds": done,
+            "planned": list(seeds),
             "scale": f"{args.scale}-rich", "command": command_line(argv), "seconds": wall_seconds(root),
             "workers": args.workers}
     paths = report.write_plan_report(root, info, table, None, transfer, chosen)

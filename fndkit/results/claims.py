@@ -96,7 +96,7 @@ def transfer(table: pd.DataFrame, users: pd.DataFrame, experiment: str, referenc
     each list; the teacher's own margin first."""
     comps = [Comparison(f"{teacher} − {reference}", teacher, reference, p, w, experiment=experiment)
              for p in protocols for w in lists]
-    comps += [Comparison(f"{m} − {reference}", m, reference, p, w, experiment=experiment)
+    comps += [Comparison(m, m, reference, p, w, experiment=experiment)
               for m in methods for p in protocols for w in lists]
     gains = compare(users, comps, n_boot=n_boot)
     if gains.empty:

@@ -328,7 +328,10 @@ def transfer_takeaway(transfer: pd.DataFrame) -> list[str]:
 
 def what_ran(info: dict) -> str:
     """The line that says what ran: machine, seeds, scale, the true wall time, workers."""
-    return (f"Machine `{info.get('machine', '?')}`; seeds {info.get('seeds')}; scale {info.get('scale')}; "
+    done, planned = info.get("seeds"), info.get("planned")
+    seeds = f"seeds {done}" if not planned or list(planned) == list(done or []) else \
+        f"seeds finished {done} of the {len(planned)} planned {list(planned)}"
+    return (f"Machine `{info.get('machine', '?')}`; {seeds}; scale {info.get('scale')}; "
             f"wall time {wall_time(info.get('seconds', 0))} ({info.get('workers', 1)} worker(s)).")
 
 

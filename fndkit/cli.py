@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shlex
 import sys
 import time
@@ -468,7 +467,7 @@ def _search_phase(args, prerequisites, trials: dict, dispatch, record: Path):
 
 def _run(args, jobs, dispatch, record, time_limit=None):
     """``run_plan`` as the shared options ask (``--collect-only``: nothing runs)."""
-    from .plans.execute import PlanOutcome, ordered, run_plan
+    from .plans.execute import run_plan
 
     if args.collect_only:
         return _recorded(jobs, dispatch)
@@ -549,7 +548,6 @@ def _search(args, argv) -> int:
 
 def _lab(args, argv) -> int:
     from .plans import lab
-    from .plans.execute import run_plan
     from .results import claims as C
     from .results import collect, report
     from .repro import machine_label
@@ -568,7 +566,6 @@ def _lab(args, argv) -> int:
         kwargs = {"breadths": tuple(args.breadths)} if args.breadths else {}
         jobs += [_smoke(j, args) for j in lab.EXPERIMENTS[name](folder, seeds=args.seeds, scale=args.scale,
                                                                device=args.device, **kwargs)]
-    start = time.perf_counter()
     outcome = _run(args, jobs, dispatcher(args, folder, {"folder": str(folder), "scale": args.scale}),
                    folder / "plan.json", args.time_limit)
     if args.worker_only:

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import shutil
-from pathlib import Path
 from typing import Iterable
 
 from ..artifacts import read_json
@@ -232,8 +231,3 @@ def describe_unsearchable(methods_: Iterable[str]) -> list[str]:
     """One line per method whose declared space names a value its stage cannot take."""
     return [f"{m}: {', '.join(unsearchable(m))} declared but not settable from its stage; searched without it"
             for m in methods_ if unsearchable(m)]
-
-
-def trial_folders(root: str | os.PathLike) -> list[Path]:
-    """Every trial folder under ``root`` (for clean-up and tests)."""
-    return sorted(Path(root).glob("**/search-*"))

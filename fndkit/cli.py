@@ -439,7 +439,7 @@ def _paper(args, argv) -> int:
     paths = report.write_plan_report(sweep.folder, info, table, claims, None, chosen)
     if args.readme:
         report.update_readme(args.readme, paths["md"].read_text(), "results")
-    return _finish(outcome, paths)
+    return _finish(outcome, _results_notebook(args, sweep.folder, paths))
 
 
 def _search_phase(args, prerequisites, trials: dict, dispatch, record: Path):
@@ -522,10 +522,27 @@ def wall_seconds(folder: Path) -> float:
     return total
 
 
+def _results_notebook(args, folder: Path, paths: dict) -> dict:
+    """A verdict plan also executes notebooks/09_results.ipynb on its report (``paths["notebook"]``;
+    a failure is ``paths["notebook_error"]``: the tables stay written, the verb exits 1)."""
+    if getattr(args, "verdict", False):
+        from .plans.execute import JobError, execute_results_notebook
+
+        try:
+            paths["notebook"] = execute_results_notebook(folder)
+        except JobError as exc:
+            paths["notebook_error"] = str(exc)
+    return paths
+
+
 def _finish(outcome, paths: dict | None) -> int:
     print(outcome.describe())
     if paths:
-        print(f"results: {paths['csv']}; report: {paths['html']} (and {paths['md'].name})")
+        print(f"results: {paths['csv']}; report: {paths['html']} (and {paths['md'].name})"
+              + (f"; notebook: {paths['notebook']}" if "notebook" in paths else ""))
+        if "notebook_error" in paths:
+            print(paths["notebook_error"], file=sys.stderr)
+            return 1
     return 1 if outcome.failed else 0
 
 
@@ -632,7 +649,7 @@ def _distill(args, argv) -> int:
     paths = report.write_plan_report(root, info, table, None, transfer, chosen)
     if args.readme:
         report.update_readme(args.readme, paths["md"].read_text(), "distill")
-    return _finish(outcome, paths)
+    return _finish(outcome, _results_notebook(args, root, paths))
 
 
 # ------------------------------------------------------------------------------------------------

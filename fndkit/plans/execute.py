@@ -271,6 +271,30 @@ def execute_job(job: Job, via: str = "process", progress: bool = False, kernel_n
     return folder.read_metrics(job.stage) if folder.metrics_path(job.stage).exists() else {}
 
 
+RESULTS_NOTEBOOK = "09_results"
+
+
+def execute_results_notebook(root: str | os.PathLike, kernel_name: str | None = None) -> Path:
+    """``notebooks/09_results.ipynb`` executed on a plan's report folder (``root``, where
+    ``write_plan_report`` wrote) into ``<root>/09_results.ipynb``, written atomically: the plan's
+    tables and figures as a notebook beside ``report.html``. A failure raises :class:`JobError`
+    naming the cell; the previous copy, if any, is kept."""
+    root = resolve_path(root)
+    source, target = NOTEBOOK_DIR / f"{RESULTS_NOTEBOOK}.ipynb", root / f"{RESULTS_NOTEBOOK}.ipynb"
+    partial = root / f".{RESULTS_NOTEBOOK}.partial.ipynb"   # papermill saves as it goes: renamed when whole
+    try:
+        with kernel_environment():
+            pm.execute_notebook(str(source), str(partial), parameters={"root": str(root)}, kernel_name=kernel_name,
+                                progress_bar=False, cwd=str(NOTEBOOK_DIR), extra_arguments=list(KERNEL_ARGUMENTS))
+        os.replace(partial, target)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        raise JobError(f"the results notebook on {root}: {describe_failure(exc, source)}\n  executed copy with "
+                       f"the traceback: {partial}", None, partial) from None
+    return target
+
+
 @dataclass
 class PlanOutcome:
     """What :func:`run_plan` did: jobs finished (or reused) with their metrics, failed (with the

@@ -219,6 +219,33 @@ class EarlyStopping(Callback):
             t.state.stopped_early = t.should_stop = True
 
 
+def replay_stopping(history: list[dict], patience: int, epochs: int | None = None, min_delta: float = 0.0,
+                    min_lr: float | None = None) -> dict:
+    """What a run with another stopping rule would have done, read from a longer run's
+    ``history.json``: the trajectory is the same up to the earlier stop (the plateau schedule
+    never reads the budget), so the replay is exact, not an estimate. Rules: ``patience`` epochs
+    without a better validation AUC (:class:`EarlyStopping`; with ``min_delta`` only a gain over
+    the best by more than it resets the count), a budget of ``epochs``, and ``min_lr``: stop at the
+    first epoch that did not improve once the learning rate has fallen below it. The checkpoint
+    still keeps every better epoch (:class:`Checkpoint`). Returns ``stop_epoch``, ``best_epoch``,
+    ``best_val_auc`` and ``train_seconds`` (the steps' time up to the stop)."""
+    best, best_epoch, reset_at, bad, seconds, stop = float("-inf"), 0, float("-inf"), 0, 0.0, 0
+    for record in history:
+        if epochs is not None and record["epoch"] > epochs:
+            break
+        stop, seconds = record["epoch"], seconds + float(record.get("seconds", 0.0))
+        auc = record["val_auc"]
+        if auc > best:
+            best, best_epoch = auc, record["epoch"]
+        if auc > reset_at + min_delta:
+            reset_at, bad = auc, 0
+        else:
+            bad += 1
+        if bad >= patience or (min_lr is not None and bad and record["lr"] < min_lr):
+            break
+    return {"stop_epoch": stop, "best_epoch": best_epoch, "best_val_auc": best, "train_seconds": seconds}
+
+
 class ProgressLog(Callback):
     def on_epoch_end(self, t):
         tqdm.write(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.record.items()))

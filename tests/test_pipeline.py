@@ -103,3 +103,17 @@ def test_chain_with_two_workers_writes_what_one_worker_writes(tmp_path):
                                 if k in ("test", "test_clean", "best_val_auc", "best_epoch")}
                             for s in ("teacher", "student_fnd", "student_npair")}
     assert metrics[1] == metrics[2]
+
+
+def test_demo_chain_trains_with_its_tour_budget():
+    """make demo's teacher and students get the demo's chain budget as their notebooks' `epochs`
+    (the presets' budgets stay for every other plan); tiny keeps the presets' own."""
+    from fndkit.config import SCALE_PRESETS
+    from fndkit.plans.chain import default_chain
+
+    budget = SCALE_PRESETS["demo"]["chain_epochs"]
+    assert budget < SCALE_PRESETS["demo"]["teacher_epochs"]
+    epochs = {j.label: j.params.notebook_parameters().get("epochs") for j in default_chain("demo")}
+    assert {k: v for k, v in epochs.items() if v == budget} == {
+        "02_teacher": budget, "03_student_fnd": budget, "03_student_npair": budget, "04_contrastive": budget}
+    assert all(j.params.notebook_parameters().get("epochs") in (None, 3) for j in default_chain("tiny"))

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from ..artifacts import read_json, write_json
+from ..config import SCALE_PRESETS
 from ..results.report import write_report
 from ..rundir import RunFolder
 from .execute import Job, JobError, JobInterrupted, Local, params_for, run_plan
@@ -32,7 +33,8 @@ __all__ = ["PipelineError", "PipelineInterrupted", "default_chain", "run_chain"]
 
 def default_chain(scale: str = "demo", seed: int = 0, run_dir: str | Path = "outputs/demo") -> list[Job]:
     """The jobs ``make demo`` runs, labelled as their executed notebooks. A ``seed`` other than 0
-    is passed to every stage (each has a ``seed`` parameter)."""
+    is passed to every stage (each has a ``seed`` parameter); a scale with a ``chain_epochs``
+    budget (demo) passes it to the teacher and the students as ``epochs``."""
     # tiny is for tests: fewer autoencoder epochs and cold-start repetitions keep the chain short
     quick = scale == "tiny"
     steps = [
@@ -47,8 +49,13 @@ def default_chain(scale: str = "demo", seed: int = 0, run_dir: str | Path = "out
         ("05_cold_start", "cold_start", {"repetitions": 3, "curve_interactions": [1, 5]} if quick else {}),
     ]
     extra = {"seed": seed} if seed else {}
-    return [Job(params_for(kind, run_dir=str(run_dir), **values, **extra), label=label)
+    budget = SCALE_PRESETS.get(scale, {}).get("chain_epochs")   # the demo's tour budget (config.py)
+    return [Job(params_for(kind, run_dir=str(run_dir), **values, **extra,
+                           **({"epochs": budget} if budget and kind in TRAINED else {})), label=label)
             for label, kind, values in steps]
+
+
+TRAINED = ("teacher", "student", "contrastive")
 
 
 class PipelineError(RuntimeError):

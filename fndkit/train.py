@@ -214,19 +214,24 @@ def restore_rng(state: TrainState) -> None:
 
 
 class EarlyStopping(Callback):
+    """Stop after ``cfg.patience`` epochs without a better validation AUC, or at the first such
+    epoch once the learning rate is at or below ``cfg.lr_floor × cfg.lr`` (:func:`replay_stopping`)."""
+
     def on_epoch_end(self, t):
-        if t.state.bad_epochs >= t.cfg.patience:
+        floor = t.cfg.lr_floor > 0 and t.state.bad_epochs > 0 and t.record["lr"] <= t.cfg.lr_floor * t.cfg.lr
+        if t.state.bad_epochs >= t.cfg.patience or floor:
             t.state.stopped_early = t.should_stop = True
 
 
 def replay_stopping(history: list[dict], patience: int, epochs: int | None = None, min_delta: float = 0.0,
-                    min_lr: float | None = None) -> dict:
+                    lr_floor: float = 0.0, lr: float | None = None) -> dict:
     """What a run with another stopping rule would have done, read from a longer run's
     ``history.json``: the trajectory is the same up to the earlier stop (the plateau schedule
     never reads the budget), so the replay is exact, not an estimate. Rules: ``patience`` epochs
     without a better validation AUC (:class:`EarlyStopping`; with ``min_delta`` only a gain over
-    the best by more than it resets the count), a budget of ``epochs``, and ``min_lr``: stop at the
-    first epoch that did not improve once the learning rate has fallen below it. The checkpoint
+    the best by more than it resets the count), a budget of ``epochs``, and ``lr_floor``
+    (:class:`~fndkit.config.TrainConfig`'s: stop at the first epoch that did not improve once the
+    learning rate is at or below ``lr_floor × lr``, ``lr`` the run's initial one). The checkpoint
     still keeps every better epoch (:class:`Checkpoint`). Returns ``stop_epoch``, ``best_epoch``,
     ``best_val_auc`` and ``train_seconds`` (the steps' time up to the stop)."""
     best, best_epoch, reset_at, bad, seconds, stop = float("-inf"), 0, float("-inf"), 0, 0.0, 0
@@ -241,7 +246,7 @@ def replay_stopping(history: list[dict], patience: int, epochs: int | None = Non
             reset_at, bad = auc, 0
         else:
             bad += 1
-        if bad >= patience or (min_lr is not None and bad and record["lr"] < min_lr):
+        if bad >= patience or (lr_floor > 0 and bad and record["lr"] <= lr_floor * lr):
             break
     return {"stop_epoch": stop, "best_epoch": best_epoch, "best_val_auc": best, "train_seconds": seconds}
 

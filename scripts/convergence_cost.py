@@ -30,8 +30,9 @@ RULES = {
     "patience 2": (lambda lr, p: {"patience": min(p, 2)}, "2 epochs without a better validation AUC"),
     "gain > 0.002": (lambda lr, p: {"patience": p, "min_delta": 0.002},
                      "the run's patience, counting only gains over 0.002 AUC"),
-    "lr < lr0/16": (lambda lr, p: {"patience": p, "min_lr": lr / 16 * 1.0001},
-                    "stop at the first epoch without a gain once the plateau schedule has cut lr 4 times"),
+    "lr_floor 1/16": (lambda lr, p: {"patience": p, "lr_floor": 1 / 16, "lr": lr},
+                      "the run's patience, and stop at the first epoch without a gain once the plateau "
+                      "schedule has halved lr 4 times (TrainConfig.lr_floor)"),
     "15 epochs": (lambda lr, p: {"patience": p, "epochs": 15}, "a budget of 15 epochs (the demo chain's)"),
 }
 

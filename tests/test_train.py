@@ -118,25 +118,29 @@ def test_checkpoint_rebuilds_model_alone(tiny, tmp_path):
 
 
 def test_replay_of_a_stopping_rule_equals_the_run_with_that_rule(tiny, tmp_path):
-    """replay_stopping on a long run's history stops where a run trained with that patience stops,
-    with the same best epoch and validation AUC (the convergence-cost table rests on this)."""
+    """replay_stopping on a long run's history stops where a run trained with that rule (a shorter
+    patience; the learning-rate floor) stops, with the same best epoch and validation AUC (the
+    convergence-cost table rests on this)."""
     from fndkit.train import replay_stopping
 
-    def run(patience, folder):
+    def run(folder, **rule):
         torch.manual_seed(0)
-        cfg = small_cfg(epochs=8, patience=patience, lr=0.05, lr_patience=0)
+        cfg = small_cfg(epochs=8, lr=0.05, lr_patience=0, **{"patience": 8, **rule})
         return fit(build_model(cfg, tiny), tiny, cfg, tmp_path / folder, make_objective(cfg), progress=False)
 
-    long, short = run(8, "long"), run(1, "short")
+    long = run("long")
     aucs = [r["val_auc"] for r in long["history"]]
-    assert len(long["history"]) == 8 and any(b <= a for a, b in zip(aucs, aucs[1:]))  # a plateau to stop at
-    replay = replay_stopping(long["history"], patience=1)
-    assert replay["stop_epoch"] == len(short["history"]) < 8
-    assert replay["best_epoch"] == short["best_epoch"] and replay["best_val_auc"] == pytest.approx(short["best_val_auc"])
+    assert len(long["history"]) == 8 and sum(b <= max(aucs[:i + 1]) for i, b in enumerate(aucs[1:])) >= 2
+    for rule in ({"patience": 1}, {"lr_floor": 0.25}):
+        short = run(str(rule), **rule)
+        replay = replay_stopping(long["history"], **{"patience": 8, **rule, "lr": 0.05})
+        assert replay["stop_epoch"] == len(short["history"]) < 8, rule
+        assert replay["best_epoch"] == short["best_epoch"], rule
+        assert replay["best_val_auc"] == pytest.approx(short["best_val_auc"]), rule
     # a budget and the learning-rate floor, by hand
     hist = [{"epoch": e, "val_auc": v, "lr": lr, "seconds": 1.0}
             for e, v, lr in [(1, .5, .1), (2, .6, .1), (3, .6, .05), (4, .605, .05), (5, .61, .025), (6, .7, .025)]]
     assert replay_stopping(hist, patience=9, epochs=4) == {"stop_epoch": 4, "best_epoch": 4, "best_val_auc": .605,
                                                            "train_seconds": 4.0}
     assert replay_stopping(hist, patience=2, min_delta=0.01)["stop_epoch"] == 4       # .605 is no gain over .6 + .01
-    assert replay_stopping(hist, patience=9, min_lr=0.06)["stop_epoch"] == 3          # lr .05 < .06 and no gain
+    assert replay_stopping(hist, patience=9, lr_floor=0.5, lr=0.1)["stop_epoch"] == 3  # lr .05 <= .5 × .1, no gain

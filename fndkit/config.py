@@ -45,9 +45,10 @@ DEFAULT_AUGMENTATIONS = PAPER_DEFAULTS["fixed"]["augmentations"]
 # 8 is twice that plateau; within the 30-epoch budget it lets the teacher converge.
 # "chain_epochs": the demo chain's (``make demo``) budget for its teacher and students — a tour of
 # the workbench in under 10 minutes on 2 cores, not evidence (the verdict plans train to the plateau
-# with the budgets above). Measured (issue 30, replaying the 30-epoch runs' validation curves, demo,
-# seed 0): at 15 epochs the teacher's best validation AUC is 0.923 (0.930 at 30), N-pair 0.933
-# (0.935), FND 0.904 (0.912), FND-CL 0.920 (0.929); the chain's training halves.
+# with the budgets above). Measured (issue 30, 2-core box, fresh clone): with 15 epochs `make demo`
+# took 646 s (teacher 15 × 12.4 s), so 10. Replayed from the 30-epoch runs' validation curves (demo,
+# seed 0; scripts/convergence_cost.py): at 10 epochs the teacher's best validation AUC is 0.898
+# (0.930 at its plateau), N-pair 0.914 (0.935), FND 0.887 (0.912), FND-CL 0.899 (0.929).
 # The budgets of the paper's sweep and the false-negative lab, per scale (one place for them):
 # "converged_epochs" — large enough that early stopping ends every run first (students and the
 # lab's teachers); "fixed_epochs" — the lab's fixed-budget result of the same run;
@@ -60,7 +61,7 @@ SCALE_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"epochs": 2, "teacher_epochs": 2, "teacher_backbone": "cnn-large", "student_backbone": "cnn-small",
              "patience": 2, "lr_patience": 1, **_SWEEP_TINY},
     "demo": {"epochs": 30, "teacher_epochs": 30, "teacher_backbone": "cnn-small", "student_backbone": "cnn-tiny",
-             "patience": 8, "lr_patience": 1, "lr_floor": 1 / 16, "chain_epochs": 15, **_SWEEP},
+             "patience": 8, "lr_patience": 1, "lr_floor": 1 / 16, "chain_epochs": 10, **_SWEEP},
     "polyvore630": {"epochs": 30, "teacher_epochs": 30, "teacher_backbone": "cnn-large", "student_backbone": "cnn-small",
                     "patience": 5, "lr_patience": 2, **_SWEEP},
     "polyvore519": {"epochs": 30, "teacher_epochs": 30, "teacher_backbone": "cnn-large", "student_backbone": "cnn-small",

@@ -22,7 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fndkit.config import SCALE_PRESETS  # noqa: E402
 from fndkit.train import replay_stopping  # noqa: E402
+
+CHAIN = SCALE_PRESETS["demo"]["chain_epochs"]
 
 # name -> (replay arguments as a function of the run's own lr and patience, what it means)
 RULES = {
@@ -33,7 +36,7 @@ RULES = {
     "lr_floor 1/16": (lambda lr, p: {"patience": p, "lr_floor": 1 / 16, "lr": lr},
                       "the run's patience, and stop at the first epoch without a gain once the plateau "
                       "schedule has halved lr 4 times (TrainConfig.lr_floor)"),
-    "15 epochs": (lambda lr, p: {"patience": p, "epochs": 15}, "a budget of 15 epochs (the demo chain's)"),
+    f"{CHAIN} epochs": (lambda lr, p: {"patience": p, "epochs": CHAIN}, f"a budget of {CHAIN} epochs (the demo chain's)"),
 }
 
 

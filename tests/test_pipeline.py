@@ -113,7 +113,10 @@ def test_demo_chain_trains_with_its_tour_budget():
 
     budget = SCALE_PRESETS["demo"]["chain_epochs"]
     assert budget < SCALE_PRESETS["demo"]["teacher_epochs"]
-    epochs = {j.label: j.params.notebook_parameters().get("epochs") for j in default_chain("demo")}
-    assert {k: v for k, v in epochs.items() if v == budget} == {
-        "02_teacher": budget, "03_student_fnd": budget, "03_student_npair": budget, "04_contrastive": budget}
-    assert all(j.params.notebook_parameters().get("epochs") in (None, 3) for j in default_chain("tiny"))
+    trained = {"02_teacher", "03_student_fnd", "03_student_npair", "04_contrastive"}
+    for demo, tiny in zip(default_chain("demo"), default_chain("tiny")):
+        epochs = demo.params.notebook_parameters().get("epochs")
+        if demo.label in trained:
+            assert epochs == budget and tiny.params.notebook_parameters()["epochs"] is None, demo.label
+        else:  # the other stages keep their own (the autoencoder's 10)
+            assert epochs == type(demo.params)().notebook_parameters().get("epochs"), demo.label

@@ -293,6 +293,16 @@ def identity(saved: dict) -> dict:
     return jsonable({k: v for k, v in saved.items() if k not in RUN_ONLY_KEYS})
 
 
+def within_budget(earlier: dict, later: dict) -> bool:
+    """Two :func:`identity` training configs of one run at two epoch budgets: equal but for
+    ``epochs``, ``earlier``'s no larger. The plateau schedule and early stopping never read the
+    budget, so the run with the smaller one is the other's first epochs: continuing it from its
+    ``last.pt`` is training the larger budget."""
+    a, b = dict(earlier), dict(later)
+    ea, eb = a.pop("epochs", None), b.pop("epochs", None)
+    return a == b and isinstance(ea, int) and isinstance(eb, int) and ea <= eb
+
+
 def train_config(scale: str, role: str, **overrides) -> TrainConfig:
     """A TrainConfig from the scale's preset and explicit overrides (``None`` values are ignored;
     ``weights`` as :func:`preset_weights` reads it): the one place presets become configs

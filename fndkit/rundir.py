@@ -80,7 +80,7 @@ import numpy as np
 from . import baselines  # noqa: F401  (a run folder may hold baseline checkpoints: register them)
 from .artifacts import (TMP_MARK, CorruptFile, explain_write_error, jsonable, load_checkpoint, read_json,
                         write_json)
-from .config import PAPER_DEFAULTS, TrainConfig, identity
+from .config import PAPER_DEFAULTS, TrainConfig, identity, within_budget
 from .data.schema import DatasetError, OutfitDataset
 from .models.registry import load_model
 
@@ -126,6 +126,7 @@ class StageStatus(str, enum.Enum):
     FINISHED_SAME = "finished-same"      # reuse
     FINISHED_OTHER = "finished-other"    # refuse unless overwrite
     PARTIAL = "partial"                  # resume from last.pt
+    EXTEND = "extend"                    # finished at a smaller epoch budget, not stopped early: continue it
     INCOMPLETE = "incomplete"            # metrics.json, but a file its reuse needs is missing or unreadable: refuse
 
 
@@ -441,8 +442,13 @@ class RunFolder:
             old = self.read_json(folder / "config.json") if (folder / "config.json").exists() else None
             if any(self.check_loads(folder / name) for name in requires):
                 return StageStatus.INCOMPLETE
-            return (StageStatus.FINISHED_SAME if _what(old) == _what(jsonable(config))
-                    else StageStatus.FINISHED_OTHER)
+            if _what(old) == _what(jsonable(config)):
+                return StageStatus.FINISHED_SAME
+            if _budget_raised(old, config) and (folder / "last.pt").exists():
+                stopped = self.read_json(folder / "metrics.json").get("stopped_early")
+                if stopped is not None:  # stopped early: the larger budget would have stopped there too
+                    return StageStatus.FINISHED_SAME if stopped else StageStatus.EXTEND
+            return StageStatus.FINISHED_OTHER
         return StageStatus.PARTIAL if (folder / "last.pt").exists() else StageStatus.NEW
 
     def begin_stage(self, stage: str, config: dict, overwrite: bool = False,
@@ -507,16 +513,25 @@ class RunFolder:
             why = "; ".join(w for w in (self.check_loads(folder / n) for n in requires) if w)
             raise StageError(f"{folder} has a metrics.json but cannot be reused: {why}. Put the file back, "
                              f"or rerun {writer_of(stage)} with overwrite=True to train it again")
-        if status is StageStatus.PARTIAL and (folder / "config.json").exists():
+        if status is StageStatus.EXTEND:
             old = self.read_json(folder / "config.json")
-            if _what(old) != _what(jsonable(config)):
+            kept = folder / f"metrics-epochs{old['train']['epochs']}.json"
+            os.replace(folder / "metrics.json", kept)
+            print(f"{folder} ran its whole {old['train']['epochs']}-epoch budget without stopping early: "
+                  f"continuing it to {config['train']['epochs']} epochs from its last.pt (the earlier "
+                  f"result stays in {kept.name}; overwrite=True starts over)")
+        elif status is StageStatus.PARTIAL and (folder / "config.json").exists():
+            old = self.read_json(folder / "config.json")
+            if _what(old) != _what(jsonable(config)) and not _budget_raised(old, config):
                 print(f"{folder} holds an unfinished run with another config "
                       f"({'; '.join(config_differences(old, config))}); starting over")
                 overwrite = True
         if overwrite and folder.exists():
             _clear(folder)
             status = StageStatus.NEW
-        if status is StageStatus.PARTIAL:
+        if status is StageStatus.EXTEND:
+            status = StageStatus.PARTIAL
+        elif status is StageStatus.PARTIAL:
             print(_resuming(stage, folder))
         else:
             print(f"starting {stage} in {folder}")
@@ -969,6 +984,17 @@ def _shown(value: Any) -> str:
     return "absent" if value is _ABSENT else repr(value)
 
 
+def _budget_raised(old: Any, new: Any) -> bool:
+    """Stage config ``new`` asks for ``old``'s run with a larger epoch budget, nothing else."""
+    a, b = _what(jsonable(old)), _what(jsonable(new))
+    if not (isinstance(a, dict) and isinstance(b, dict) and isinstance(a.get("train"), dict)
+            and isinstance(b.get("train"), dict)):
+        return False
+    rest = lambda c: {k: v for k, v in c.items() if k != "train"}  # noqa: E731
+    return (rest(a) == rest(b) and a["train"].get("epochs") != b["train"].get("epochs")
+            and within_budget(a["train"], b["train"]))
+
+
 def _resuming(stage: str, folder: Path) -> str:
     """The line a partial stage prints: the epoch its ``last.pt`` ends at (of how many), and
     that nothing is trained when that run had ended (the search hands its chosen trial over so)."""
@@ -1004,7 +1030,7 @@ def _check_own_checkpoint(payload: dict, ckpt: Path) -> None:
     if not isinstance(asked, dict):
         return
     asked, trained = _what({"train": asked})["train"], _what({"train": trained})["train"]
-    if asked != trained:
+    if not within_budget(trained, asked):  # the best epoch of a budget the run has since raised
         diff = ", ".join(f"{k}={trained.get(k)!r} in the checkpoint, {asked.get(k)!r} in config.json"
                          for k in sorted(set(asked) | set(trained)) if asked.get(k) != trained.get(k))
         raise StageError(f"{ckpt} was not trained by its stage folder ({diff}): it was copied in from "

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .artifacts import atomic_path, jsonable, load_checkpoint, save_checkpoint, write_json
-from .config import TrainConfig, identity
+from .config import TrainConfig, identity, within_budget
 from .data.datasets import make_loader
 from .feeding import prefetch_images
 from .data.sampling import NegativeSampler
@@ -513,7 +513,7 @@ def _resume_state(last_path: Path, cfg: TrainConfig, model: OutfitModel, device:
                          f"overwrite=True) to start the stage over") from None
     # where it ran (the device) is no part of what it is: a run started on the CPU resumes anywhere
     saved, wanted = identity(TrainConfig.with_defaults(payload["config"].get("train", {}))), identity(cfg.to_dict())
-    if saved != wanted:
+    if not within_budget(saved, wanted):  # a larger epoch budget continues the same run
         diff = ", ".join(f"{k}={saved.get(k)!r} there, {wanted.get(k)!r} here"
                          for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))
         raise ValueError(f"cannot resume from {last_path}: it was trained with another config ({diff}); "

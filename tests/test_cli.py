@@ -225,3 +225,33 @@ def test_a_failed_job_makes_the_verb_exit_1(tmp_path, capsys):
     assert code == 1 and "FAILED" in out and "asked for CUDA but none is available" in out, out[-2000:]
     code, out, err = call(["distill", "--root", str(tmp_path / "e"), "--image-size", "7"], capsys)
     assert code == 2 and "--image-size: 7 must be >= 16" in one_line(err) and not (tmp_path / "e").exists()
+
+
+def test_a_larger_epoch_budget_continues_a_finished_run(tmp_path, capsys, tiny_run_folder):
+    """A finished run that used its whole budget, asked again with a larger one, continues from its
+    last.pt to the same result as a run trained with that budget from the start (the earlier result
+    kept beside it); a run that stopped early is reused; a smaller budget is refused by name."""
+    run = str(tiny_run_folder)
+    base = ["train", "--run-dir", run, "--stage", "student", "--no-progress", "-p", "loss=npair",
+            "-p", "max_steps_per_epoch=2"]
+    assert call(base + ["-p", "epochs=1"], capsys)[0] == 0
+    first = json.loads((tiny_run_folder / "student_npair" / "history.json").read_text())
+    code, out, _ = call(base + ["-p", "epochs=3"], capsys)
+    assert code == 0 and "ran its whole 1-epoch budget without stopping early: continuing it to 3 epochs" in out
+    folder = tiny_run_folder / "student_npair"
+    extended = json.loads((folder / "history.json").read_text())
+    assert len(extended) == 3 and extended[0] == first[0]
+    assert json.loads((folder / "metrics-epochs1.json").read_text())["epochs_run"] == 1
+    assert call(base + ["-p", "epochs=3", "--out-name", "straight"], capsys)[0] == 0
+    straight = json.loads((tiny_run_folder / "straight" / "history.json").read_text())
+    assert [r["val_auc"] for r in extended] == pytest.approx([r["val_auc"] for r in straight], abs=1e-6)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    other = json.loads((tiny_run_folder / "straight" / "metrics.json").read_text())
+    assert [metrics["test"][p]["auc"] for p in ("random", "hard")] == pytest.approx(
+        [other["test"][p]["auc"] for p in ("random", "hard")], abs=1e-6)
+    code, _, err = call(base + ["-p", "epochs=2"], capsys)
+    assert code != 0 and "epochs: 3 there, 2 here" in err
+    metrics["stopped_early"] = True  # as if it had stopped at its plateau: a larger budget changes nothing
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    code, out, _ = call(base + ["-p", "epochs=5"], capsys)
+    assert code == 0 and "reusing it" in out and len(json.loads((folder / "history.json").read_text())) == 3

@@ -84,16 +84,21 @@ def test_resume_continues_from_last_epoch(tiny, tmp_path):
     torch.manual_seed(0)
     model = build_model(cfg1, tiny)
     fit(model, tiny, cfg1, tmp_path, make_objective(cfg1), progress=False)
-    # same config except more epochs is another config: resume must refuse it
+    # another config is refused, a smaller epoch budget too (a larger one continues: below)
     with pytest.raises(ValueError, match="another config"):
-        fit(build_model(cfg1, tiny), tiny, small_cfg(epochs=2), tmp_path, make_objective(cfg1), resume=True,
-            progress=False)
+        fit(build_model(cfg1, tiny), tiny, small_cfg(epochs=1, lr=0.02), tmp_path, make_objective(cfg1),
+            resume=True, progress=False)
     seen = []
     cb = Callback()
     cb.on_epoch_end = lambda trainer: seen.append(trainer.record["epoch"])
     result = fit(build_model(cfg1, tiny), tiny, cfg1, tmp_path, make_objective(cfg1), resume=True,
                  progress=False, callbacks=[cb])
     assert seen == [] and len(result["history"]) == 1  # nothing left to do: epoch 1 of 1 is done
+    result = fit(build_model(cfg1, tiny), tiny, small_cfg(epochs=2), tmp_path, make_objective(cfg1), resume=True,
+                 progress=False, callbacks=[cb])
+    assert seen == [2] and len(result["history"]) == 2  # a larger budget: the same run, one epoch more
+    with pytest.raises(ValueError, match="another config"):
+        fit(build_model(cfg1, tiny), tiny, cfg1, tmp_path, make_objective(cfg1), resume=True, progress=False)
 
 
 def test_nan_loss_names_the_step(tiny, tmp_path):

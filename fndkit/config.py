@@ -206,8 +206,9 @@ class TrainConfig(_Base):
     lr_patience: int = 1
     patience: int = 4          # early stopping, in epochs without a better validation AUC
     # also stop at the first epoch without a better validation AUC once the plateau schedule has
-    # brought lr below lr_floor × lr (0 = off). Issue 30, replayed exactly from 10 runs' curves
-    # (scripts/convergence_cost.py): 1/16 saved 8% of the epochs, best validation AUC -0.001 points
+    # brought lr to lr_floor × lr or below (0 = off). Issue 30, replayed exactly from 12 runs' curves
+    # (scripts/convergence_cost.py; README "Where a training run's time goes"): 1/16 saved 7% of the
+    # epochs for -0.001 points of best validation AUC (-0.07 over 50 demo-rich runs: off there)
     lr_floor: float = 0.0
     max_steps_per_epoch: int | None = None
     lam: float = 0.0           # weight of the contrastive loss (eq. 19); 0 = off

@@ -30,6 +30,8 @@ from .execute import Job, JobError, JobInterrupted, Local, params_for, run_plan
 
 __all__ = ["PipelineError", "PipelineInterrupted", "default_chain", "run_chain"]
 
+TRAINED = ("teacher", "student", "contrastive")   # the kinds the demo's tour budget applies to
+
 
 def default_chain(scale: str = "demo", seed: int = 0, run_dir: str | Path = "outputs/demo") -> list[Job]:
     """The jobs ``make demo`` runs, labelled as their executed notebooks. A ``seed`` other than 0
@@ -54,8 +56,6 @@ def default_chain(scale: str = "demo", seed: int = 0, run_dir: str | Path = "out
                            **({"epochs": budget} if budget and kind in TRAINED else {})), label=label)
             for label, kind, values in steps]
 
-
-TRAINED = ("teacher", "student", "contrastive")
 
 
 class PipelineError(RuntimeError):

@@ -4,10 +4,16 @@ test module, so a module that changes it cannot move another's numbers); ``tiny_
 folder holding it (00_data done), each a copy of one built once per session, so no test sees
 another's stages."""
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+# Figures as HTML only: each PNG export starts headless Chromium, about 18 s per report on 2 busy
+# cores, in every chain, plan and stage a test runs (its notebook kernels inherit this too).
+# test_stages.py::test_save_figure_png_is_bounded_in_time turns it back on for the real export.
+os.environ.setdefault("FNDKIT_PNG", "0")
 
 from fndkit.data.sampling import attach_candidates
 from fndkit.data.synthetic import make_dataset

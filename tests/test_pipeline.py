@@ -5,6 +5,7 @@ cheapest real job (00_data at tiny scale) through papermill."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -91,14 +92,19 @@ def test_kernels_wait_passively_unless_told_otherwise(monkeypatch, own):
 
 def test_chain_with_two_workers_writes_what_one_worker_writes(tmp_path):
     """The students side by side (two workers) give the same metrics as one after another, for the
-    same seeds and a fixed number of threads per job."""
-    steps = ("00_data", "01_autoencoder", "02_teacher", "03_student_fnd", "03_student_npair")
+    same seeds and a fixed number of threads per job. Their prerequisites are trained once and
+    copied (a copied run folder's finished stages are reused, as the search's tests rely on too)."""
+    prerequisites, students = ("00_data", "01_autoencoder", "02_teacher"), ("03_student_fnd", "03_student_npair")
+    base = tmp_path / "base"
+    jobs = [j for j in default_chain("tiny", run_dir=base) if j.label in prerequisites]
+    assert run_chain(base, jobs, progress=False, via="process", workers=1, threads=1)["status"] == "finished"
     metrics = {}
     for workers in (1, 2):
         run_dir = tmp_path / f"w{workers}"
-        jobs = [j for j in default_chain("tiny", run_dir=run_dir) if j.label in steps]
+        shutil.copytree(base, run_dir, ignore=shutil.ignore_patterns("pipeline.json", "report.md"))
+        jobs = [j for j in default_chain("tiny", run_dir=run_dir) if j.label in prerequisites + students]
         record = run_chain(run_dir, jobs, progress=False, via="process", workers=workers, threads=1)
-        assert record["status"] == "finished" and len(record["steps"]) == len(steps)
+        assert record["status"] == "finished" and len(record["steps"]) == len(jobs)
         metrics[workers] = {s: {k: v for k, v in json.loads((run_dir / s / "metrics.json").read_text()).items()
                                 if k in ("test", "test_clean", "best_val_auc", "best_epoch")}
                             for s in ("teacher", "student_fnd", "student_npair")}

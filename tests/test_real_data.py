@@ -345,7 +345,7 @@ def naive_cold_auc(model, ds, episodes, protocol, strategy, delta=0.0, tau=0.2):
             {u: float(np.mean(v)) for u, v in per_user.items()})
 
 
-@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("n", [pytest.param(1, marks=pytest.mark.slow), 2])  # 2 also skips a user
 def test_cold_start_on_the_released_split_matches_a_naive_loop(released_run, n):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # n = 2 skips user 2 (one released training outfit)

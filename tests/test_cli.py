@@ -255,3 +255,17 @@ def test_a_larger_epoch_budget_continues_a_finished_run(tmp_path, capsys, tiny_r
     (folder / "metrics.json").write_text(json.dumps(metrics))
     code, out, _ = call(base + ["-p", "epochs=5"], capsys)
     assert code == 0 and "reusing it" in out and len(json.loads((folder / "history.json").read_text())) == 3
+
+
+def test_a_notebook_kernel_imports_no_torchvision_or_sklearn_until_used():
+    """Every notebook's first cell imports the stages and a run folder: torchvision (~2 s, only the
+    AlexNet backbones use it) and scikit-learn (~1.5 s, the autoencoder's neighbours and the
+    standard NDCG) are imported where they are used, not by every kernel, worker and command."""
+    script = ("import sys\nfrom fndkit import stages\nfrom fndkit.rundir import RunFolder\n"
+              "from fndkit.results.report import comparison_table\nfrom fndkit.viz.figures import training_figure\n"
+              "print(sorted(m for m in ('torchvision', 'sklearn') if m in sys.modules))\n"
+              "from fndkit.models.backbones import build_backbone\nbuild_backbone('alexnet-xs', 8)\n"
+              "print('torchvision' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[:2] == ["[]", "True"]

@@ -30,7 +30,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.neighbors import NearestNeighbors
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -307,6 +306,8 @@ def neighbour_table(latents: np.ndarray, item_category: np.ndarray, k: int = 5) 
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     table = np.full((latents.shape[0], k), -1, dtype=np.int64)
+    from sklearn.neighbors import NearestNeighbors  # here: sklearn takes ~1.5 s to import
+
     for category in np.unique(item_category):
         members = np.flatnonzero(item_category == category)
         n_neighbours = min(k, members.size - 1)

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import AlexNet_Weights, alexnet
 
 from ..config import SCALE_PRESETS
 
@@ -119,6 +118,8 @@ class AlexNetBackbone(nn.Module):
 
     def __init__(self, dim: int, fc_width: int | None):
         super().__init__()
+        from torchvision.models import alexnet  # here, not at import: torchvision takes ~2 s to import
+
         net = alexnet(weights=None)
         self.features = net.features
         if fc_width is None:
@@ -225,6 +226,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def alexnet_weights_path() -> Path:
     """Where torchvision's ImageNet AlexNet weights must lie: the local torch hub cache."""
+    from torchvision.models import AlexNet_Weights
+
     file_name = AlexNet_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
     return Path(torch.hub.get_dir()) / "checkpoints" / file_name
 

@@ -58,7 +58,8 @@ def lab_root(tmp_path_factory):
         shutil.copytree(Path(reuse).resolve(), run_dir)
     else:
         wanted = ("00_data", "02_teacher", "03_student_fnd")
-        run_chain(run_dir, [s for s in default_chain("tiny") if s.label in wanted], progress=False)
+        # in this process, no kernels: the explorer needs the stages, not their executed notebooks
+        run_chain(run_dir, [s for s in default_chain("tiny") if s.label in wanted], progress=False, via="process")
     return root
 
 

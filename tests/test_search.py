@@ -133,6 +133,7 @@ def test_bad_learning_rate_is_pruned_and_never_chosen(sweep):
     assert S.best_on_validation(trials, again) == chosen
 
 
+@pytest.mark.slow  # each point once with two workers: also test_two_workers_share_a_postgresql_storage
 def test_every_point_runs_exactly_once_with_two_workers(sweep):
     trials = trials_for(sweep, "bpr", {"tau": [0.05, 0.2, 0.5]})
     run_plan(trials, progress=False, dispatch=_study(sweep, "two", workers=2, prune=False))

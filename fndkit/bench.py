@@ -61,7 +61,7 @@ from .data.synthetic import make_dataset
 from .evaluate import item_cache
 from .models.contract import OutfitModel, evaluating, make_image_fn
 from .objectives import TeacherSignal, TrainBatch, make_objective, prepare_teacher
-from .repro import resolve_device, run_metadata, seed_everything
+from .repro import resolve_device, run_metadata, seed_everything, synchronize
 from .rundir import resolve_path
 from .train import build_model, make_optimizer
 
@@ -82,11 +82,10 @@ class Clock:
     """Wall-clock timer that waits for the device first (CUDA kernels run asynchronously)."""
 
     def __init__(self, device: str):
-        self.cuda = str(device).startswith("cuda")
+        self.device = device
 
     def now(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
+        synchronize(self.device)
         return time.perf_counter()
 
 
@@ -509,10 +508,10 @@ def table5_record(folder: str | os.PathLike, run_dirs: list, device: str = "auto
             if dev.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             for _ in range(repeats):
-                _sync(dev)
+                synchronize(dev)
                 t0 = time.perf_counter()
                 evaluate(model, ds, split="test", device=dev)
-                _sync(dev)
+                synchronize(dev)
                 seconds.append(time.perf_counter() - t0)
             peak = torch.cuda.max_memory_allocated() / 2 ** 20 if dev.startswith("cuda") else float("nan")
             base = {"experiment": "table5", "method": size, "stage": backbone, "run_dir": str(run.root), "seed": seed,
@@ -525,11 +524,6 @@ def table5_record(folder: str | os.PathLike, run_dirs: list, device: str = "auto
     path = Path(folder) / "table5.json"
     write_json(path, {"device": dev, "repeats": repeats, "rows": rows})
     return path
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def save_result(result: dict, out: str | os.PathLike | None, command: str) -> Path:

@@ -48,7 +48,7 @@ from .data.schema import ArrayImages
 from .data.datasets import make_loader
 from .models.contract import make_image_fn
 from .objectives import make_objective
-from .repro import resolve_device, run_metadata, seed_everything
+from .repro import resolve_device, run_metadata, seed_everything, synchronize
 from .rundir import resolve_path
 from .train import build_model, make_optimizer, train_batch
 
@@ -123,11 +123,6 @@ def parse_utilization(line: str) -> float | None:
 # the training loop, timed
 
 
-def _sync(device: str) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def loop_steps(dataset, cfg, device: str, sources: dict, steps: int, warmup: int = 1, seed: int = 0,
                prefetch: bool | None = None, gpu: GpuBusy | None = None) -> dict:
     """Seconds per step of ``fit()``'s loop (loader, negative sampling, prefetch on CUDA,
@@ -171,7 +166,7 @@ def loop_steps(dataset, cfg, device: str, sources: dict, steps: int, warmup: int
         for step in range(total):
             names = list(sources) if step % 2 == 0 else list(sources)[::-1]
             for name in names:
-                _sync(device)
+                synchronize(device)
                 start = time.perf_counter()
                 batch = next(streams[name])
                 loss, _ = objective(model, batch)
@@ -226,10 +221,10 @@ def backbone_bound(cfg, dataset, device: str, images: int, steps: int, warmup: i
     x = torch.randn(images, 3, side, side, device=device)
     for step in range(warmup + steps):
         if step == warmup:
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
         model.encode_items(x).square().mean().backward()
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     return {"steps": steps, "images": images, "step_seconds": seconds / steps, "steps_per_second": steps / seconds}
 

@@ -58,6 +58,16 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def synchronize(device: str | None = None) -> None:
+    """Wait for the kernels queued on ``device`` (CUDA runs them asynchronously), so that a clock
+    read afterwards counts them; ``None``: CUDA wherever it is available. Nothing to wait for on
+    CPU. The one device wait of every timer (the bench, the JPEG bench, the timed chain)."""
+    import torch
+
+    if torch.cuda.is_available() if device is None else str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def machine_label(device: str = "auto") -> str:
     """``cuda-<card>`` (spaces and slashes as dashes) or ``cpu-<n>c``: the one label under which
     results of different machines are kept apart (the paper's sweep, the lab)."""

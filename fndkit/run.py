@@ -40,7 +40,7 @@ from .config import ConfigError, DataConfig, check_int
 from .data.schema import DatasetError
 from .evaluate import evaluate, shared_item_cache
 from .models.backbones import images_to_tensor
-from .repro import resolve_device, run_metadata, seed_everything
+from .repro import resolve_device, run_metadata, seed_everything, synchronize
 from .rundir import RunFolder, StageError
 from .plans.chain import default_chain
 from .plans.execute import KINDS, Job, JobError, JobInterrupted, Local, run_plan
@@ -135,19 +135,14 @@ def train(kind: str, params: dict[str, Any], progress: bool = True) -> dict:
 # the whole chain, timed (the GPU benchmark: scripts/gpu_630.sh)
 
 
-def _cuda_sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def _measured(fn, *args, **kwargs) -> tuple[Any, dict]:
     """``fn(...)`` and what it cost: wall seconds, peak CUDA memory (allocated / reserved, GiB)."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    _cuda_sync()
+    synchronize()
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
-    _cuda_sync()
+    synchronize()
     cost = {"wall_s": round(time.perf_counter() - t0, 2)}
     if torch.cuda.is_available():
         cost["peak_gpu_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 3)
@@ -165,14 +160,14 @@ def transfer_timing(dataset, device: str, steps: int = 20, items_per_step: int =
     batches = [np.unique(rng.integers(0, dataset.n_items, items_per_step)) for _ in range(steps)]
     out = {"steps": steps, "items_per_step": items_per_step, "image_size": dataset.image_size}
     for name, pin in (("pageable_ms", False), ("pinned_ms", True)):
-        _cuda_sync()
+        synchronize()
         t0 = time.perf_counter()
         for ids in batches:
             host = torch.from_numpy(np.ascontiguousarray(dataset.images.get(ids)))
             if pin:
                 host = host.pin_memory()
             images_to_tensor(host.to(device, non_blocking=pin), None, device)
-        _cuda_sync()
+        synchronize()
         out[name] = round(1e3 * (time.perf_counter() - t0) / steps, 3)
     return out
 
@@ -258,7 +253,7 @@ def _scoring_record(run: RunFolder, ds, name: str, device: str) -> dict:
 
 def _cost_since(t0: float) -> dict:
     """Wall seconds since ``t0`` and the peak CUDA memory since the last reset (GiB); resets it."""
-    _cuda_sync()
+    synchronize()
     cost = {"wall_s": round(time.perf_counter() - t0, 2)}
     if torch.cuda.is_available():
         cost["peak_gpu_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 3)

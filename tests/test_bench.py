@@ -221,3 +221,27 @@ def test_one_optimizer_for_fit_and_the_benches(tiny):
     built = sorted(str(f.relative_to(package)) for f in package.rglob("*.py")
                    if re.search(r"torch\.optim\.SGD\(", f.read_text()))
     assert built == ["pretrain.py", "train.py"]
+
+
+def test_every_timer_waits_for_cuda_through_one_function(monkeypatch):
+    """repro.synchronize is the one device wait: it waits on a CUDA device (or on whatever CUDA
+    exists when no device is named) and not on the CPU; the bench's Clock reads through it."""
+    import torch
+
+    from fndkit import repro
+    from fndkit.bench import Clock
+
+    waits = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: waits.append("wait"))
+    repro.synchronize("cpu")
+    assert waits == []
+    repro.synchronize("cuda:1")
+    Clock("cuda").now()
+    assert waits == ["wait", "wait"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    repro.synchronize()
+    assert len(waits) == 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    repro.synchronize()
+    Clock("cpu").now()
+    assert len(waits) == 3

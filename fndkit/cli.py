@@ -384,7 +384,7 @@ def _values(args, methods) -> dict:
     return values
 
 
-def _paper(args, argv) -> int:
+def _paper(args, argv, only: tuple = ()) -> int:
     from .plans import paper, search
     from .results import claims as C
     from .results import collect, report
@@ -395,7 +395,7 @@ def _paper(args, argv) -> int:
     seeds = paper.VERDICT_SEEDS if verdict and args.seeds == [0] else tuple(args.seeds)
     sweep = paper.Sweep(root, seeds=seeds[:1] if args.quick else seeds, scale=args.scale, quick=args.quick,
                         device=args.device, shared=verdict, verdict=verdict,
-                        methods=paper.VERDICT_METHODS if verdict else ())
+                        methods=only or (paper.VERDICT_METHODS if verdict else ()))
     searched = [] if args.no_search else [m for m in paper.table2_methods(sweep) if search.space(m)]
     search_seed = sweep.seeds[0] if args.search_seed is None else args.search_seed
     values = _values(args, searched)  # refused before anything is written
@@ -547,20 +547,14 @@ def _finish(outcome, paths: dict | None) -> int:
 
 
 def _search(args, argv) -> int:
+    """``paper table2`` restricted to ``methods`` (searched, then trained at the chosen points)."""
     args.names, args.verdict, args.no_search, args.via = ["table2"], False, False, "process"
-    from .plans import paper, search
+    from .plans import search
 
     methods = search.methods() if args.methods == ["all"] else list(dict.fromkeys(args.methods))
     for m in methods:
         search.declared_space(m)  # an unknown method, named
-    global _restrict_methods
-    _restrict_methods = tuple(methods)
-    original = paper.table2_methods
-    paper.table2_methods = lambda sweep=None: [m for m in original(sweep) if m in methods] or methods
-    try:
-        return _paper(args, argv)
-    finally:
-        paper.table2_methods = original
+    return _paper(args, argv, only=tuple(methods))
 
 
 def _lab(args, argv) -> int:

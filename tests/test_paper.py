@@ -137,3 +137,14 @@ def test_unknown_experiment_is_named(tmp_path, capsys):
     assert cli.main(["paper", "fig99", "--root", str(tmp_path)]) == 2
     assert "unknown experiment(s) fig99" in capsys.readouterr().err
 
+
+
+def test_table2_rows_follow_the_methods_a_sweep_names(tmp_path):
+    """The ``search`` verb's methods become Table 2's rows: the table's own in its order, then a
+    method outside it (a distillation loss) as a row of its own; none named: every row."""
+    named = P.Sweep(tmp_path, quick=True, machine="m", methods=("rrd", "fnd", "npair"))
+    assert P.table2_methods(named) == ["npair", "fnd", "rrd"]
+    jobs = [j for j in P.plan(["table2"], named) if j.kind == "student"]
+    assert [(j.method, j.params.loss) for j in jobs] == [("npair", "npair"), ("fnd", "fnd"), ("rrd", "rrd")]
+    every = P.table2_methods(P.Sweep(tmp_path, quick=True, machine="m"))
+    assert every[:5] == ["npair", "bpr", "fnd", "fnd-cl", "kd"] and "rrd" not in every

@@ -161,7 +161,10 @@ def _only(methods: list[str], sweep: Sweep | None) -> list[str]:
 
 
 def table2_methods(sweep: Sweep | None = None) -> list[str]:
-    return _only(["npair", "bpr", "fnd", "fnd-cl", "kd", *baselines(sweep)], sweep)
+    """Table 2's rows (the sweep's ``methods`` when it names some: a method outside the table, such
+    as a distillation loss the ``search`` verb was given, becomes a row of its own)."""
+    rows = ["npair", "bpr", "fnd", "fnd-cl", "kd", *baselines(sweep)]
+    return _only(rows, sweep) + [m for m in (sweep.methods if sweep else ()) if m not in rows]
 
 
 def table4_methods(sweep: Sweep | None = None) -> list[str]:

@@ -342,6 +342,20 @@ def dispatcher(args, root: Path, identity: dict):
     return Local(args.workers, args.threads)
 
 
+def check_readme(args, block: str | None) -> None:
+    """``--readme`` names a README holding the verb's block (checked before any work)."""
+    if not args.readme:
+        return
+    if block is None:
+        raise UserError(f"--readme: `{args.verb}` writes no README block (its tables are in its results.md)")
+    from .results.report import check_readme as check
+
+    try:
+        check(args.readme, block)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 def command_line(argv: list[str]) -> str:
     return "python -m fndkit " + " ".join(shlex.quote(a) for a in argv)
 
@@ -390,6 +404,7 @@ def _paper(args, argv, only: tuple = ()) -> int:
     from .results import collect, report
 
     root = check_root(args.root)
+    check_readme(args, "results")
     verdict = args.verdict
     names = paper.check_names(args.names or (list(paper.VERDICT_NAMES) if verdict else ["all"]))
     seeds = paper.VERDICT_SEEDS if verdict and args.seeds == [0] else tuple(args.seeds)
@@ -564,6 +579,7 @@ def _lab(args, argv) -> int:
     from .repro import machine_label
 
     root = check_root(args.root)
+    check_readme(args, None)
     unknown = sorted(set(args.names) - set(lab.EXPERIMENTS))
     if unknown:
         raise UserError(f"unknown lab experiment(s) {unknown}; choose from {sorted(lab.EXPERIMENTS)}")
@@ -604,6 +620,7 @@ def _distill(args, argv) -> int:
     from .results import collect, report
 
     root = check_root(args.root)
+    check_readme(args, "distill")
     if args.scale not in ("tiny", "demo"):
         raise UserError(f"--scale {args.scale!r}: the distillation benchmark has presets tiny-rich and demo-rich; "
                         f"use tiny or demo")

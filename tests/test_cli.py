@@ -201,12 +201,15 @@ def test_pretrain_writes_the_weights_and_the_probe(tiny_run_folder, tmp_path, ca
     (["distill", "--epochs", "0"], "argument --epochs: 0 must be >= 1"),
     (["distill", "--workers", "0"], "argument --workers: 0 must be >= 1"),
     (["lab", "fn_rate", "--breadths", "-1"], "--breadths"),
+    (["paper", "table2", "--quick", "--readme", "NOPE.md"], "NOPE.md' cannot be read (No such file or directory)"),
+    (["distill", "--scale", "tiny", "--readme", "FILE"], "has no distill block: put the lines"),
+    (["lab", "fn_rate", "--readme", "FILE"], "`lab` writes no README block"),
 ])
 def test_user_errors_of_the_plan_verbs_are_one_line_and_exit_2(argv, says, tmp_path, capsys):
     """Issue 32's cases 5 and 8: a wrong input exits 2 with one line, before any work."""
     (tmp_path / "FILE").write_text("not a folder")
-    argv = [a.replace("FILE", str(tmp_path / "FILE")) for a in argv]
-    if "--root" not in argv and argv[0] in ("lab", "distill"):
+    argv = [a.replace("FILE", str(tmp_path / "FILE")).replace("NOPE", str(tmp_path / "NOPE")) for a in argv]
+    if "--root" not in argv and argv[0] in ("lab", "distill", "paper"):
         argv += ["--root", str(tmp_path / "r")]
     code, out, err = call(argv, capsys)
     assert code == 2 and says in one_line(err), err

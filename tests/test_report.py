@@ -305,6 +305,24 @@ def test_interval_table_is_the_t_interval_over_seeds(table):
     assert report.interval_table(table, metric="ndcg_lpae").empty
 
 
+def test_replicates_in_one_run_folder_summarize_as_one_row_per_method(table):
+    """A verdict plan's seeds share one run folder (stages ``student_fnd-seed<k>``): every table and
+    figure summarizes them over seeds exactly as it does seeds in folders of their own."""
+    from fndkit.stages import naming
+
+    shared = table.assign(stage=[naming.replicate(st, s) if e == "fig4" else st
+                                 for st, s, e in zip(table.stage, table.seed, table.experiment)],
+                          run_dir="/r/seed0")
+    assert shared.stage.nunique() > table.stage.nunique()
+    for frames in (lambda t: report.experiment_tables(t)["fig4"], lambda t: report.interval_table(t),
+                   lambda t: F.points(t, "fig4")):
+        pd.testing.assert_frame_equal(frames(shared), frames(table))
+    assert report.experiment_tables(shared)["fig4"]["seeds"].tolist() == [2, 2, 2, 2]
+    assert naming.replicated_from("XS_npair-seed1", 1) == "XS_npair"
+    assert naming.replicated_from("XS_npair-seed1", 2) == "XS_npair-seed1"  # another seed's name: as it is
+    assert naming.replicated_from("teacher", 3) == "teacher" and naming.replicated_from("x-seed1", "") == "x-seed1"
+
+
 @pytest.mark.notebook
 def test_results_notebook_renders_a_plan_folder(tmp_path, monkeypatch, table, claims, transfer):
     """notebooks/09_results.ipynb, papermill-run on what write_plan_report wrote: every section

@@ -146,11 +146,23 @@ def pick(table: pd.DataFrame, **where) -> pd.DataFrame:
     return table[mask]
 
 
+def replicates_merged(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with each replicate's ``stage`` (``student_fnd-seed3``: the seeds of a verdict plan
+    share one run folder) named as the stage it replicates (``student_fnd``), so that a summary over
+    seeds has one row per method, not one per seed; run folders per seed are left as they are."""
+    from ..stages.naming import replicated_from
+
+    if table.empty:
+        return table
+    return table.assign(stage=[replicated_from(st, seed) for st, seed in zip(table["stage"], table["seed"])])
+
+
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """Mean, sd over seeds and the number of seeds per (experiment, method, stage, shown, protocol,
-    list, metric)."""
+    list, metric); a replicate counts as its stage (:func:`replicates_merged`)."""
     keys = ["experiment", "method", "stage", "shown", "protocol", "list", "metric"]
     if table.empty:
         return pd.DataFrame(columns=[*keys, "mean", "sd", "seeds"])
+    table = replicates_merged(table)
     out = table.groupby(keys, sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
     return out.rename(columns={"std": "sd", "count": "seeds"}).fillna({"sd": 0.0})

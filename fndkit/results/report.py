@@ -20,7 +20,7 @@ import pandas as pd
 from ..artifacts import atomic_path, read_json
 from ..rundir import COLD_START, DATA, EXPLORER, TEACHER, RunFolder
 from ..stages.cold_start import table3
-from .collect import summary
+from .collect import replicates_merged, summary
 
 MODEL_ORDER = ("teacher", "student_npair", "student_fnd", "contrastive")
 
@@ -283,7 +283,7 @@ def interval_table(table: pd.DataFrame, metric: str = "auc", which: str = "test"
     with one seed), formatted by kind; ``experiments`` keeps only those."""
     from . import stats
 
-    part = table[(table.metric == metric) & (table.list == which)]
+    part = replicates_merged(table[(table.metric == metric) & (table.list == which)])
     if experiments is not None:
         part = part[part.experiment.isin(experiments)]
     columns = ["experiment", "method", "stage", "settings", "protocol", "mean", "95% CI", "seeds"]
@@ -544,16 +544,30 @@ def read_plan_report(folder: str | os.PathLike) -> dict[str, pd.DataFrame | dict
     return out
 
 
-def update_readme(path: str | os.PathLike, markdown: str, block: str = "results") -> Path:
-    """Replace what lies between the README block's two marker lines (:data:`README_BLOCKS`) by
-    ``markdown`` (atomically); everything else in the file stays as it is."""
-    path = Path(path)
+def check_readme(path: str | os.PathLike, block: str = "results") -> tuple[str, int, int]:
+    """The file's text and where its ``block`` lies; a missing file or block is a ValueError that
+    says what to do (the plan verbs call this before any work, so that hours of training never end
+    on it)."""
+    path = Path(path).expanduser()
     start_mark, end_mark = README_BLOCKS[block]
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"--readme {str(path)!r} cannot be read ({exc.strerror}): give the README that "
+                         f"holds the {block} block") from None
     start, end = text.find(start_mark), text.find(end_mark)
     if start < 0 or end < start:
         raise ValueError(f"{path} has no {block} block: put the lines {start_mark!r} and {end_mark!r} "
                          f"where the results belong")
+    return text, start, end
+
+
+def update_readme(path: str | os.PathLike, markdown: str, block: str = "results") -> Path:
+    """Replace what lies between the README block's two marker lines (:data:`README_BLOCKS`) by
+    ``markdown`` (atomically); everything else in the file stays as it is."""
+    path = Path(path).expanduser()
+    text, start, end = check_readme(path, block)
+    start_mark = README_BLOCKS[block][0]
     with atomic_path(path) as tmp:
         tmp.write_text(text[:start + len(start_mark)] + "\n" + markdown.rstrip() + "\n" + text[end:])
     return path

@@ -131,6 +131,17 @@ def replicate(stage: str, seed: int) -> str:
     return f"{stage}-seed{seed}"
 
 
+def replicated_from(stage: str, seed) -> str:
+    """What :func:`replicate` made ``stage`` from, given the seed it was made with (``student_fnd``
+    for ``student_fnd-seed3`` and seed 3); any other stage as it is. The seed is known, not read
+    from the name."""
+    try:
+        suffix = replicate("", int(seed))
+    except (TypeError, ValueError):  # a row without a seed
+        return stage
+    return stage[:-len(suffix)] if stage.endswith(suffix) and len(stage) > len(suffix) else stage
+
+
 def seed_folder(root: str | os.PathLike, seed: int) -> Path:
     """The run folder of one seed of a plan: ``<root>/seed<k>``."""
     return Path(root) / f"seed{seed}"

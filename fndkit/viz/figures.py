@@ -229,7 +229,9 @@ def points(table, experiment: str, metric: str = "auc", protocol: str = "random"
                  & (table.list == which)]
     if part.empty:
         return pd.DataFrame(columns=["method", "stage", "shown", "mean", "sd", "seeds", "settings"])
-    out = part.groupby(["method", "stage", "shown"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
+    from ..results.collect import replicates_merged
+
+    out = replicates_merged(part).groupby(["method", "stage", "shown"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
     out = out.rename(columns={"std": "sd", "count": "seeds"}).fillna({"sd": 0.0})
     out["settings"] = [json.loads(s) if s else {} for s in out["shown"]]
     return out

@@ -360,6 +360,23 @@ def command_line(argv: list[str]) -> str:
     return "python -m fndkit " + " ".join(shlex.quote(a) for a in argv)
 
 
+REPORT_ONLY = ("--collect-only", "--worker-only", "--no-progress")
+
+
+def reproduce_line(argv: list[str]) -> str:
+    """The command a report names: the call that trains, without the options that only change what
+    this call wrote (``--collect-only``, ``--readme PATH``, ``--no-progress``)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip or a in REPORT_ONLY or a.startswith("--readme="):
+            skip = False
+            continue
+        skip = a == "--readme"
+        if not skip:
+            kept.append(a)
+    return command_line(kept)
+
+
 def _chain(args, argv) -> int:
     from .plans import chain
 
@@ -449,7 +466,7 @@ def _paper(args, argv, only: tuple = ()) -> int:
                                for c in paper.CLAIMS])
     done = sorted({int(s) for s in table[table.list == "test"].seed}) if len(table) else []
     info = {"title": f"fndkit — the paper's evidence on {sweep.machine}", "machine": sweep.machine,
-            "seeds": done, "planned": list(sweep.seeds), "scale": sweep.scale, "command": command_line(argv),
+            "seeds": done, "planned": list(sweep.seeds), "scale": sweep.scale, "command": reproduce_line(argv),
             "seconds": wall_seconds(sweep.folder), "workers": args.workers}
     paths = report.write_plan_report(sweep.folder, info, table, claims, None, chosen)
     if args.readme:
@@ -608,7 +625,7 @@ def _lab(args, argv) -> int:
                                       folders=folders))
     claims = C.compare(users, list(dict.fromkeys(comps)))
     info = {"title": "fndkit — the false-negative lab", "machine": folder.name, "seeds": list(args.seeds),
-            "scale": args.scale, "command": command_line(argv), "seconds": wall_seconds(folder),
+            "scale": args.scale, "command": reproduce_line(argv), "seconds": wall_seconds(folder),
             "workers": args.workers}
     paths = report.write_plan_report(folder, info, table, claims)
     return _finish(outcome, paths)
@@ -655,7 +672,7 @@ def _distill(args, argv) -> int:
     done = sorted({int(s) for s in table[(table.experiment == "distill") & (table.list == "test")].seed})
     info = {"title": "fndkit — the distillation benchmark", "machine": machine_label(args.device), "seeds": done,
             "planned": list(seeds),
-            "scale": f"{args.scale}-rich", "command": command_line(argv), "seconds": wall_seconds(root),
+            "scale": f"{args.scale}-rich", "command": reproduce_line(argv), "seconds": wall_seconds(root),
             "workers": args.workers}
     paths = report.write_plan_report(root, info, table, None, transfer, chosen)
     if args.readme:

@@ -272,3 +272,10 @@ def test_a_notebook_kernel_imports_no_torchvision_or_sklearn_until_used():
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_a_report_names_the_command_that_trains():
+    """`--collect-only --readme README.md` rewrites a block; the block names the call that trains."""
+    argv = ["paper", "--verdict", "--collect-only", "--readme", "README.md", "--workers", "2", "--readme=R.md",
+            "--no-progress", "--root", "a b"]
+    assert cli.reproduce_line(argv) == "python -m fndkit paper --verdict --workers 2 --root 'a b'"

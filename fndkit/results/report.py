@@ -343,7 +343,8 @@ def plan_markdown(info: dict, table: pd.DataFrame, claims: pd.DataFrame | None =
                   transfer: pd.DataFrame | None = None, chosen: dict | None = None) -> str:
     """results.md (and the README block): what ran, the takeaway, the choices, the comparisons, the
     tables."""
-    lines = [f"{what_ran(info)} Reproduce with `{info.get('command', '')}`. {NOTE}", ""]
+    lines = [f"{what_ran(info)} Reproduce with `{info.get('command', '')}` (it continues a plan that stopped; "
+             f"`--collect-only` rewrites these tables from its finished folder). {NOTE}", ""]
     if table.empty:
         return "\n".join(lines + ["No run has finished yet."])
     summary_lines = (takeaway(claims) if claims is not None and not claims.empty else []) + transfer_takeaway(transfer)

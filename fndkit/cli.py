@@ -418,7 +418,7 @@ def _values(args, methods) -> dict:
 def _paper(args, argv, only: tuple = ()) -> int:
     from .plans import paper, search
     from .results import claims as C
-    from .results import collect, report
+    from .results import collect
 
     root = check_root(args.root)
     check_readme(args, "results")
@@ -434,25 +434,20 @@ def _paper(args, argv, only: tuple = ()) -> int:
     spaces = {m: search.restrict(m, values.get(m) or (paper.VERDICT_SPACES.get(m) if verdict else None))
               for m in searched}
     dispatch = dispatcher(args, sweep.folder, sweep.identity())
-    start = time.perf_counter()
-    chosen, trial_jobs = {}, []
+    trials, prereq = {}, []
     if searched:
         bases = paper.search_bases(searched, sweep, search_seed)
         trials = {m: search.trials(m, _smoke(bases[m], args), spaces[m]) for m in searched}
         prereq = [_smoke(j, args) for j in paper.prerequisites(sweep, search_seed)]
-        chosen, phase = _search_phase(args, prereq, trials, dispatch, sweep.folder / "plan-search.json")
-        if chosen is None:
-            return _finish(phase, None)
-        trial_jobs = [t for ts in trials.values() for t in ts]
+
+    def build(chosen: dict) -> list:
         sweep.chosen = {m: c["values"] for m, c in chosen.items()}
         if "alpha" in sweep.chosen.get("fnd", {}) and "fnd-cl" in sweep.chosen:
             print(f"fnd-cl: trains at FND's chosen α = {sweep.chosen['fnd']['alpha']} (one change at a time)")
-    jobs = [_smoke(j, args) for j in paper.plan(names, sweep)]
-    if trial_jobs and not args.collect_only:  # the chosen points (and Fig. 4's grid) are not trained twice
-        search.adopt_matching(trial_jobs, jobs)
-    left = None if args.time_limit is None else max(args.time_limit - (time.perf_counter() - start), 1e-3)
-    outcome = _run(args, jobs, dispatch, sweep.folder / "plan.json", left)
-    if args.worker_only:
+        return paper.plan(names, sweep)
+
+    chosen, trial_jobs, jobs, outcome = _searched_plan(args, sweep.folder, prereq, trials, build, dispatch)
+    if chosen is None or args.worker_only:
         return _finish(outcome, None)
     if "table5" in names and not args.collect_only:
         from .bench import table5_record
@@ -460,18 +455,47 @@ def _paper(args, argv, only: tuple = ()) -> int:
         table5_record(sweep.folder, [sweep.seed_dir(s) for s in sweep.seeds], device=args.device,
                       repeats=2 if args.quick else 10)
     table = collect.collect(trial_jobs + jobs, records=[sweep.folder / "table5.json"])
-    users = collect.collect_users(jobs)
-    claims = C.compare(users, [C.Comparison(c.text, c.a, c.b, c.protocol, c.list, c.sign, c.paper_effect,
-                                            experiment=c.experiment, shown_a=c.shown_a, shown_b=c.shown_b)
-                               for c in paper.CLAIMS])
+    claims = C.compare(collect.collect_users(jobs), list(paper.CLAIMS))
     done = sorted({int(s) for s in table[table.list == "test"].seed}) if len(table) else []
     info = {"title": f"fndkit — the paper's evidence on {sweep.machine}", "machine": sweep.machine,
-            "seeds": done, "planned": list(sweep.seeds), "scale": sweep.scale, "command": reproduce_line(argv),
-            "seconds": wall_seconds(sweep.folder), "workers": args.workers}
-    paths = report.write_plan_report(sweep.folder, info, table, claims, None, chosen)
-    if args.readme:
-        report.update_readme(args.readme, paths["md"].read_text(), "results")
-    return _finish(outcome, _results_notebook(args, sweep.folder, paths))
+            "seeds": done, "planned": list(sweep.seeds), "scale": sweep.scale}
+    return _publish(args, argv, sweep.folder, outcome, info, table, claims=claims, chosen=chosen, block="results")
+
+
+def _searched_plan(args, folder: Path, prerequisites, trials: dict, build, dispatch):
+    """A searched plan's two phases: the prerequisites and every method's trials, the choice, then
+    ``build(chosen)``'s jobs, with the chosen trials handed over (not trained twice). Returns
+    (chosen, trial jobs, jobs, outcome of both phases); chosen is None when nothing could be chosen."""
+    from .plans import search
+
+    start = time.perf_counter()
+    chosen, phase = {}, None
+    if trials:
+        chosen, phase = _search_phase(args, prerequisites, trials, dispatch, folder / "plan-search.json")
+        if chosen is None:
+            return None, [], [], phase
+    trial_jobs = [t for ts in trials.values() for t in ts]
+    jobs = [_smoke(j, args) for j in build(chosen)]
+    if trial_jobs and not args.collect_only:
+        search.adopt_matching(trial_jobs, jobs)
+    left = None if args.time_limit is None else max(args.time_limit - (time.perf_counter() - start), 1e-3)
+    outcome = _run(args, jobs, dispatch, folder / "plan.json", left)
+    if phase is not None:
+        outcome.failed = phase.failed + outcome.failed
+    return chosen, trial_jobs, jobs, outcome
+
+
+def _publish(args, argv, folder: Path, outcome, info: dict, table, claims=None, transfer=None, chosen=None,
+             block: str | None = None) -> int:
+    """The plan's report from its one table (results.csv, results.md, report.html), the README
+    block with ``--readme``, the results notebook of a verdict plan; the exit code."""
+    from .results import report
+
+    info = {**info, "command": reproduce_line(argv), "seconds": wall_seconds(folder), "workers": args.workers}
+    paths = report.write_plan_report(folder, info, table, claims, transfer, chosen)
+    if block and args.readme:
+        report.update_readme(args.readme, paths["md"].read_text(), block)
+    return _finish(outcome, _results_notebook(args, folder, paths))
 
 
 def _search_phase(args, prerequisites, trials: dict, dispatch, record: Path):
@@ -592,7 +616,7 @@ def _search(args, argv) -> int:
 def _lab(args, argv) -> int:
     from .plans import lab
     from .results import claims as C
-    from .results import collect, report
+    from .results import collect
     from .repro import machine_label
 
     root = check_root(args.root)
@@ -625,16 +649,14 @@ def _lab(args, argv) -> int:
                                       folders=folders))
     claims = C.compare(users, list(dict.fromkeys(comps)))
     info = {"title": "fndkit — the false-negative lab", "machine": folder.name, "seeds": list(args.seeds),
-            "scale": args.scale, "command": reproduce_line(argv), "seconds": wall_seconds(folder),
-            "workers": args.workers}
-    paths = report.write_plan_report(folder, info, table, claims)
-    return _finish(outcome, paths)
+            "scale": args.scale}
+    return _publish(args, argv, folder, outcome, info, table, claims=claims)
 
 
 def _distill(args, argv) -> int:
     from .plans import distill, search
     from .results import claims as C
-    from .results import collect, report
+    from .results import collect
 
     root = check_root(args.root)
     check_readme(args, "distill")
@@ -650,34 +672,19 @@ def _distill(args, argv) -> int:
     phase1, trials = plan.search_plan()  # a value outside a space: refused before anything is written
     dispatch = dispatcher(args, root, plan.identity())
     trial_keys = {t.key for ts in trials.values() for t in ts}
-    start = time.perf_counter()
-    chosen, run1 = _search_phase(args, [j for j in phase1 if j.key not in trial_keys], trials, dispatch,
-                                 root / "plan-search.json")
-    if chosen is None:
-        return _finish(run1, None)
-    jobs = [_smoke(j, args) for j in plan.plan(chosen)]
-    trial_jobs = [t for ts in trials.values() for t in ts]
-    if trial_jobs and not args.collect_only:  # the chosen points at the search seed: not trained twice
-        search.adopt_matching(trial_jobs, jobs)
-    left = None if args.time_limit is None else max(args.time_limit - (time.perf_counter() - start), 1e-3)
-    outcome = _run(args, jobs, dispatch, root / "plan.json", left)
-    outcome.failed = run1.failed + outcome.failed
-    if args.worker_only:
+    chosen, trial_jobs, jobs, outcome = _searched_plan(args, root, [j for j in phase1 if j.key not in trial_keys],
+                                                       trials, plan.plan, dispatch)
+    if chosen is None or args.worker_only:
         return _finish(outcome, None)
     table = collect.collect(trial_jobs + jobs)
-    users = collect.collect_users(jobs)
-    transfer = C.transfer(table, users, "distill", "npair", "teacher", plan.methods, protocols=("random", "hard"))
+    transfer = C.transfer(table, collect.collect_users(jobs), "distill", "npair", "teacher", plan.methods,
+                          protocols=("random", "hard"))
     from .repro import machine_label
 
     done = sorted({int(s) for s in table[(table.experiment == "distill") & (table.list == "test")].seed})
     info = {"title": "fndkit — the distillation benchmark", "machine": machine_label(args.device), "seeds": done,
-            "planned": list(seeds),
-            "scale": f"{args.scale}-rich", "command": reproduce_line(argv), "seconds": wall_seconds(root),
-            "workers": args.workers}
-    paths = report.write_plan_report(root, info, table, None, transfer, chosen)
-    if args.readme:
-        report.update_readme(args.readme, paths["md"].read_text(), "distill")
-    return _finish(outcome, _results_notebook(args, root, paths))
+            "planned": list(seeds), "scale": f"{args.scale}-rich"}
+    return _publish(args, argv, root, outcome, info, table, transfer=transfer, chosen=chosen, block="distill")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable
 
 from ..config import PAPER_DEFAULTS, SCALE_PRESETS
 from ..models.backbones import student_families
 from ..models.registry import MODELS
 from ..repro import machine_label
+from ..results.claims import Comparison
 from ..rundir import RunFolder, resolve_path
 from ..stages import naming
 from ..stages.cold_start import supports_cold_start
@@ -347,36 +348,22 @@ def search_bases(methods: Iterable[str], sweep: Sweep, seed: int) -> dict[str, J
 # ------------------------------------------------------------------------------------------------
 # Claims
 
-class Claim(NamedTuple):
-    """A comparison the paper makes: ``a`` against ``b`` (methods of ``experiment``) on ``protocol``;
-    ``sign`` the direction it claims; ``paper_effect`` the AUC difference it reports (None: none)."""
-
-    text: str
-    experiment: str
-    a: str
-    b: str
-    protocol: str = "random"
-    sign: int = 1
-    paper_effect: float | None = None
-    shown_a: dict | None = None
-    shown_b: dict | None = None
-    list: str = "test"
-
-
 # The paper's own differences (Polyvore-630 AUC): Table 2 FND 89.91, FND-CL 90.28, LPAE-u 87.82;
 # Table 4 (hard) FND 83.55, FND-CL 84.24, LPAE-u 81.69. N-pair and BPR appear only in Fig. 4's
 # picture (no number in the text), w-avg vs avg only in words (§4.3): no effect size for those.
-CLAIMS = (
-    Claim("FND beats N-pair (Fig. 4: 'FND can surpass a strong N-pair'; α chosen on validation)", "table2", "fnd",
-          "npair"),
-    Claim("N-pair beats BPR (Fig. 4: 'clearly outperforms')", "table2", "npair", "bpr"),
-    Claim("FND-CL beats FND (Table 2)", "table2", "fnd-cl", "fnd", "random", 1, 0.0037),
-    Claim("FND beats LPAE-u (Table 2)", "table2", "fnd", "lpae-u", "random", 1, 0.0209),
-    Claim("FND beats N-pair on hard negatives (Table 4's protocol; no N-pair row there)", "table4", "fnd",
-          "npair", "hard"),
-    Claim("FND-CL beats FND on hard negatives (Table 4)", "table4", "fnd-cl", "fnd", "hard", 1, 0.0069),
-    Claim("FND beats LPAE-u on hard negatives (Table 4)", "table4", "fnd", "lpae-u", "hard", 1, 0.0186),
-    Claim("w-avg beats avg for a cold starter with 5 outfits (Table 3, FND student)", "table3", "student_fnd",
-          "student_fnd", "random", 1, None, {"n_interactions": 5, "strategy": "w-avg"},
-          {"n_interactions": 5, "strategy": "avg"}, "cold"),
+CLAIMS = (  # label, a, b (methods of `experiment`), protocol, list, sign, the paper's effect
+    Comparison("FND beats N-pair (Fig. 4: 'FND can surpass a strong N-pair'; α chosen on validation)", "fnd",
+               "npair", experiment="table2"),
+    Comparison("N-pair beats BPR (Fig. 4: 'clearly outperforms')", "npair", "bpr", experiment="table2"),
+    Comparison("FND-CL beats FND (Table 2)", "fnd-cl", "fnd", paper_effect=0.0037, experiment="table2"),
+    Comparison("FND beats LPAE-u (Table 2)", "fnd", "lpae-u", paper_effect=0.0209, experiment="table2"),
+    Comparison("FND beats N-pair on hard negatives (Table 4's protocol; no N-pair row there)", "fnd", "npair",
+               "hard", experiment="table4"),
+    Comparison("FND-CL beats FND on hard negatives (Table 4)", "fnd-cl", "fnd", "hard", paper_effect=0.0069,
+               experiment="table4"),
+    Comparison("FND beats LPAE-u on hard negatives (Table 4)", "fnd", "lpae-u", "hard", paper_effect=0.0186,
+               experiment="table4"),
+    Comparison("w-avg beats avg for a cold starter with 5 outfits (Table 3, FND student)", "student_fnd",
+               "student_fnd", "random", "cold", experiment="table3",
+               shown_a={"n_interactions": 5, "strategy": "w-avg"}, shown_b={"n_interactions": 5, "strategy": "avg"}),
 )

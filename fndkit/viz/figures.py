@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..artifacts import atomic_path, load_checkpoint, read_json
+from ..artifacts import atomic_path, load_checkpoint
 from ..models import autoencoder as ae
 from ..rundir import AUTOENCODER, DATA, RunFolder
 from .pictures import outfit_strip

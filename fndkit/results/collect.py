@@ -56,6 +56,14 @@ def _number(value) -> float | None:
     return None
 
 
+def _cold_model(row: dict, job) -> str:
+    """The model a cold-start row scored, as the stage it replicates (``student_fnd`` for the
+    ``student_fnd-seed0`` of a verdict plan's shared run folder), so that Table 3's claim finds it."""
+    from ..stages.naming import replicated_from
+
+    return replicated_from(row["model"], job.seed)
+
+
 def job_rows(job) -> list[dict]:
     """The rows of one job (empty when its stage has not finished)."""
     folder = RunFolder(job.run_dir)
@@ -82,7 +90,7 @@ def job_rows(job) -> list[dict]:
     elif job.kind == "cold_start":
         for r in m.get("rows", []):
             shown = {**job.shown, "strategy": r["strategy"], "n_interactions": r["n_interactions"]}
-            rows += [{**base, "method": r["model"], "shown": json.dumps(shown, sort_keys=True),
+            rows += [{**base, "method": _cold_model(r, job), "shown": json.dumps(shown, sort_keys=True),
                       "protocol": r.get("protocol", "random"), "list": "cold", "metric": k,
                       "value": float(r[f"{k}_mean"])} for k in RANKING if f"{k}_mean" in r]
     else:  # data, pre-training, diagnostics: their numeric scalars
@@ -120,7 +128,7 @@ def collect_users(jobs: Iterable) -> pd.DataFrame:
         elif job.kind == "cold_start" and folder.metrics_path(job.stage).exists():
             for r in folder.read_metrics(job.stage).get("rows", []):
                 shown = {**job.shown, "strategy": r["strategy"], "n_interactions": r["n_interactions"]}
-                rows += [{**base, "method": r["model"], "shown": json.dumps(shown, sort_keys=True),
+                rows += [{**base, "method": _cold_model(r, job), "shown": json.dumps(shown, sort_keys=True),
                           "protocol": r.get("protocol", "random"), "list": "cold", "user": int(u), "value": float(v)}
                          for u, v in r.get("per_user_auc", {}).items()]
     frame = pd.DataFrame(rows, columns=USER_COLUMNS)

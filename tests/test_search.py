@@ -39,8 +39,8 @@ def sweep(tmp_path_factory):
     return sweep
 
 
-def trials_for(sweep, method, values):
-    base = smoke(P.method_run(method, sweep, 0, experiment="search"))
+def trials_for(sweep, method, values, epochs=EPOCHS):
+    base = smoke(P.method_run(method, sweep, 0, experiment="search"), epochs)
     return S.trials(method, base, S.restrict(method, values))
 
 
@@ -320,7 +320,7 @@ def test_the_choice_does_not_depend_on_the_worker_count(tmp_path):
             run_plan([smoke(j) for j in P.prerequisites(sweep, 0)], progress=False, dispatch=Local(1, threads=1))
         else:  # the same prerequisites (trained once above): only the trials run again
             shutil.copytree(tmp_path / "w1", tmp_path / "w2", ignore=shutil.ignore_patterns("search-*"))
-        trials = trials_for(sweep, "fnd", {"alpha": [1.0, 2.5]})
+        trials = trials_for(sweep, "fnd", {"alpha": [1.0, 2.5]}, epochs=2)  # no pruning here: 2 epochs do
         outcome = run_plan(trials, progress=False, dispatch=Local(workers, threads=1))
         chosen[workers] = S.best_on_validation(trials, outcome)["values"]
         val[workers] = [S.validation_auc(t) for t in trials]

@@ -61,7 +61,7 @@ def resolve_device(device: str = "auto") -> str:
 def synchronize(device: str | None = None) -> None:
     """Wait for the kernels queued on ``device`` (CUDA runs them asynchronously), so that a clock
     read afterwards counts them; ``None``: CUDA wherever it is available. Nothing to wait for on
-    CPU. The one device wait of every timer (the bench, the JPEG bench, the timed chain)."""
+    CPU. The device wait of :class:`fndkit.bench.clock.Clock`, every bench's timer."""
     import torch
 
     if torch.cuda.is_available() if device is None else str(device).startswith("cuda"):

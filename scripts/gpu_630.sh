@@ -5,7 +5,7 @@
 #
 # Run from a fresh checkout after `make setup` (no internet needed). It generates the synthetic
 # benchmark at polyvore630 scale (630 users, 162,945 outfits, 199,537 items, 32 px) and runs the
-# notebooks' own stage calls (`python -m fndkit timed-chain`, see fndkit.run.timed_chain): data,
+# notebooks' own stage calls (`python -m fndkit timed-chain`, see fndkit.bench.chain.timed_chain): data,
 # autoencoder, N-pair teacher, FND student, FND-CL student, cold start, then scores every user's
 # test candidates with each model. One seed. Bounded to fit about 8 minutes of wall time:
 #   EPOCHS (2) epochs per training stage, each of at most STEPS (400) steps of batch 32 (a whole

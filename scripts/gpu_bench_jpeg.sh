@@ -3,7 +3,7 @@
 #
 #   OUT=/path/for/results scripts/gpu_bench_jpeg.sh
 #
-# Runs `python -m fndkit bench --scale polyvore630-jpeg` (fndkit/bench_jpeg.py): builds (once,
+# Runs `python -m fndkit bench --scale polyvore630-jpeg` (fndkit/bench/jpeg.py): builds (once,
 # under FIXTURES) a generated release in the Polyvore-U layout with ITEMS 291 px JPEGs (199,537 by
 # default: Polyvore-630's count; ~5.5 GB of JPEGs, then a ~30 GB uint8 store at 224 px and the same
 # 30 GB again in memory for the in-memory bound), decodes it once over every core, then times the

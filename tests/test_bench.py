@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from fndkit import augment, bench, bench_jpeg, cli, objectives
-from fndkit.bench_jpeg import GpuBusy, parse_utilization
+from fndkit import augment, cli, objectives
+from fndkit.bench import jpeg as bench_jpeg
+from fndkit.bench import profile as bench
+from fndkit.bench.jpeg import GpuBusy, parse_utilization
 from fndkit.config import train_config
 from fndkit.evaluate import score_rows
 from fndkit.objectives import make_objective
@@ -125,7 +127,7 @@ def test_bad_input():
 
 
 # --------------------------------------------------------------------------------------------
-# the real-layout bench (fndkit/bench_jpeg.py), at 32 px with small CNNs so that it takes seconds
+# the real-layout bench (fndkit/bench/jpeg.py), at 32 px with small CNNs so that it takes seconds
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +219,7 @@ def test_one_optimizer_for_fit_and_the_benches(tiny):
     assert mine == {id(q) for q in [*model.parameters(), *extra.parameters()]}
     # nowhere else in the library is an SGD built for a recommender's step (the attribute
     # pre-training's classifier, fndkit/pretrain.py, has its own schedule and settings)
-    package = Path(bench.__file__).resolve().parent
+    package = Path(bench.__file__).resolve().parent.parent
     built = sorted(str(f.relative_to(package)) for f in package.rglob("*.py")
                    if re.search(r"torch\.optim\.SGD\(", f.read_text()))
     assert built == ["pretrain.py", "train.py"]
@@ -229,7 +231,7 @@ def test_every_timer_waits_for_cuda_through_one_function(monkeypatch):
     import torch
 
     from fndkit import repro
-    from fndkit.bench import Clock
+    from fndkit.bench.clock import Clock
 
     waits = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: waits.append("wait"))
@@ -245,3 +247,7 @@ def test_every_timer_waits_for_cuda_through_one_function(monkeypatch):
     repro.synchronize()
     Clock("cpu").now()
     assert len(waits) == 3
+    # every bench (profile, jpeg, the timed chain, Table 5) times with the Clock: no other device wait
+    package = Path(repro.__file__).resolve().parent
+    waiting = sorted(str(f.relative_to(package)) for f in package.rglob("*.py") if "synchronize(" in f.read_text())
+    assert waiting == ["bench/clock.py", "repro.py"]

@@ -80,7 +80,7 @@ def test_every_verb_help_shows_its_defaults(helps, verb):
 
 
 def test_the_tool_vocabularies_are_the_library_s():
-    from fndkit import bench
+    from fndkit.bench import profile as bench
     from fndkit.stages.training import PARAMS
 
     assert set(cli.TRAINING_STAGES) == set(PARAMS)
@@ -138,7 +138,7 @@ def test_timed_chain_refuses_before_building_data(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "run"] and list(run.iterdir()) == [run / "old.txt"]
     # the library refuses the same bounds before anything is written
     from fndkit.config import ConfigError
-    from fndkit.run import timed_chain
+    from fndkit.bench.chain import timed_chain
 
     with pytest.raises(ConfigError, match="epochs=0 must be an integer >= 1"):
         timed_chain(tmp_path / "lib", scale="tiny", epochs=0)

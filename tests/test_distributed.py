@@ -34,7 +34,8 @@ from fndkit.data.datasets import make_loader
 from fndkit.evaluate import evaluate
 from fndkit.rundir import RunFolder, StageError
 from fndkit.cli import main
-from fndkit.run import notebook_parameters, parse_value, stage_parameters, timed_chain
+from fndkit.bench.chain import timed_chain
+from fndkit.run import notebook_parameters, parse_value, stage_parameters
 from fndkit.stages import training
 from fndkit.train import build_model
 
@@ -277,7 +278,7 @@ def test_the_timed_chain_records_every_stage(tmp_path):
 
 def test_the_timed_chain_is_the_demo_chain_within_its_bounds(tmp_path):
     from fndkit.plans.chain import default_chain
-    from fndkit.run import TIMED_STEPS, timed_chain_jobs
+    from fndkit.bench.chain import TIMED_STEPS, timed_chain_jobs
 
     demo = {j.label: j for j in default_chain("tiny", seed=3, run_dir=tmp_path)}
     jobs = timed_chain_jobs(tmp_path, "tiny", seed=3, epochs=1, max_steps_per_epoch=2, autoencoder_epochs=4,

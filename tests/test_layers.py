@@ -27,7 +27,7 @@ LAYERS = [
     {"fndkit.plans.execute"},                         # Job, the stage kinds, run_plan, Local
     {"fndkit.plans.study", "fndkit.plans.search"},    # the study storage as a dispatcher; search as a transformer
     {"fndkit.plans", "fndkit.plans.chain", "fndkit.plans.paper", "fndkit.plans.lab", "fndkit.plans.distill",
-     "fndkit.bench", "fndkit.bench_jpeg", "fndkit.run"},  # plan builders
+     "fndkit.bench", "fndkit.run"},  # plan builders and benches
     {"fndkit.cli", "fndkit.__main__"},                # the command line
 ]
 

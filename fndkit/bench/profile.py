@@ -2,7 +2,7 @@
 
     python -m fndkit bench [--scale polyvore630|demo|tiny|polyvore519] [--device auto|cpu|cuda]
                            [--users 20|all] [--steps 20] [--out outputs/bench/<scale>-<device>.json]
-    python -m fndkit bench --scale polyvore630-jpeg [--items N] ...   (real-layout JPEGs: fndkit/bench_jpeg.py)
+    python -m fndkit bench --scale polyvore630-jpeg [--items N] ...   (real-layout JPEGs: fndkit/bench/jpeg.py)
 
 Three figures, written to a JSON file and printed as tables:
 
@@ -50,20 +50,21 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from . import objectives as objectives_module
-from .artifacts import write_json
-from .config import SCALE_PRESETS, SCALES, TrainConfig, train_config
-from .models.backbones import student_families
-from .data.datasets import make_loader
-from .data.sampling import NegativeSampler, attach_candidates
-from .data.schema import CATEGORIES, OutfitDataset
-from .data.synthetic import make_dataset
-from .evaluate import item_cache
-from .models.contract import OutfitModel, evaluating, make_image_fn
-from .objectives import TeacherSignal, TrainBatch, make_objective, prepare_teacher
-from .repro import resolve_device, run_metadata, seed_everything, synchronize
-from .rundir import resolve_path
-from .train import build_model, make_optimizer
+from .. import objectives as objectives_module
+from ..artifacts import write_json
+from ..config import SCALE_PRESETS, SCALES, TrainConfig, train_config
+from ..models.backbones import student_families
+from ..data.datasets import make_loader
+from ..data.sampling import NegativeSampler, attach_candidates
+from ..data.schema import CATEGORIES, OutfitDataset
+from ..data.synthetic import make_dataset
+from ..evaluate import item_cache
+from ..models.contract import OutfitModel, evaluating, make_image_fn
+from ..objectives import TeacherSignal, TrainBatch, make_objective, prepare_teacher
+from ..repro import resolve_device, run_metadata, seed_everything
+from ..rundir import resolve_path
+from ..train import build_model, make_optimizer
+from .clock import Clock
 
 SCORING_SPLIT, SCORING_PROTOCOL = "test", "random"
 DEFAULT_CPU_USERS = 20
@@ -71,22 +72,11 @@ STEP_PARTS = ("sampling", "image gathering", "backbone forward", "backbone backw
               "set transformer forward", "set transformer backward", "teacher lookups (FND)",
               "augmentations (CL)", "optimizer", "other")
 GIB = 2 ** 30
-JPEG_SCALE = "polyvore630-jpeg"   # the real-layout bench (fndkit/bench_jpeg.py)
+JPEG_SCALE = "polyvore630-jpeg"   # the real-layout bench (fndkit/bench/jpeg.py)
 
 
 # --------------------------------------------------------------------------------------------
 # timing helpers
-
-
-class Clock:
-    """Wall-clock timer that waits for the device first (CUDA kernels run asynchronously)."""
-
-    def __init__(self, device: str):
-        self.device = device
-
-    def now(self) -> float:
-        synchronize(self.device)
-        return time.perf_counter()
 
 
 class PartTimer:
@@ -147,7 +137,7 @@ def _timed_attribute(owner, name: str, timer: PartTimer, part: str) -> Iterator[
     """Time every call of ``owner.name`` (a module function or an instance's method) as ``part``."""
     if not hasattr(owner, name):
         raise AttributeError(f"the bench times {owner!r}.{name}, which no longer exists; update "
-                             f"fndkit/bench.py to the renamed function")
+                             f"fndkit/bench/profile.py to the renamed function")
     original = getattr(owner, name)
     own = name in vars(owner)   # a module's function; an instance's method lives on its class
     setattr(owner, name, timer.wrap(part, original))
@@ -487,10 +477,10 @@ def table5_record(folder: str | os.PathLike, run_dirs: list, device: str = "auto
     user's test candidates (mean and sd of ``repeats`` runs, item features cached; CUDA-synchronised)
     and the peak GPU memory, for the teacher and the XS / S / M students (untrained: timing only).
     Written to ``<folder>/table5.json`` in the results schema; :func:`fndkit.results.collect` reads it."""
-    from .evaluate import evaluate
-    from .models.backbones import count_parameters
-    from .models.registry import build_model as build_registered
-    from .rundir import RunFolder
+    from ..evaluate import evaluate
+    from ..models.backbones import count_parameters
+    from ..models.registry import build_model as build_registered
+    from ..rundir import RunFolder
 
     dev = resolve_device(device)
     rows = []
@@ -507,12 +497,11 @@ def table5_record(folder: str | os.PathLike, run_dirs: list, device: str = "auto
             seconds = []
             if dev.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
+            clock = Clock(dev)
             for _ in range(repeats):
-                synchronize(dev)
-                t0 = time.perf_counter()
+                t0 = clock.now()
                 evaluate(model, ds, split="test", device=dev)
-                synchronize(dev)
-                seconds.append(time.perf_counter() - t0)
+                seconds.append(clock.now() - t0)
             peak = torch.cuda.max_memory_allocated() / 2 ** 20 if dev.startswith("cuda") else float("nan")
             base = {"experiment": "table5", "method": size, "stage": backbone, "run_dir": str(run.root), "seed": seed,
                     "params": "{}", "shown": json.dumps({"size": size, "backbone": backbone}), "protocol": "-",

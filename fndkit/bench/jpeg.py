@@ -36,21 +36,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bench import JPEG_SCALE, peak_rss_bytes
-from .config import train_config
-from .data.decode import available_cores, decode_store, store_bytes
-from .data.images import FileImages
-from .data.polyvore import read_polyvore_u
-from .feeding import batch_item_ids, prefetch_images
-from .data.release_fixture import POLYVORE630, write_release
-from .data.sampling import NegativeSampler
-from .data.schema import ArrayImages
-from .data.datasets import make_loader
-from .models.contract import make_image_fn
-from .objectives import make_objective
-from .repro import resolve_device, run_metadata, seed_everything, synchronize
-from .rundir import resolve_path
-from .train import build_model, make_optimizer, train_batch
+from .clock import Clock
+from .profile import JPEG_SCALE, peak_rss_bytes
+from ..config import train_config
+from ..data.decode import available_cores, decode_store, store_bytes
+from ..data.images import FileImages
+from ..data.polyvore import read_polyvore_u
+from ..feeding import batch_item_ids, prefetch_images
+from ..data.release_fixture import POLYVORE630, write_release
+from ..data.sampling import NegativeSampler
+from ..data.schema import ArrayImages
+from ..data.datasets import make_loader
+from ..models.contract import make_image_fn
+from ..objectives import make_objective
+from ..repro import resolve_device, run_metadata, seed_everything
+from ..rundir import resolve_path
+from ..train import build_model, make_optimizer, train_batch
 
 SCALE = JPEG_SCALE
 IMAGE_SIZE = 224
@@ -158,6 +159,7 @@ def loop_steps(dataset, cfg, device: str, sources: dict, steps: int, warmup: int
     timed = {name: _TimedStore(store) for name, store in sources.items()}
     streams = {name: batches_from(store) for name, store in timed.items()}
     seconds = dict.fromkeys(sources, 0.0)
+    clock = Clock(device)
     per_step = {name: [] for name in sources}
     images_per_step = []
     if gpu is not None:
@@ -166,8 +168,7 @@ def loop_steps(dataset, cfg, device: str, sources: dict, steps: int, warmup: int
         for step in range(total):
             names = list(sources) if step % 2 == 0 else list(sources)[::-1]
             for name in names:
-                synchronize(device)
-                start = time.perf_counter()
+                start = clock.now()
                 batch = next(streams[name])
                 loss, _ = objective(model, batch)
                 optimizer.zero_grad(set_to_none=True)
@@ -175,7 +176,7 @@ def loop_steps(dataset, cfg, device: str, sources: dict, steps: int, warmup: int
                 optimizer.step()
                 loss.item()
                 if step >= warmup:
-                    took = time.perf_counter() - start
+                    took = clock.now() - start
                     seconds[name] += took
                     per_step[name].append(took)
                 else:
@@ -219,13 +220,12 @@ def backbone_bound(cfg, dataset, device: str, images: int, steps: int, warmup: i
     model = build_model(cfg, dataset).to(device)
     side = model.input_size or dataset.image_size
     x = torch.randn(images, 3, side, side, device=device)
+    clock = Clock(device)
     for step in range(warmup + steps):
         if step == warmup:
-            synchronize(device)
-            start = time.perf_counter()
+            start = clock.now()
         model.encode_items(x).square().mean().backward()
-    synchronize(device)
-    seconds = time.perf_counter() - start
+    seconds = clock.now() - start
     return {"steps": steps, "images": images, "step_seconds": seconds / steps, "steps_per_second": steps / seconds}
 
 

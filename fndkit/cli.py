@@ -29,7 +29,7 @@ from pathlib import Path
 
 VERBS = ("chain", "paper", "search", "lab", "distill", "train", "params", "timed-chain", "bench", "pretrain")
 # The tool verbs' vocabularies, spelled here so that --help imports nothing heavy; tests/test_cli.py
-# holds them equal to the library's (fndkit.stages.training.PARAMS, fndkit.bench).
+# holds them equal to the library's (fndkit.stages.training.PARAMS, fndkit.bench.profile).
 TRAINING_STAGES = ("teacher", "student", "contrastive", "baseline")
 BENCH_JPEG_SCALE = "polyvore630-jpeg"
 BENCH_CPU_USERS = 20
@@ -245,9 +245,9 @@ def _bench_parser(sub) -> None:
                         description="Generate the benchmark at --scale, then measure scoring every user's test "
                                     "candidates (cached against per outfit), one training step split into its "
                                     "parts (teacher, FND student, FND-CL student) and the peak memory; JSON to "
-                                    "--out, tables on the console (fndkit/bench.py). --scale "
+                                    "--out, tables on the console (fndkit/bench/profile.py). --scale "
                                     f"{BENCH_JPEG_SCALE}: training fed from a generated JPEG release "
-                                    "(fndkit/bench_jpeg.py).")
+                                    "(fndkit/bench/jpeg.py).")
     be.add_argument("--scale", default="polyvore630", help=f"a synthetic scale, or {BENCH_JPEG_SCALE}")
     be.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     be.add_argument("--users", type=_users, default="default", help="users whose candidates are re-encoded per "
@@ -450,7 +450,7 @@ def _paper(args, argv, only: tuple = ()) -> int:
     if chosen is None or args.worker_only:
         return _finish(outcome, None)
     if "table5" in names and not args.collect_only:
-        from .bench import table5_record
+        from .bench.profile import table5_record
 
         table5_record(sweep.folder, [sweep.seed_dir(s) for s in sweep.seeds], device=args.device,
                       repeats=2 if args.quick else 10)
@@ -471,7 +471,7 @@ def _searched_plan(args, folder: Path, prerequisites, trials: dict, build, dispa
     start = time.perf_counter()
     chosen, phase = {}, None
     if trials:
-        chosen, phase = _search_phase(args, prerequisites, trials, dispatch, folder / "plan-search.json")
+        chosen, phase = _search_phase(args, prerequisites, trials, dispatch, folder / "plan.json")
         if chosen is None:
             return None, [], [], phase
     trial_jobs = [t for ts in trials.values() for t in ts]
@@ -564,18 +564,13 @@ def _smoke(job, args):
 
 
 def wall_seconds(folder: Path) -> float:
-    """The plan's true wall time: every call's seconds, from its records (search phase and plan)."""
+    """The plan's true wall time: every call's seconds, from its record (``plan.json``)."""
     import json
 
-    total = 0.0
-    for name in ("plan-search.json", "plan.json"):
-        path = Path(folder) / name
-        if path.exists():
-            try:
-                total += float(json.loads(path.read_text()).get("seconds_total", 0.0))
-            except (ValueError, OSError):  # an unreadable record: its time is unknown, not fatal
-                pass
-    return total
+    try:
+        return float(json.loads((Path(folder) / "plan.json").read_text()).get("seconds_total", 0.0))
+    except (ValueError, OSError):  # no record yet, or an unreadable one: its time is unknown, not fatal
+        return 0.0
 
 
 def _results_notebook(args, folder: Path, paths: dict) -> dict:
@@ -719,11 +714,12 @@ def _params(args, argv) -> int:
 
 def _timed_chain(args, argv) -> int:
     from . import run
+    from .bench.chain import timed_chain
 
     check_root(args.run_dir)
     check_root(str(Path(args.report).expanduser().parent))
     with _user_errors(run.USER_ERRORS):
-        record = run.timed_chain(args.run_dir, scale=args.scale, seed=args.seed, epochs=args.epochs,
+        record = timed_chain(args.run_dir, scale=args.scale, seed=args.seed, epochs=args.epochs,
                                  max_steps_per_epoch=args.max_steps_per_epoch or None,
                                  autoencoder_epochs=args.autoencoder_epochs, cold_repetitions=args.cold_repetitions,
                                  device=args.device, report=args.report, progress=not args.no_progress,
@@ -733,21 +729,21 @@ def _timed_chain(args, argv) -> int:
 
 
 def _bench(args, argv) -> int:
-    from . import bench, bench_jpeg
+    from .bench import jpeg, profile
 
     if args.out:
         check_root(str(Path(args.out).expanduser().parent))
     if args.scale == BENCH_JPEG_SCALE:
-        result = bench_jpeg.run_jpeg_bench(args.items or bench_jpeg.POLYVORE630["items"], args.device,
+        result = jpeg.run_jpeg_bench(args.items or jpeg.POLYVORE630["items"], args.device,
                                            steps=args.steps, warmup=args.warmup, fly_steps=args.fly_steps,
                                            workers=args.workers, seed=args.seed, keep_store=args.keep_store,
                                            fixture=args.fixture_dir)
-        tables = bench_jpeg.format_jpeg_tables(result)
+        tables = jpeg.format_jpeg_tables(result)
     else:
-        result = bench.run_bench(args.scale, args.device, users=args.users, steps=args.steps, seed=args.seed,
+        result = profile.run_bench(args.scale, args.device, users=args.users, steps=args.steps, seed=args.seed,
                                  warmup=args.warmup)
-        tables = bench.format_tables(result)
-    path = bench.save_result(result, args.out, command_line(argv))
+        tables = profile.format_tables(result)
+    path = profile.save_result(result, args.out, command_line(argv))
     print(f"\n{tables}\n\nwritten: {path}")
     return 0
 

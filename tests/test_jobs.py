@@ -219,6 +219,23 @@ def test_local_and_study_dispatch_run_one_plan_alike(tmp_path, monkeypatch):
     assert _shape(again)[1] == [("a", "broken")]
 
 
+def test_one_record_per_plan_root_keeps_every_call(tmp_path, monkeypatch):
+    """A searched plan's two phases (and a rerun) write one record: the jobs of an earlier call that
+    this call does not run stay in it, and its wall time adds up over the calls."""
+    monkeypatch.setattr(jobs, "execute_job", _fake_stage([]))
+    record = tmp_path / "plan.json"
+    plan = _small_plan(tmp_path)
+    run_plan(plan[:2], progress=False, record=record)  # phase one: data and teacher of folder a
+    first = json.loads(record.read_text())
+    run_plan(plan[5:7], progress=False, record=record)  # phase two: folder b's data and teacher
+    second = json.loads(record.read_text())
+    assert [(j["run_dir"][-1], j["kind"], j["status"]) for j in second["jobs"]] == \
+        [("a", "data", "done"), ("a", "teacher", "done"), ("b", "data", "done"), ("b", "teacher", "done")]
+    assert second["seconds_total"] == pytest.approx(first["seconds_total"] + second["seconds"], abs=0.11)
+    run_plan(plan[:2], progress=False, record=record)  # a rerun of phase one: each job listed once
+    assert len(json.loads(record.read_text())["jobs"]) == 4
+
+
 def test_student_without_teacher_does_not_wait_for_it(tmp_path):
     run = str(tmp_path)
     teacher = Job(params_for("teacher", run_dir=run))

@@ -24,6 +24,8 @@ def test_verdict_plan_executes_the_results_notebook(tmp_path):
                      "--values", "npair.lr=0.01", "bpr.tau=0.1", "fnd.alpha=1.25,2", "fnd-cl.lam=0.2"])
     assert code == 0
     folder = next(tmp_path.glob("*/plan.json")).parent
+    record = json.loads((folder / "plan.json").read_text())  # one record: the search's trials and the plan
+    assert {bool(j["trial"]) for j in record["jobs"]} == {True, False} and not list(folder.glob("plan-*.json"))
     notebook = json.loads((folder / "09_results.ipynb").read_text())
     injected = next(c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
     assert str(folder) in "".join(injected["source"])

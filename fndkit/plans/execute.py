@@ -494,10 +494,15 @@ class _Run:
         self.live, self.bar, self.on_done, self.on_failure = live, bar, on_done, on_failure
         self.outcome, self.start, self.errors = PlanOutcome(), time.perf_counter(), {}
         self.stopping, self.recorded = False, 0
-        self.prior = 0.0  # the plan's wall time in earlier calls (a rerun continues the plan)
+        # One record per plan root: earlier calls (a rerun, a searched plan's first phase) left its wall
+        # time and the jobs this call does not run, which the record keeps.
+        self.prior, self.kept = 0.0, []
         if record is not None and Path(record).exists():
             with contextlib.suppress(Exception):
-                self.prior = float(json.loads(Path(record).read_text()).get("seconds_total", 0.0))
+                before = json.loads(Path(record).read_text())
+                self.prior = float(before.get("seconds_total", 0.0))
+                keys = {j.key for j in plan}
+                self.kept = [e for e in before.get("jobs", []) if e.get("key") and e["key"] not in keys]
 
     def ended(self, ended: Ended) -> None:
         job = ended.job
@@ -534,9 +539,10 @@ class _Run:
         write_json(Path(self.record), {
             "status": status or "running", "seconds": round(seconds, 1),
             "seconds_total": round(self.prior + seconds, 1),
-            "jobs": [{"stage": j.stage, "kind": j.kind, "run_dir": j.run_dir, "trial": j.trial,
-                      "status": statuses.get(j.key, "running" if j.key in self.schedule.running else "waiting"),
-                      **records.get(j.key, {})} for j in self.plan]})
+            "jobs": self.kept + [{"key": j.key, "stage": j.stage, "kind": j.kind, "run_dir": j.run_dir,
+                                  "trial": j.trial, "status": statuses.get(
+                                      j.key, "running" if j.key in self.schedule.running else "waiting"),
+                                  **records.get(j.key, {})} for j in self.plan]})
 
     def finish(self) -> PlanOutcome:
         outcome = self.outcome

@@ -179,6 +179,8 @@ def test_nbval_lax_on_every_executed_notebook(tiny_run):
     marked = [p.name for p in executed if "NBVAL_CHECK_OUTPUT" in p.read_text()]
     assert len(marked) >= 5, marked
     env = {**os.environ, "FNDKIT_PNG": "0"}
+    # 03_student_npair is 03_student_fnd's notebook with another loss: nbval re-runs one of the two
+    checked = [p for p in executed if p.stem != "03_student_npair"]
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-                          *map(str, executed)], capture_output=True, text=True, cwd=tiny_run, env=env)
+                          *map(str, checked)], capture_output=True, text=True, cwd=tiny_run, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]

@@ -21,7 +21,8 @@ def test_verdict_plan_executes_the_results_notebook(tmp_path):
     from pathlib import Path
 
     code = cli.main(["paper", "--verdict", "--quick", "--root", str(tmp_path), "--device", "cpu", "--no-progress",
-                     "--values", "npair.lr=0.01", "bpr.tau=0.1", "fnd.alpha=1.25,2", "fnd-cl.lam=0.2"])
+                     "--values", "npair.lr=0.01", "bpr.tau=0.1", "fnd.alpha=1.25,2", "fnd-cl.lam=0.2",
+                     "lpae-u.lr=0.01", "lpae-u.tau=0.3"])
     assert code == 0
     folder = next(tmp_path.glob("*/plan.json")).parent
     record = json.loads((folder / "plan.json").read_text())  # one record: the search's trials and the plan

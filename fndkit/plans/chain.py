@@ -18,6 +18,7 @@ are kept off the console, and the run ends with a table of seconds per notebook 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -103,8 +104,7 @@ def run_chain(run_dir: str | Path, jobs: list[Job], force: bool = False, kernel_
     run = RunFolder(run_dir)
     run_dir, record_path = run.root, run.pipeline_record
     _refuse_or_continue(run, force)
-    jobs = [Job(j.params.replace(run_dir=given), label=j.label, method=j.method, shown=j.shown,
-                experiment="chain") for j in jobs]
+    jobs = [dataclasses.replace(j.with_params(run_dir=given), experiment="chain") for j in jobs]
     run.root.mkdir(parents=True, exist_ok=True)
     record = {"status": "running", "steps": [], "run_dir": str(run_dir), "seconds": 0.0}
     start = time.perf_counter()

@@ -36,6 +36,7 @@ The rules are the same for both:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -183,8 +184,7 @@ class Job:
         return getattr(self.params, "loss", "fnd") in NEEDS_TEACHER  # student, contrastive
 
     def with_params(self, **changes) -> "Job":
-        return Job(self.params.replace(**changes), label=self.label, method=self.method, shown=self.shown,
-                   experiment=self.experiment, trial=self.trial)
+        return dataclasses.replace(self, params=self.params.replace(**changes))
 
     def describe(self) -> str:
         """``<run folder>/<stage>`` for logs."""

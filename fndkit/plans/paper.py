@@ -36,7 +36,7 @@ from ..results.claims import Comparison
 from ..rundir import RunFolder, resolve_path
 from ..stages import naming
 from ..stages.cold_start import supports_cold_start
-from . import lab
+from . import lab, search
 from .execute import Job, params_for
 
 ALPHAS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)                          # Fig. 4
@@ -108,7 +108,7 @@ class Sweep:
 def baselines(sweep: Sweep | None = None) -> list[str]:
     """Registered models other than the paper's recommender (the Table-2 baselines); a quick sweep
     keeps two of them (one personalized, one not, where registered) so the runner stays cheap."""
-    names = sorted(k for k in MODELS if k != "recommender")
+    names = search.baselines()
     if sweep is not None and sweep.quick:
         pick = [next((n for n in names if MODELS[n].personalized), None),
                 next((n for n in names if not MODELS[n].personalized), None)]

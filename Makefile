@@ -9,8 +9,10 @@ REQ_HASH := $(shell sha256sum requirements.txt pyproject.toml | sha256sum | cut 
 STAMP := $(VENV)/.fndkit-setup-$(REQ_HASH)
 RUN_DIR ?= outputs/demo
 SCALE ?= demo
-# Both cores: test files spread over two processes (a file stays in one: its fixtures are built once).
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# Both cores: test files spread over two processes (a file stays in one: its fixtures are built once),
+# handed out in collection order (tests/conftest.py puts the longest files first); pytest-xdist's own
+# reorder (most tests first) started the long notebook file last and left one core idle at the end.
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: setup demo test lab browser postgres clean-demo paper verdict bench
 

@@ -635,14 +635,7 @@ def _lab(args, argv) -> int:
         return _finish(outcome, None)
     table = collect.collect(jobs)
     users = collect.collect_users(jobs)
-    comps = []
-    for job in jobs:  # each student against N-pair in the same folders (one taste breadth, every seed)
-        if job.kind == "student" and job.method != "npair" and not job.stage.endswith("per_pair"):
-            breadth = job.shown.get("taste_breadth")
-            folders = tuple(sorted({j.run_dir for j in jobs if j.shown.get("taste_breadth") == breadth}))
-            comps.append(C.Comparison(f"{job.method} − N-pair (breadth {breadth})", job.stage, "student_npair",
-                                      folders=folders))
-    claims = C.compare(users, list(dict.fromkeys(comps)))
+    claims = C.compare(users, lab.comparisons(jobs))
     info = {"title": "fndkit — the false-negative lab", "machine": folder.name, "seeds": list(args.seeds),
             "scale": args.scale}
     return _publish(args, argv, folder, outcome, info, table, claims=claims)

@@ -252,23 +252,31 @@ def execute_job(job: Job, via: str = "process", progress: bool = False, kernel_n
         except Exception as exc:
             tail = "".join(traceback.format_exception(exc)[-3:]).strip()
             raise JobError(f"{job.describe()} failed: {type(exc).__name__}: {exc}\n{tail}", job) from exc
-    source = NOTEBOOK_DIR / f"{job.notebook}.ipynb"
-    target = executed_copy(job, label)
+    run_notebook(job.notebook, executed_copy(job, label), job.params.notebook_parameters(), job.describe(), job,
+                 kernel_name, log_output)
+    folder = RunFolder(job.run_dir)
+    return folder.read_metrics(job.stage) if folder.metrics_path(job.stage).exists() else {}
+
+
+def run_notebook(name: str, target: Path, parameters: dict, what: str, job: Job | None = None,
+                 kernel_name: str | None = None, log_output: bool = False) -> None:
+    """``notebooks/<name>.ipynb`` executed by papermill into ``target`` (from the notebooks folder, in
+    the kernels' environment); a failure is a :class:`JobError` naming ``what``, the cell and the
+    executed copy that holds the traceback."""
+    source = NOTEBOOK_DIR / f"{name}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with kernel_environment():
-            pm.execute_notebook(str(source), str(target), parameters=job.params.notebook_parameters(),
-                                kernel_name=kernel_name, progress_bar=False, log_output=log_output,
-                                cwd=str(NOTEBOOK_DIR), extra_arguments=list(KERNEL_ARGUMENTS))
+            pm.execute_notebook(str(source), str(target), parameters=parameters, kernel_name=kernel_name,
+                                progress_bar=False, log_output=log_output, cwd=str(NOTEBOOK_DIR),
+                                extra_arguments=list(KERNEL_ARGUMENTS))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # papermill wraps the kernel's error: name the notebook and the cell
         if getattr(exc, "ename", None) == "KeyboardInterrupt":
             raise KeyboardInterrupt from None
-        raise JobError(f"{job.describe()}: {describe_failure(exc, source)}\n  executed copy with the "
-                       f"traceback: {target}", job, target) from None
-    folder = RunFolder(job.run_dir)
-    return folder.read_metrics(job.stage) if folder.metrics_path(job.stage).exists() else {}
+        raise JobError(f"{what}: {describe_failure(exc, source)}\n  executed copy with the traceback: {target}",
+                       job, target) from None
 
 
 RESULTS_NOTEBOOK = "09_results"
@@ -280,18 +288,11 @@ def execute_results_notebook(root: str | os.PathLike, kernel_name: str | None = 
     tables and figures as a notebook beside ``report.html``. A failure raises :class:`JobError`
     naming the cell; the previous copy, if any, is kept."""
     root = resolve_path(root)
-    source, target = NOTEBOOK_DIR / f"{RESULTS_NOTEBOOK}.ipynb", root / f"{RESULTS_NOTEBOOK}.ipynb"
     partial = root / f".{RESULTS_NOTEBOOK}.partial.ipynb"   # papermill saves as it goes: renamed when whole
-    try:
-        with kernel_environment():
-            pm.execute_notebook(str(source), str(partial), parameters={"root": str(root)}, kernel_name=kernel_name,
-                                progress_bar=False, cwd=str(NOTEBOOK_DIR), extra_arguments=list(KERNEL_ARGUMENTS))
-        os.replace(partial, target)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:
-        raise JobError(f"the results notebook on {root}: {describe_failure(exc, source)}\n  executed copy with "
-                       f"the traceback: {partial}", None, partial) from None
+    run_notebook(RESULTS_NOTEBOOK, partial, {"root": str(root)}, f"the results notebook on {root}",
+                 kernel_name=kernel_name)
+    target = root / f"{RESULTS_NOTEBOOK}.ipynb"
+    os.replace(partial, target)
     return target
 
 

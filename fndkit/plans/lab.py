@@ -28,6 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from ..config import SCALE_PRESETS
+from ..results.claims import Comparison
 from ..rundir import resolve_path
 from ..stages import naming
 from .execute import Job, params_for
@@ -132,4 +133,14 @@ def fn_ablation_runs(root: str | os.PathLike, seeds: Iterable[int] = (0, 1, 2), 
 EXPERIMENTS = {"fn_rate": fn_rate_runs, "fn_ablation": fn_ablation_runs}
 
 
-
+def comparisons(jobs: Iterable[Job]) -> list[Comparison]:
+    """The lab's claims: each student against N-pair in the same run folders (one taste breadth,
+    every seed); the per-pair students are left out."""
+    jobs, out = list(jobs), []
+    for job in jobs:
+        if job.kind == "student" and job.method != "npair" and not job.stage.endswith("per_pair"):
+            breadth = job.shown.get("taste_breadth")
+            folders = tuple(sorted({j.run_dir for j in jobs if j.shown.get("taste_breadth") == breadth}))
+            out.append(Comparison(f"{job.method} − N-pair (breadth {breadth})", job.stage, "student_npair",
+                                  folders=folders))
+    return list(dict.fromkeys(out))

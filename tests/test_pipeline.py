@@ -90,6 +90,7 @@ def test_kernels_wait_passively_unless_told_otherwise(monkeypatch, own):
     assert os.environ.get("OMP_WAIT_POLICY") == own
 
 
+@pytest.mark.slow  # Local(2) against Local(1): also test_search's worker-count test, in the default run
 def test_chain_with_two_workers_writes_what_one_worker_writes(tmp_path):
     """The students side by side (two workers) give the same metrics as one after another, for the
     same seeds and a fixed number of threads per job. Their prerequisites are trained once and

@@ -19,9 +19,9 @@ pytestmark = pytest.mark.notebook
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper")
-    # every experiment of the paper and the false-negative lab's fn_rate, at the paper's values
-    # (the search has tests/test_search.py); in-process jobs, two workers
-    code = cli.main(["paper", *P.EXPERIMENTS, "fn_rate", "--quick", "--no-search", "--root", str(root),
+    # every experiment of the paper, at the paper's values (the search has tests/test_search.py; the
+    # lab's jobs run end to end in tests/test_fnlab.py); in-process jobs, two workers
+    code = cli.main(["paper", *P.EXPERIMENTS, "--quick", "--no-search", "--root", str(root),
                      "--device", "cpu", "--workers", "2", "--no-progress"])
     folder = next(root.glob("*/plan.json")).parent
     return root, folder, code, pd.read_csv(folder / "results.csv")
@@ -31,7 +31,7 @@ def test_quick_sweep_fills_every_experiment(quick):
     root, folder, code, results = quick
     assert code == 0
     assert list(results.columns) == collect.COLUMNS
-    assert set(results.experiment) == set(P.EXPERIMENTS) | {"fn_rate", "prerequisites"}
+    assert set(results.experiment) == set(P.EXPERIMENTS) | {"prerequisites"}
     # a stage shared by experiments is one job: Fig. 4's α = 1.25 run is Table 2's FND row
     auc = results[(results.metric == "auc") & (results.protocol == "random") & (results.list == "test")]
     t2 = auc[(auc.experiment == "table2") & (auc.method == "fnd")]
@@ -49,8 +49,17 @@ def test_quick_sweep_fills_every_experiment(quick):
     assert t5["teacher"] > t5["S"]
     # the test list and the clean list (true false negatives removed) side by side
     assert {"test", "test_clean", "validation"} <= set(results.list)
-    lab = auc[auc.experiment == "fn_rate"]
-    assert {"npair", "oracle-drop", "oracle-pull"} <= set(lab.method)
+
+
+def test_paper_plans_the_labs_experiments_in_their_own_folders(tmp_path):
+    """`paper fn_rate` adds the false-negative lab's jobs (run end to end by tests/test_fnlab.py)
+    under <machine>/fnlab/, beside the paper's seed folders, after the paper's own jobs."""
+    sweep = P.Sweep(tmp_path, seeds=(0,), quick=True, device="cpu", machine="m")
+    jobs = P.plan(["table2", "fn_rate"], sweep)
+    lab = [j for j in jobs if j.experiment == "fn_rate"]
+    assert {"npair", "oracle-drop", "oracle-pull"} <= {j.method for j in lab}
+    assert all(str(sweep.folder / "fnlab") in j.run_dir for j in lab)
+    assert jobs[-len(lab):] == lab and all(j.experiment != "fn_rate" for j in jobs[:-len(lab)])
 
 
 def test_pages_carry_claims_with_interval_mde_and_verdict(quick, tmp_path):

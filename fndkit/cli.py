@@ -713,10 +713,10 @@ def _timed_chain(args, argv) -> int:
     check_root(str(Path(args.report).expanduser().parent))
     with _user_errors(run.USER_ERRORS):
         record = timed_chain(args.run_dir, scale=args.scale, seed=args.seed, epochs=args.epochs,
-                                 max_steps_per_epoch=args.max_steps_per_epoch or None,
-                                 autoencoder_epochs=args.autoencoder_epochs, cold_repetitions=args.cold_repetitions,
-                                 device=args.device, report=args.report, progress=not args.no_progress,
-                                 command=command_line(argv))
+                             max_steps_per_epoch=args.max_steps_per_epoch or None,
+                             autoencoder_epochs=args.autoencoder_epochs, cold_repetitions=args.cold_repetitions,
+                             device=args.device, report=args.report, progress=not args.no_progress,
+                             command=command_line(argv))
     print(f"chain finished in {record['wall_s']} s; record in {args.report}")
     return 0
 
@@ -728,13 +728,13 @@ def _bench(args, argv) -> int:
         check_root(str(Path(args.out).expanduser().parent))
     if args.scale == BENCH_JPEG_SCALE:
         result = jpeg.run_jpeg_bench(args.items or jpeg.POLYVORE630["items"], args.device,
-                                           steps=args.steps, warmup=args.warmup, fly_steps=args.fly_steps,
-                                           workers=args.workers, seed=args.seed, keep_store=args.keep_store,
-                                           fixture=args.fixture_dir)
+                                     steps=args.steps, warmup=args.warmup, fly_steps=args.fly_steps,
+                                     workers=args.workers, seed=args.seed, keep_store=args.keep_store,
+                                     fixture=args.fixture_dir)
         tables = jpeg.format_jpeg_tables(result)
     else:
         result = profile.run_bench(args.scale, args.device, users=args.users, steps=args.steps, seed=args.seed,
-                                 warmup=args.warmup)
+                                   warmup=args.warmup)
         tables = profile.format_tables(result)
     path = profile.save_result(result, args.out, command_line(argv))
     print(f"\n{tables}\n\nwritten: {path}")

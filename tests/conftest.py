@@ -65,14 +65,14 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
 
 
-# The files that take longest (seconds of test time on the 2-core box, make test, 2026-12-08: 271,
-# 123, 70, 65, 64, 62, 48, 47, 46, 43, 42, 36), run first: `make test` spreads whole files over two
-# processes (--dist loadfile) in collection order (--no-loadscope-reorder: xdist's default order is
-# most tests first, which handed the notebook file out last), and a long file handed out last leaves
-# the other process idle at the end (the longest first is the classic fix for that schedule).
-LONGEST_FIRST = ("test_notebooks", "test_search", "test_pipeline", "test_verdict", "test_faults",
-                 "test_browser", "test_paper", "test_baselines", "test_distillation", "test_fnlab",
-                 "test_bench", "test_bad_input")
+# The files that take longest (seconds of test time on the 2-core box, make test at f12383e,
+# 2026-12-08: 167, 94, 63, 55, 52, 49, 48, 43, 42, 37, 28, 28), run first: `make test` spreads whole
+# files over two processes (--dist loadfile) in collection order (--no-loadscope-reorder: xdist's
+# default order is most tests first, which handed the notebook file out last), and a long file handed
+# out last leaves the other process idle at the end (the longest first is the classic fix for that).
+LONGEST_FIRST = ("test_notebooks", "test_search", "test_faults", "test_baselines", "test_distillation",
+                 "test_paper", "test_verdict", "test_bad_input", "test_fnlab", "test_browser", "test_pipeline",
+                 "test_reliability")
 
 
 def pytest_collection_modifyitems(config, items):

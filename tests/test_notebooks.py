@@ -182,7 +182,7 @@ def _nbval(run_dir, notebooks):
 def test_nbval_lax_on_executed_notebooks(tiny_run):
     """Researchers run nbval on papermill-prepared copies: the first notebook and the student pass it,
     and their cells marked NBVAL_CHECK_OUTPUT (seeded metrics) print the same again. Every notebook
-    of the chain: the --runslow test below (70 s more)."""
+    of the chain: the --runslow test below (about 65 s more)."""
     executed = sorted((tiny_run / "notebooks").glob("*.ipynb"))
     assert len(executed) == 9
     marked = [p.name for p in executed if "NBVAL_CHECK_OUTPUT" in p.read_text()]

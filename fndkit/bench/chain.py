@@ -29,7 +29,6 @@ from ..rundir import RunFolder, StageError
 from .clock import Clock, cost_since, measured
 
 
-
 def transfer_timing(dataset, device: str, steps: int = 20, items_per_step: int = 190, seed: int = 0) -> dict:
     """Milliseconds per training step to gather a step's item images (memory-mapped uint8) and bring
     them to ``device`` as the backbone's input: pageable (what training does) against pinned host
